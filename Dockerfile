@@ -1,0 +1,9 @@
+FROM python:3.11-slim
+ENV PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+WORKDIR /app
+COPY requirements.txt .
+RUN pip install --no-cache-dir -r requirements.txt
+COPY . .
+RUN python manage.py collectstatic --noinput -v 0
+EXPOSE 8000
+CMD ["gunicorn", "webapp.wsgi", "-b", "0.0.0.0:8000", "--workers", "3", "--timeout", "600"]

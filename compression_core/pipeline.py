@@ -1,0 +1,328 @@
+"""Run one compression recipe end to end, reporting progress via a callback.
+
+The pipeline knows nothing of Django or Celery: the worker builds a
+:class:`Recipe` from a job row and passes a ``progress(fraction, message)``
+callable; the same recipe runs from a shell with
+``python -m compression_core run recipe.json``.
+
+Example::
+
+    recipe = Recipe(
+        model=ModelSource(architecture="digits_cnn"),
+        input_shape=[1, 8, 8],
+        algorithm="L1NormPruner",
+        params={"config_list": [{"op_types": ["Conv2d"], "sparse_ratio": 0.5}]},
+        dataset="digits",
+        output_dir="out/",
+    )
+    result = run_pipeline(recipe, progress=lambda f, msg: print(f"{f:.0%} {msg}"))
+    result["metrics"]["after"]["params"]
+"""
+
+from __future__ import annotations
+
+import copy
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from . import registry
+from .analysis import count_flops_params, measure_latency, model_summary, output_fidelity
+from .architectures import ARCHITECTURES, build_architecture
+from .config import select_modules
+from .datasets import BUILTIN_DATASETS, evaluate_accuracy, load_builtin_dataset
+from .io import load_model, onnx_input_shapes, save_model
+from .pruning.base import PRUNABLE_TYPES
+from .speedup import ModelSpeedup, auto_set_dependency_group_ids
+
+Progress = Callable[[float, str], None]
+
+FIDELITY_SAMPLES = 32
+FIDELITY_SEED = 1234
+
+
+class JobCancelled(Exception):
+    """Raised by a progress callback to stop the pipeline between steps."""
+
+
+@dataclass
+class ModelSource:
+    """Where the model comes from: an uploaded file, a built-in architecture, or both
+    (architecture plus a weights file)."""
+
+    path: str | None = None
+    architecture: str | None = None
+    num_classes: int | None = None
+    trusted: bool = False
+
+    def load(self) -> nn.Module:
+        if self.path:
+            model = load_model(
+                self.path, architecture=self.architecture, num_classes=self.num_classes, trusted=self.trusted
+            )
+        elif self.architecture:
+            torch.manual_seed(0)
+            model = build_architecture(self.architecture, num_classes=self.num_classes)
+        else:
+            raise ValueError("a model source needs a file path or an architecture name")
+        return model.eval()
+
+    def default_input_shape(self) -> list[int] | None:
+        if self.architecture:
+            return list(ARCHITECTURES[self.architecture].input_shape)
+        if self.path:
+            shapes = onnx_input_shapes(self.path)
+            if len(shapes) != 1:
+                raise ValueError(f"the model has {len(shapes)} inputs; Condense handles single-input models so far")
+            shape = shapes[0][1:]
+            if any(dim is None or dim <= 0 for dim in shape):
+                return None
+            return list(shape)
+        return None
+
+
+@dataclass
+class Recipe:
+    model: ModelSource
+    input_shape: list[int]
+    algorithm: str
+    params: dict[str, Any]
+    speedup: bool = True
+    dataset: str | None = None
+    device: str = "cpu"
+    output_dir: str = "."
+    latency_batch_sizes: tuple[int, ...] = (1, 16)
+    latency_runs: int = 10
+    export_formats: tuple[str, ...] = field(default=("onnx", "safetensors"))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Recipe":
+        data = dict(data)
+        unknown = sorted(set(data) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise ValueError(f"recipe: unknown key {unknown[0]!r}")
+        data["model"] = ModelSource(**data.get("model", {}))
+        for key in ("latency_batch_sizes", "export_formats"):
+            if key in data:
+                data[key] = tuple(data[key])
+        return cls(**data)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _check_dataset(dataset: str | None, input_shape: list[int]) -> None:
+    if not dataset:
+        return
+    if dataset not in BUILTIN_DATASETS:
+        raise ValueError(f"unknown dataset {dataset!r}; built-in datasets: {', '.join(BUILTIN_DATASETS)}")
+    expected = list(BUILTIN_DATASETS[dataset].input_shape)
+    if list(input_shape) != expected:
+        raise ValueError(
+            f"dataset {dataset!r} gives inputs of shape {expected}, but the model takes {list(input_shape)}"
+        )
+
+
+def inspect_model(source: ModelSource, input_shape: list[int] | None = None) -> dict[str, Any]:
+    """Load a model and describe it: input shape, layer table, totals.
+
+    Raises ``ValueError`` (``ModelFormatError`` is one) with a message fit for
+    the user when the model cannot be loaded or run.
+    """
+    model = source.load()
+    shape = list(input_shape) if input_shape else source.default_input_shape()
+    if not shape:
+        raise ValueError("the model's input shape is dynamic; give the input shape (e.g. [3, 224, 224])")
+    try:
+        summary = model_summary(model, torch.randn(1, *shape))
+    except Exception as exc:
+        raise ValueError(f"the model does not run on an input of shape {[1, *shape]}: {exc}") from exc
+    summary["input_shape"] = shape
+    summary["prunable_layers"] = [name for name, m in model.named_modules() if isinstance(m, PRUNABLE_TYPES)]
+    return summary
+
+
+def validate_recipe(recipe: Recipe, model: nn.Module | None = None) -> dict[str, Any]:
+    """Check the recipe against its model before any long work starts.
+
+    Returns the validated params (defaults filled, config list canonical).
+    """
+    spec = registry.get_algorithm(recipe.algorithm)
+    params = registry.validate_params(recipe.algorithm, recipe.params)
+    _check_dataset(recipe.dataset, recipe.input_shape)
+    if spec.needs_data and not recipe.dataset:
+        raise ValueError(f"{recipe.algorithm} needs data: choose a dataset")
+    model = model if model is not None else recipe.model.load()
+    selected = select_modules(model, params["config_list"], supported_types=PRUNABLE_TYPES)
+    if not selected:
+        raise ValueError("the config list selects no prunable layer of this model (Conv*/Linear)")
+    return params
+
+
+class _Reporter:
+    def __init__(self, progress: Progress | None):
+        self.progress = progress or (lambda fraction, message: None)
+        self.log: list[str] = []
+
+    def __call__(self, fraction: float, message: str) -> None:
+        self.log.append(message)
+        self.progress(fraction, message)
+
+
+def _measure(
+    model: nn.Module,
+    example: torch.Tensor,
+    recipe: Recipe,
+    eval_data: tuple[torch.Tensor, torch.Tensor] | None,
+    workdir: Path,
+    tag: str,
+) -> dict[str, Any]:
+    flops, params, layers = count_flops_params(model, example)
+    metrics: dict[str, Any] = {"params": int(params), "flops": int(flops)}
+    onnx_path = workdir / f"{tag}.onnx"
+    metrics["onnx_bytes"] = save_model(model, onnx_path, example_inputs=(example,))["bytes"]
+    weights_path = workdir / f"{tag}.safetensors"
+    metrics["weights_bytes"] = save_model(model, weights_path)["bytes"]
+    for batch in recipe.latency_batch_sizes:
+        lat = measure_latency(model, example, batch_size=batch, runs=recipe.latency_runs, device="cpu")
+        metrics[f"latency_cpu_b{batch}_ms"] = lat["median_ms"]
+    if recipe.device == "gpu" and torch.cuda.is_available():
+        gpu_model = copy.deepcopy(model).cuda()
+        for batch in recipe.latency_batch_sizes:
+            lat = measure_latency(gpu_model, example.cuda(), batch_size=batch, runs=recipe.latency_runs, device="cuda")
+            metrics[f"latency_gpu_b{batch}_ms"] = lat["median_ms"]
+        del gpu_model
+    if eval_data is not None:
+        metrics["accuracy"] = evaluate_accuracy(model, *eval_data)
+    metrics["_layers"] = layers
+    return metrics
+
+
+def _layer_table(before: list[dict], after: list[dict], masks: dict, plan: dict) -> list[dict[str, Any]]:
+    after_by_name = {layer["name"]: layer for layer in after}
+    rows = []
+    for layer in before:
+        name = layer["name"]
+        new = after_by_name.get(name, {})
+        mask = masks.get(name, {}).get("weight")
+        row = {
+            "name": name,
+            "type": layer["type"],
+            "params_before": layer["params"],
+            "params_after": new.get("params", layer["params"]),
+            "flops_before": layer["flops"],
+            "flops_after": new.get("flops", layer["flops"]),
+            "sparsity": round(1.0 - float(mask.float().mean()), 4) if mask is not None else 0.0,
+            "weight_shape_before": layer.get("weight_shape"),
+            "weight_shape_after": new.get("weight_shape", layer.get("weight_shape")),
+        }
+        if name in plan:
+            entry = plan[name]
+            row["channels_before"] = entry.get("before", {})
+            row["channels_after"] = {k: v for k, v in entry.items() if k not in ("before", "kept_in", "kept_out", "type")}
+        rows.append(row)
+    return rows
+
+
+def run_pipeline(recipe: Recipe, progress: Progress | None = None) -> dict[str, Any]:
+    """Load, measure, compress, speed up, measure again and export.
+
+    Returns ``{"metrics": {"before", "after", "fidelity"}, "layers", "artifacts",
+    "warnings", "timings", "log"}``. Artifacts are written to ``recipe.output_dir``.
+    """
+    report = _Reporter(progress)
+    timings: dict[str, float] = {}
+    warnings: list[str] = []
+    out_dir = Path(recipe.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+
+    report(0.02, "loading model")
+    model = recipe.model.load()
+    params = validate_recipe(recipe, model)
+    example = torch.randn(1, *recipe.input_shape, generator=torch.Generator().manual_seed(0))
+    eval_data = None
+    fidelity_inputs = torch.randn(
+        FIDELITY_SAMPLES, *recipe.input_shape, generator=torch.Generator().manual_seed(FIDELITY_SEED)
+    )
+    if recipe.dataset:
+        inputs, labels = load_builtin_dataset(recipe.dataset, split="test")
+        if BUILTIN_DATASETS[recipe.dataset].has_labels:
+            eval_data = (inputs, labels)
+        fidelity_inputs = inputs[:256]
+    with torch.inference_mode():
+        reference_outputs = model(fidelity_inputs)
+    timings["load_s"] = time.perf_counter() - started
+
+    with tempfile.TemporaryDirectory(prefix="condense-") as tmp:
+        workdir = Path(tmp)
+        report(0.08, "measuring the original model")
+        t0 = time.perf_counter()
+        before = _measure(model, example, recipe, eval_data, workdir, "original")
+        timings["measure_before_s"] = time.perf_counter() - t0
+
+        spec = registry.get_algorithm(recipe.algorithm)
+        config_list = params["config_list"]
+        if params.get("dependency_aware") and spec.granularity == "out_channel":
+            report(0.35, "finding coupled layers (dependency groups)")
+            config_list = auto_set_dependency_group_ids(model, config_list, example)
+
+        report(0.4, f"pruning with {recipe.algorithm}")
+        t0 = time.perf_counter()
+        pruner = spec.factory(model, config_list)
+        _, masks = pruner.compress()
+        pruner.unwrap_model()
+        timings["compress_s"] = time.perf_counter() - t0
+        masks = {name: {k: v.detach().cpu() for k, v in mask.items()} for name, mask in masks.items()}
+
+        plan: dict[str, Any] = {}
+        if recipe.speedup:
+            report(0.5, "speeding up: removing pruned channels")
+            t0 = time.perf_counter()
+            speedup = ModelSpeedup(model, example, masks)
+            model = speedup.speedup_model()
+            plan = speedup.plan
+            warnings.extend(speedup.warnings)
+            timings["speedup_s"] = time.perf_counter() - t0
+            if not plan:
+                warnings.append(
+                    "speedup removed no channel: the masks zero single weights or no whole channel "
+                    "could be removed, so the model keeps its shape (sparse weights only)"
+                )
+
+        report(0.6, "measuring the compressed model")
+        t0 = time.perf_counter()
+        after = _measure(model, example, recipe, eval_data, workdir, "compressed")
+        with torch.inference_mode():
+            fidelity = output_fidelity(reference_outputs, model(fidelity_inputs))
+        timings["measure_after_s"] = time.perf_counter() - t0
+
+    report(0.85, "exporting the compressed model")
+    artifacts = []
+    if "onnx" in recipe.export_formats:
+        info = save_model(model, out_dir / "model.onnx", example_inputs=(example,))
+        artifacts.append({"name": "model.onnx", "kind": "onnx", "bytes": info["bytes"]})
+    if "safetensors" in recipe.export_formats:
+        info = save_model(model, out_dir / "model.safetensors", plan=plan)
+        artifacts.append({"name": "model.safetensors", "kind": "safetensors", "bytes": info["bytes"]})
+        plan_path = out_dir / "model.plan.json"
+        if plan_path.exists():
+            artifacts.append({"name": plan_path.name, "kind": "plan", "bytes": plan_path.stat().st_size})
+
+    layers = _layer_table(before.pop("_layers"), after.pop("_layers"), masks, plan)
+    timings["total_s"] = time.perf_counter() - started
+    report(1.0, "done")
+    return {
+        "metrics": {"before": before, "after": after, "fidelity": fidelity},
+        "layers": layers,
+        "artifacts": artifacts,
+        "warnings": warnings,
+        "timings": {k: round(v, 3) for k, v in timings.items()},
+        "log": report.log,
+    }

@@ -1,0 +1,96 @@
+"""Magnitude pruners: LevelPruner (fine-grained) and L1NormPruner (filters).
+
+Both need no data. L1NormPruner follows Li et al., "Pruning Filters for
+Efficient ConvNets" (ICLR 2017): in each layer, the output channels whose
+weights have the smallest L1 norm are removed. Layers that share a
+``dependency_group_id`` (e.g. convolutions feeding one residual add) are
+scored together, summing their channel norms, so they lose the same channels
+and speedup can really remove them.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import torch
+import torch.nn as nn
+
+from .base import Masks, Pruner, channel_mask, out_channel_dim
+
+
+def _kept_count(total: int, sparse_ratio: float) -> int:
+    # NNI rounds the pruned count down, but never removes a whole layer.
+    pruned = int(total * sparse_ratio)
+    return max(total - pruned, 1)
+
+
+class LevelPruner(Pruner):
+    """Fine-grained magnitude pruning: zero the smallest-magnitude weights.
+
+    ``balance_gran`` (NNI's balanced mode) is not supported yet.
+
+    Example::
+
+        >>> import torch.nn as nn
+        >>> model = nn.Sequential(nn.Linear(8, 8))
+        >>> _, masks = LevelPruner(model, [{"op_types": ["Linear"], "sparsity": 0.5}]).compress()
+        >>> int(masks["0"]["weight"].sum())
+        32
+    """
+
+    def _compute_masks(self) -> Masks:
+        masks: Masks = {}
+        for name, settings in self.targets.items():
+            weight = self._modules[name].weight
+            kept = _kept_count(weight.numel(), settings["sparse_ratio"])
+            order = weight.detach().abs().flatten().argsort(descending=True, stable=True)
+            flat = torch.zeros(weight.numel(), dtype=weight.dtype, device=weight.device)
+            flat[order[:kept]] = 1.0
+            masks[name] = {"weight": flat.reshape(weight.shape)}
+        return masks
+
+
+class L1NormPruner(Pruner):
+    """Remove the output channels (filters / rows) of smallest L1 norm.
+
+    Example::
+
+        >>> import torch.nn as nn
+        >>> model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU())
+        >>> _, masks = L1NormPruner(model, [{"op_types": ["Conv2d"], "sparse_ratio": 0.5}]).compress()
+        >>> int(masks["0"]["weight"].flatten(1).any(1).sum())   # filters left
+        4
+    """
+
+    norm_order = 1
+
+    def _channel_scores(self, module: nn.Module) -> torch.Tensor:
+        weight = module.weight.detach()
+        dim = out_channel_dim(module)
+        per_channel = weight.transpose(0, dim).flatten(1)
+        return per_channel.norm(p=self.norm_order, dim=1)
+
+    def _compute_masks(self) -> Masks:
+        groups: dict[object, list[str]] = defaultdict(list)
+        for name, settings in self.targets.items():
+            group = settings.get("dependency_group_id")
+            groups[("group", group) if group is not None else ("layer", name)].append(name)
+
+        masks: Masks = {}
+        for members in groups.values():
+            widths = {self._modules[n].weight.shape[out_channel_dim(self._modules[n])] for n in members}
+            if len(widths) != 1:
+                raise ValueError(
+                    f"layers {', '.join(members)} share a dependency_group_id but have different "
+                    f"numbers of output channels ({sorted(widths)})"
+                )
+            scores = sum(self._channel_scores(self._modules[n]).float() for n in members)
+            # The group follows the strictest ratio any member asks for.
+            ratio = max(self.targets[n]["sparse_ratio"] for n in members)
+            kept_count = _kept_count(scores.numel(), ratio)
+            order = scores.argsort(descending=True, stable=True)
+            kept = torch.zeros_like(scores, dtype=torch.bool)
+            kept[order[:kept_count]] = True
+            for name in members:
+                masks[name] = channel_mask(self._modules[name], kept)
+        return masks

@@ -1,0 +1,161 @@
+"""Shared fixtures: users, API clients, a real Celery worker process.
+
+The worker is a separate ``celery worker`` process connected to the same test
+database and a real broker: Redis when ``REDIS_URL`` is set (CI), otherwise
+the serverless filesystem broker. Tests that use it need committed data, so
+they run with ``transactional_db``.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def media_root(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("media")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_media(request, media_root):
+    # compression_core's tests also run where Django is absent (the GPU image).
+    if request.config.pluginmanager.hasplugin("django"):
+        request.getfixturevalue("settings").MEDIA_ROOT = str(media_root)
+
+
+@pytest.fixture
+def user(django_user_model):
+    return django_user_model.objects.create_user("alice", password="wonderland-42")
+
+
+@pytest.fixture
+def other_user(django_user_model):
+    return django_user_model.objects.create_user("bob", password="builder-42")
+
+
+@pytest.fixture
+def api(user):
+    from rest_framework.test import APIClient
+
+    client = APIClient()
+    client.force_authenticate(user)
+    return client
+
+
+@pytest.fixture
+def other_api(other_user):
+    from rest_framework.test import APIClient
+
+    client = APIClient()
+    client.force_authenticate(other_user)
+    return client
+
+
+def _database_url() -> str:
+    from django.db import connection
+
+    params = connection.settings_dict
+    if params["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{params['NAME']}"
+    auth = params["USER"] or ""
+    if params.get("PASSWORD"):
+        auth += f":{params['PASSWORD']}"
+    host = params["HOST"] or "localhost"
+    port = params["PORT"] or 5432
+    return f"postgres://{auth}@{host}:{port}/{params['NAME']}"
+
+
+@pytest.fixture(scope="session")
+def celery_broker(tmp_path_factory):
+    """Point this process's Celery app at the broker the test worker uses."""
+    from django.conf import settings
+
+    from workers.celery_app import app, ensure_broker_folders
+
+    env = {}
+    if settings.REDIS_URL:
+        env["REDIS_URL"] = settings.REDIS_URL
+    else:
+        broker_dir = tmp_path_factory.mktemp("broker")
+        env["CONDENSE_BROKER_DIR"] = str(broker_dir)
+        app.conf.broker_transport_options = {
+            "data_folder_in": str(broker_dir / "queue"),
+            "data_folder_out": str(broker_dir / "queue"),
+            "processed_folder": str(broker_dir / "processed"),
+            "store_processed": False,
+        }
+        ensure_broker_folders()
+    if settings.REDIS_URL:
+        with app.connection_for_write() as connection:
+            for queue in ("cpu", "gpu"):
+                connection.default_channel.queue_purge(queue)
+    return env
+
+
+@pytest.fixture(scope="session")
+def celery_worker_process(django_db_setup, django_db_blocker, celery_broker, media_root, tmp_path_factory):
+    """A real ``celery worker`` process on the test database and broker."""
+    with django_db_blocker.unblock():
+        database_url = _database_url()
+    log_path = tmp_path_factory.mktemp("worker") / "worker.log"
+    env = {
+        **os.environ,
+        **celery_broker,
+        "DATABASE_URL": database_url,
+        "CONDENSE_MEDIA_ROOT": str(media_root),
+        "DJANGO_SETTINGS_MODULE": "webapp.settings",
+        "PYTHONUNBUFFERED": "1",
+    }
+    command = [
+        sys.executable, "-m", "celery", "-A", "workers", "worker", "--pool=solo", "-Q", "cpu,gpu",
+        "--loglevel=INFO", "-n", f"test-{os.getpid()}@%h", "--without-gossip", "--without-mingle",
+    ]
+    log = open(log_path, "wb")
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 90
+    while b"ready." not in log_path.read_bytes():
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise RuntimeError(f"the Celery worker did not start:\n{log_path.read_text()[-4000:]}")
+        time.sleep(0.2)
+    process.log_path = log_path
+    yield process
+    process.terminate()
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+    log.close()
+
+
+def wait_for_job(job_id: int, timeout: float = 120.0, until=("succeeded", "failed", "cancelled"), worker=None):
+    """Poll the database until the job reaches one of ``until``; return it."""
+    from webapp.jobs.models import Job
+
+    deadline = time.monotonic() + timeout
+    while True:
+        job = Job.objects.get(pk=job_id)
+        if job.status in until:
+            return job
+        if time.monotonic() > deadline:
+            tail = Path(worker.log_path).read_text()[-3000:] if worker is not None else ""
+            raise AssertionError(f"job {job_id} still {job.status} after {timeout}s\n{tail}")
+        time.sleep(0.25)
+
+
+@pytest.fixture
+def wait_job(celery_worker_process):
+    """``wait_job(job_id, timeout=120)`` with a real worker running."""
+
+    def wait(job_id: int, **kwargs):
+        return wait_for_job(job_id, worker=celery_worker_process, **kwargs)
+
+    return wait

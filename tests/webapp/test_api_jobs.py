@@ -1,0 +1,118 @@
+import onnxruntime as ort
+import numpy as np
+import pytest
+
+from webapp.jobs.models import Job
+from webapp.jobs.services import InvalidTransition, job_execute, job_transition
+
+pytestmark = pytest.mark.django_db
+
+L1_HALF = {"config_list": [{"op_types": ["Conv2d"], "sparse_ratio": 0.5}]}
+
+
+def _create(api, model, **overrides):
+    data = {"model": model.pk, "algorithm": "L1NormPruner", "params": L1_HALF, "speedup": True, "dataset": "digits"}
+    data.update(overrides)
+    return api.post("/api/v1/jobs/", data, format="json")
+
+
+def test_create_job_queues_it_and_enqueues_on_commit(api, digits_model, no_enqueue):
+    response = _create(api, digits_model)
+    assert response.status_code == 201, response.json()
+    body = response.json()
+    assert body["status"] == "queued" and body["progress"] == 0
+    assert body["params"]["config_list"] == [{"op_types": ["Conv2d"], "sparse_ratio": 0.5}]
+    assert no_enqueue == [(body["id"], "cpu")]
+    assert api.get(f"/api/v1/jobs/{body['id']}/").json()["status"] == "queued"
+    assert [j["id"] for j in api.get("/api/v1/jobs/").json()["results"]] == [body["id"]]
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"params": {"config_list": [{"op_types": ["Conv2d"], "sparsty": 0.5}]}}, "unknown key 'sparsty'"),
+        ({"params": {"config_list": [{"op_types": ["Conv2d"], "sparsity": 1.0}]}}, "must be < 1"),
+        ({"params": {"config_list": [{"op_types": ["Conv2d"], "sparsity": -0.5}]}}, "must be >= 0"),
+        ({"params": {"config_list": [{"op_names": ["layer9"], "sparsity": 0.5}]}}, "'layer9' matches no layer"),
+        ({"params": {"config_list": [{"op_types": ["LSTM"], "sparsity": 0.5}]}}, "selects no prunable layer"),
+        ({"algorithm": "MagicPruner"}, "unknown algorithm 'MagicPruner'"),
+        ({"dataset": "imagenet"}, "unknown dataset 'imagenet'"),
+        ({"device": "tpu"}, "not a valid choice"),
+    ],
+)
+def test_bad_job_requests_get_400_and_create_nothing(api, digits_model, no_enqueue, overrides, message):
+    response = _create(api, digits_model, **overrides)
+    assert response.status_code == 400
+    assert message in str(response.json())
+    assert Job.objects.count() == 0 and no_enqueue == []
+
+
+def test_dataset_must_fit_the_model(api, user, no_enqueue):
+    from webapp.modelhub.services import model_create
+
+    resnet = model_create(owner=user, name="r18", source="builtin", architecture="resnet18")
+    response = _create(api, resnet)
+    assert response.status_code == 400
+    assert "dataset 'digits' gives inputs of shape [1, 8, 8]" in response.json()["detail"]
+
+
+def test_job_runs_through_the_service_and_artifacts_download(api, digits_model, no_enqueue, tmp_path):
+    job_id = _create(api, digits_model).json()["id"]
+    job_execute(job_id, task_id="task-1")
+    body = api.get(f"/api/v1/jobs/{job_id}/").json()
+    assert body["status"] == "succeeded", body["error"]
+    assert body["progress"] == 1.0
+    before, after = body["metrics"]["before"], body["metrics"]["after"]
+    assert after["params"] < before["params"]
+    assert after["flops"] < before["flops"]
+    assert 0.0 <= after["accuracy"] <= 1.0 and "latency_cpu_b1_ms" in after
+    assert -1.0 <= body["metrics"]["fidelity"]["cosine_similarity"] <= 1.0
+    conv = next(layer for layer in body["layers"] if layer["name"].endswith("0") or layer["type"] == "Conv2d")
+    assert conv["weight_shape_after"][0] == conv["weight_shape_before"][0] // 2
+
+    names = {a["name"] for a in api.get(f"/api/v1/jobs/{job_id}/artifacts/").json()}
+    assert {"model.onnx", "model.safetensors", "model.plan.json"} <= names
+    response = api.get(f"/api/v1/jobs/{job_id}/artifacts/model.onnx")
+    assert response.status_code == 200
+    path = tmp_path / "m.onnx"
+    path.write_bytes(b"".join(response.streaming_content))
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (out,) = session.run(None, {session.get_inputs()[0].name: np.zeros((2, 1, 8, 8), np.float32)})
+    assert out.shape == (2, 10)
+    assert api.get(f"/api/v1/jobs/{job_id}/artifacts/..%2Fsecret").status_code in (400, 404)
+
+    # A second delivery of the same task finds a finished job and does nothing.
+    job_execute(job_id, task_id="task-1")
+    assert Job.objects.get(pk=job_id).attempts == 1
+
+
+def test_a_job_that_throws_ends_failed_with_the_error(api, digits_model, no_enqueue):
+    job_id = _create(api, digits_model).json()["id"]
+    Job.objects.filter(pk=job_id).update(params={"config_list": [{"op_types": ["Conv2d"], "sparse_ratio": 2}]})
+    job_execute(job_id, task_id="task-2")
+    job = Job.objects.get(pk=job_id)
+    assert job.status == "failed"
+    assert "sparse_ratio" in job.error
+    assert job.finished_at is not None
+    assert job.logs.filter(level="error").exists()
+
+
+def test_cancel_queued_job_and_transition_rules(api, digits_model, no_enqueue):
+    job_id = _create(api, digits_model).json()["id"]
+    response = api.post(f"/api/v1/jobs/{job_id}/cancel/")
+    assert response.status_code == 200 and response.json()["status"] == "cancelled"
+    assert api.post(f"/api/v1/jobs/{job_id}/cancel/").status_code == 409
+    job_execute(job_id, task_id="late-task")  # the queued message arrives after cancel
+    assert Job.objects.get(pk=job_id).status == "cancelled"
+    with pytest.raises(InvalidTransition):
+        job_transition(job_id, to=Job.Status.RUNNING)
+
+
+def test_users_see_only_their_own_jobs(api, other_api, digits_model, no_enqueue):
+    job_id = _create(api, digits_model).json()["id"]
+    assert other_api.get(f"/api/v1/jobs/{job_id}/").status_code == 404
+    assert other_api.post(f"/api/v1/jobs/{job_id}/cancel/").status_code == 404
+    assert other_api.get("/api/v1/jobs/").json()["results"] == []
+    response = other_api.post("/api/v1/jobs/", {"model": digits_model.pk, "algorithm": "L1NormPruner",
+                                                "params": L1_HALF}, format="json")
+    assert response.status_code == 404

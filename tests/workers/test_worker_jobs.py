@@ -1,0 +1,52 @@
+"""Jobs on a real Celery worker process over a real broker (Redis in CI)."""
+
+import pytest
+
+from webapp.jobs.models import Job
+
+pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
+
+L1_HALF = {"config_list": [{"op_types": ["Conv2d"], "sparse_ratio": 0.5}]}
+
+
+def test_worker_runs_a_job_to_success(api, user, wait_job):
+    from webapp.modelhub.services import model_create
+
+    model = model_create(owner=user, name="digits", source="builtin", architecture="digits_cnn")
+    response = api.post("/api/v1/jobs/", {"model": model.pk, "algorithm": "L1NormPruner", "params": L1_HALF,
+                                          "dataset": "digits"}, format="json")
+    assert response.status_code == 201
+    job = wait_job(response.json()["id"])
+    assert job.status == "succeeded", job.error
+    assert job.progress == 1.0 and job.attempts == 1 and job.task_id
+    assert job.metrics["after"]["params"] < job.metrics["before"]["params"]
+    stages = list(job.logs.values_list("message", flat=True))
+    assert stages[0] == "status: queued" and "status: running" in stages and stages[-1] == "status: succeeded"
+    assert any("pruning with L1NormPruner" in s for s in stages)
+
+
+def test_worker_reports_failure_instead_of_hanging(api, user, wait_job):
+    from webapp.modelhub.services import model_create
+
+    model = model_create(owner=user, name="digits", source="builtin", architecture="digits_cnn")
+    job_id = api.post("/api/v1/jobs/", {"model": model.pk, "algorithm": "LevelPruner", "params": L1_HALF},
+                      format="json").json()["id"]
+    # Break the stored recipe behind the API's back: the worker must fail cleanly.
+    Job.objects.filter(pk=job_id).update(algorithm="VanishedPruner")
+    job = wait_job(job_id)
+    assert job.status == "failed"
+    assert "unknown algorithm 'VanishedPruner'" in job.error
+
+
+@pytest.mark.slow
+def test_running_job_can_be_cancelled(api, user, wait_job):
+    from webapp.modelhub.services import model_create
+
+    model = model_create(owner=user, name="r18", source="builtin", architecture="resnet18")
+    job_id = api.post("/api/v1/jobs/", {"model": model.pk, "algorithm": "L1NormPruner", "params": L1_HALF},
+                      format="json").json()["id"]
+    wait_job(job_id, until=("running", "succeeded", "failed"))
+    assert api.post(f"/api/v1/jobs/{job_id}/cancel/").status_code == 200
+    job = wait_job(job_id)
+    assert job.status == "cancelled"
+    assert job.finished_at is not None

@@ -1,0 +1,21 @@
+from django.urls import path
+from drf_spectacular.views import SpectacularAPIView
+from rest_framework.authtoken.views import obtain_auth_token
+
+from . import views
+
+urlpatterns = [
+    path("auth/token/", obtain_auth_token, name="api-token"),
+    path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("models/", views.ModelListCreateView.as_view(), name="api-models"),
+    path("models/<int:model_id>/", views.ModelDetailView.as_view(), name="api-model"),
+    path("jobs/", views.JobListCreateView.as_view(), name="api-jobs"),
+    path("jobs/<int:job_id>/", views.JobDetailView.as_view(), name="api-job"),
+    path("jobs/<int:job_id>/cancel/", views.JobCancelView.as_view(), name="api-job-cancel"),
+    path("jobs/<int:job_id>/logs/", views.JobLogView.as_view(), name="api-job-logs"),
+    path("jobs/<int:job_id>/artifacts/", views.JobArtifactListView.as_view(), name="api-job-artifacts"),
+    path("jobs/<int:job_id>/artifacts/<str:name>", views.JobArtifactDownloadView.as_view(), name="api-job-artifact"),
+    path("algorithms/", views.AlgorithmListView.as_view(), name="api-algorithms"),
+    path("architectures/", views.ArchitectureListView.as_view(), name="api-architectures"),
+    path("datasets/", views.DatasetListView.as_view(), name="api-datasets"),
+]

@@ -1,0 +1,130 @@
+"""REST API v1. Views parse input, call one service or selector, render output."""
+
+from django.http import FileResponse
+from drf_spectacular.utils import extend_schema
+from rest_framework import status
+from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.response import Response
+from rest_framework.settings import api_settings
+from rest_framework.views import APIView
+
+from compression_core import registry
+from compression_core.architectures import architecture_choices
+from compression_core.datasets import BUILTIN_DATASETS
+from webapp.jobs import selectors as job_selectors
+from webapp.jobs import services as job_services
+from webapp.modelhub import selectors as model_selectors
+from webapp.modelhub import services as model_services
+
+from . import serializers as s
+
+
+def _paginate(view, request, queryset, serializer_class):
+    paginator = view.pagination_class()
+    page = paginator.paginate_queryset(queryset, request, view=view)
+    return paginator.get_paginated_response(serializer_class(page, many=True).data)
+
+
+class _ListView(APIView):
+    pagination_class = api_settings.DEFAULT_PAGINATION_CLASS
+
+
+class ModelListCreateView(_ListView):
+    parser_classes = [MultiPartParser, FormParser, JSONParser]
+
+    @extend_schema(responses=s.ModelListSerializer(many=True))
+    def get(self, request):
+        return _paginate(self, request, model_selectors.model_list(user=request.user), s.ModelListSerializer)
+
+    @extend_schema(request=s.ModelCreateSerializer, responses={201: s.ModelOutputSerializer})
+    def post(self, request):
+        form = s.ModelCreateSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        model = model_services.model_create(owner=request.user, upload=form.validated_data.pop("file", None),
+                                            **form.validated_data)
+        return Response(s.ModelOutputSerializer(model).data, status=status.HTTP_201_CREATED)
+
+
+class ModelDetailView(APIView):
+    @extend_schema(responses=s.ModelOutputSerializer)
+    def get(self, request, model_id: int):
+        return Response(s.ModelOutputSerializer(model_selectors.model_get(user=request.user, model_id=model_id)).data)
+
+    def delete(self, request, model_id: int):
+        model_services.model_delete(model=model_selectors.model_get(user=request.user, model_id=model_id))
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class JobListCreateView(_ListView):
+    @extend_schema(responses=s.JobListSerializer(many=True))
+    def get(self, request):
+        return _paginate(self, request, job_selectors.job_list(user=request.user), s.JobListSerializer)
+
+    @extend_schema(request=s.JobCreateSerializer, responses={201: s.JobOutputSerializer})
+    def post(self, request):
+        form = s.JobCreateSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        data = dict(form.validated_data)
+        model = model_selectors.model_get(user=request.user, model_id=data.pop("model"))
+        job = job_services.job_create(owner=request.user, model=model, **data)
+        return Response(s.JobOutputSerializer(job).data, status=status.HTTP_201_CREATED)
+
+
+class JobDetailView(APIView):
+    @extend_schema(responses=s.JobOutputSerializer)
+    def get(self, request, job_id: int):
+        return Response(s.JobOutputSerializer(job_selectors.job_get(user=request.user, job_id=job_id)).data)
+
+    def delete(self, request, job_id: int):
+        job_services.job_delete(job=job_selectors.job_get(user=request.user, job_id=job_id))
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class JobCancelView(APIView):
+    @extend_schema(request=None, responses=s.JobOutputSerializer)
+    def post(self, request, job_id: int):
+        job = job_services.job_cancel(job=job_selectors.job_get(user=request.user, job_id=job_id))
+        return Response(s.JobOutputSerializer(job).data)
+
+
+class JobLogView(APIView):
+    @extend_schema(responses=s.JobLogSerializer(many=True))
+    def get(self, request, job_id: int):
+        job = job_selectors.job_get(user=request.user, job_id=job_id)
+        after = int(request.query_params.get("after", 0) or 0)
+        return Response(s.JobLogSerializer(job_selectors.job_logs(job=job, after_id=after), many=True).data)
+
+
+class JobArtifactListView(APIView):
+    def get(self, request, job_id: int):
+        job = job_selectors.job_get(user=request.user, job_id=job_id)
+        return Response([
+            {**artifact, "url": request.build_absolute_uri(f"/api/v1/jobs/{job.pk}/artifacts/{artifact['name']}")}
+            for artifact in job.artifacts
+        ])
+
+
+class JobArtifactDownloadView(APIView):
+    def get(self, request, job_id: int, name: str):
+        job = job_selectors.job_get(user=request.user, job_id=job_id)
+        path = job_services.job_artifact_path(job, name)
+        return FileResponse(open(path, "rb"), as_attachment=True, filename=f"job{job.pk}-{name}")
+
+
+class AlgorithmListView(APIView):
+    def get(self, request):
+        return Response([spec.as_dict() for spec in registry.all_algorithms()])
+
+
+class ArchitectureListView(APIView):
+    def get(self, request):
+        return Response(architecture_choices())
+
+
+class DatasetListView(APIView):
+    def get(self, request):
+        return Response([
+            {"name": name, "description": spec.description, "input_shape": list(spec.input_shape),
+             "num_classes": spec.num_classes, "has_labels": spec.has_labels, "builtin": True}
+            for name, spec in BUILTIN_DATASETS.items()
+        ])

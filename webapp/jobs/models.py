@@ -1,0 +1,67 @@
+from django.conf import settings
+from django.db import models
+
+
+class Job(models.Model):
+    """One compression run. Status changes only through jobs.services."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+        CANCELLED = "cancelled"
+
+    class Device(models.TextChoices):
+        CPU = "cpu"
+        GPU = "gpu"
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="jobs")
+    model = models.ForeignKey("modelhub.ModelArtifact", on_delete=models.PROTECT, related_name="jobs")
+    name = models.CharField(max_length=200, blank=True)
+    algorithm = models.CharField(max_length=64)
+    params = models.JSONField(default=dict)
+    speedup = models.BooleanField(default=True)
+    dataset = models.CharField(max_length=64, blank=True)
+    device = models.CharField(max_length=8, choices=Device.choices, default=Device.CPU)
+
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED, db_index=True)
+    progress = models.FloatField(default=0.0)
+    stage = models.CharField(max_length=200, blank=True)
+    error = models.TextField(blank=True)
+    cancel_requested = models.BooleanField(default=False)
+    task_id = models.CharField(max_length=64, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+
+    metrics = models.JSONField(default=dict)
+    layers = models.JSONField(default=list)
+    warnings = models.JSONField(default=list)
+    artifacts = models.JSONField(default=list)
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    TERMINAL = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in self.TERMINAL
+
+    def __str__(self) -> str:
+        return f"Job {self.pk} ({self.algorithm}, {self.status})"
+
+
+class JobLog(models.Model):
+    """Append-only log lines, so concurrent writers never overwrite each other."""
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="logs")
+    created_at = models.DateTimeField(auto_now_add=True)
+    level = models.CharField(max_length=10, default="info")
+    message = models.TextField()
+
+    class Meta:
+        ordering = ["id"]

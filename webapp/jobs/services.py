@@ -1,0 +1,226 @@
+"""Writes for jobs. Every status change goes through :func:`job_transition`."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import traceback
+from pathlib import Path
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils import timezone
+
+from compression_core import registry
+from compression_core.pipeline import JobCancelled, Recipe, run_pipeline, validate_recipe
+
+from webapp.common.exceptions import ServiceConflict
+from webapp.modelhub.models import ModelArtifact
+from webapp.modelhub.services import model_source
+
+from .models import Job, JobLog
+
+logger = logging.getLogger(__name__)
+Status = Job.Status
+
+ALLOWED_TRANSITIONS = {
+    Status.QUEUED: {Status.RUNNING, Status.CANCELLED, Status.FAILED},
+    Status.RUNNING: {Status.SUCCEEDED, Status.FAILED, Status.CANCELLED},
+    Status.SUCCEEDED: set(),
+    Status.FAILED: set(),
+    Status.CANCELLED: set(),
+}
+
+
+class InvalidTransition(ServiceConflict):
+    pass
+
+
+def job_output_dir(job_id: int) -> Path:
+    return Path(settings.MEDIA_ROOT) / "jobs" / str(job_id)
+
+
+def job_recipe(job: Job) -> Recipe:
+    return Recipe(
+        model=model_source(job.model),
+        input_shape=list(job.model.input_shape),
+        algorithm=job.algorithm,
+        params=job.params,
+        speedup=job.speedup,
+        dataset=job.dataset or None,
+        device=job.device,
+        output_dir=str(job_output_dir(job.pk)),
+    )
+
+
+def job_log(job_id: int, message: str, level: str = "info") -> None:
+    JobLog.objects.create(job_id=job_id, message=message[:10000], level=level)
+
+
+@transaction.atomic
+def job_transition(job_id: int, *, to: str, expected: tuple[str, ...] | None = None, **fields) -> Job:
+    """Move a job to status ``to``, checking the current status under a row lock.
+
+    ``expected`` narrows the statuses the caller is willing to move from.
+    Raises :class:`InvalidTransition` when the move is not allowed.
+    """
+    job = Job.objects.select_for_update().get(pk=job_id)
+    allowed_from = [s for s, targets in ALLOWED_TRANSITIONS.items() if to in targets]
+    if job.status not in allowed_from or (expected and job.status not in expected):
+        raise InvalidTransition(f"job {job_id} is {job.status}; it cannot become {to}")
+    job.status = to
+    now = timezone.now()
+    if to == Status.RUNNING:
+        job.started_at = now
+    if to in Job.TERMINAL:
+        job.finished_at = now
+    for key, value in fields.items():
+        setattr(job, key, value)
+    job.save()
+    job_log(job_id, f"status: {to}", level="error" if to == Status.FAILED else "info")
+    return job
+
+
+def job_create(
+    *,
+    owner,
+    model: ModelArtifact,
+    algorithm: str,
+    params: dict,
+    speedup: bool = True,
+    dataset: str = "",
+    device: str = Job.Device.CPU,
+    name: str = "",
+) -> Job:
+    """Validate the recipe against the model, store the job and enqueue it on commit."""
+    if model.owner_id != owner.pk:
+        raise ValidationError("model not found")
+    if device not in Job.Device.values:
+        raise ValidationError(f"device must be one of {', '.join(Job.Device.values)}")
+    try:
+        spec = registry.get_algorithm(algorithm)
+        draft = Job(owner=owner, model=model, algorithm=algorithm, params=params, speedup=speedup,
+                    dataset=dataset or "", device=device)
+        params = validate_recipe(job_recipe(draft))
+    except ValueError as exc:
+        raise ValidationError(str(exc)) from exc
+    with transaction.atomic():
+        job = Job.objects.create(
+            owner=owner,
+            model=model,
+            name=name or f"{spec.name} on {model.name}",
+            algorithm=algorithm,
+            params=params,
+            speedup=speedup,
+            dataset=dataset or "",
+            device=device,
+        )
+        job_log(job.pk, "status: queued")
+        transaction.on_commit(lambda: job_enqueue(job.pk, device))
+    return job
+
+
+def job_enqueue(job_id: int, device: str) -> None:
+    from workers.tasks import enqueue_compression_job
+
+    enqueue_compression_job(job_id, queue="gpu" if device == Job.Device.GPU else "cpu")
+
+
+def job_cancel(*, job: Job) -> Job:
+    """Cancel a queued job at once; ask a running job to stop at its next step."""
+    with transaction.atomic():
+        locked = Job.objects.select_for_update().get(pk=job.pk)
+        if locked.status == Status.QUEUED:
+            return job_transition(job.pk, to=Status.CANCELLED, stage="cancelled before it started")
+        if locked.status == Status.RUNNING:
+            locked.cancel_requested = True
+            locked.save(update_fields=["cancel_requested"])
+            job_log(job.pk, "cancel requested")
+            return locked
+    raise InvalidTransition(f"job {job.pk} is {locked.status}; only queued or running jobs can be cancelled")
+
+
+def job_delete(*, job: Job) -> None:
+    if job.status in (Status.QUEUED, Status.RUNNING):
+        raise ServiceConflict("cancel the job before deleting it")
+    folder = job_output_dir(job.pk)
+    job.delete()
+    transaction.on_commit(lambda: shutil.rmtree(folder, ignore_errors=True))
+
+
+def _claim(job_id: int, task_id: str) -> Job | None:
+    """Take a queued job for this task. A redelivered task (same id, its worker
+    died) takes its running job again; anything else is left alone."""
+    with transaction.atomic():
+        job = Job.objects.select_for_update().filter(pk=job_id).first()
+        if job is None:
+            logger.warning("job %s no longer exists", job_id)
+            return None
+        if job.status == Status.QUEUED:
+            return job_transition(
+                job_id, to=Status.RUNNING, task_id=task_id, attempts=job.attempts + 1, progress=0.0, stage="starting"
+            )
+        if job.status == Status.RUNNING and job.task_id == task_id:
+            job.attempts += 1
+            job.progress = 0.0
+            job.stage = "restarting after the previous worker stopped"
+            job.save(update_fields=["attempts", "progress", "stage"])
+            job_log(job_id, job.stage, level="warning")
+            return job
+    logger.info("job %s is %s; task %s has nothing to do", job_id, job.status, task_id)
+    return None
+
+
+def _progress_reporter(job_id: int):
+    def report(fraction: float, message: str) -> None:
+        updated = Job.objects.filter(pk=job_id, status=Status.RUNNING).update(
+            progress=round(min(max(fraction, 0.0), 1.0), 4), stage=message[:200]
+        )
+        job_log(job_id, message)
+        cancel = Job.objects.filter(pk=job_id).values_list("cancel_requested", flat=True).first()
+        if not updated or cancel:
+            raise JobCancelled(message)
+
+    return report
+
+
+def job_execute(job_id: int, task_id: str) -> None:
+    """Run a job's pipeline; the job always ends succeeded, failed or cancelled."""
+    job = _claim(job_id, task_id)
+    if job is None:
+        return
+    try:
+        result = run_pipeline(job_recipe(job), progress=_progress_reporter(job_id))
+    except JobCancelled:
+        try:
+            job_transition(job_id, to=Status.CANCELLED, expected=(Status.RUNNING,), stage="cancelled")
+        except InvalidTransition:
+            logger.info("job %s stopped; it is no longer running", job_id)
+        return
+    except Exception as exc:
+        logger.exception("job %s failed", job_id)
+        job_log(job_id, traceback.format_exc(), level="error")
+        message = str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
+        job_transition(job_id, to=Status.FAILED, expected=(Status.RUNNING,), error=message, stage="failed")
+        return
+    for warning in result["warnings"]:
+        job_log(job_id, warning, level="warning")
+    job_transition(
+        job_id,
+        to=Status.SUCCEEDED,
+        expected=(Status.RUNNING,),
+        progress=1.0,
+        stage="done",
+        metrics={**result["metrics"], "timings": result["timings"]},
+        layers=result["layers"],
+        warnings=result["warnings"],
+        artifacts=result["artifacts"],
+    )
+
+
+def job_artifact_path(job: Job, name: str) -> Path:
+    names = {artifact["name"] for artifact in job.artifacts}
+    if name not in names:
+        raise ValidationError(f"job {job.pk} has no artifact {name!r}; it has {', '.join(sorted(names)) or 'none'}")
+    return job_output_dir(job.pk) / name

@@ -1,0 +1,145 @@
+"""Writes for uploaded models. A model row exists only if inspection succeeded."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.files import File
+from django.db import transaction
+
+from compression_core.architectures import ARCHITECTURES
+from compression_core.io import detect_format, verify_onnx_conversion
+from compression_core.pipeline import ModelSource, inspect_model
+
+from webapp.common.exceptions import ServiceConflict
+
+from .models import ModelArtifact
+
+logger = logging.getLogger(__name__)
+
+
+def model_source(model: ModelArtifact) -> ModelSource:
+    """The engine's view of a stored model (plain values, no Django objects)."""
+    return ModelSource(
+        path=model.file.path if model.file else None,
+        architecture=model.architecture or None,
+        num_classes=model.num_classes,
+        trusted=settings.CONDENSE_TRUSTED_PICKLES,
+    )
+
+
+def _copy_upload(upload, target: Path) -> int:
+    size = 0
+    with open(target, "wb") as handle:
+        for chunk in upload.chunks():
+            size += len(chunk)
+            if size > settings.CONDENSE_MAX_UPLOAD_BYTES:
+                raise ValidationError(f"the file is larger than the {settings.CONDENSE_MAX_UPLOAD_BYTES} byte limit")
+            handle.write(chunk)
+    return size
+
+
+def _validate_shape(input_shape) -> list[int] | None:
+    if input_shape in (None, "", []):
+        return None
+    if not isinstance(input_shape, (list, tuple)) or not all(
+        isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in input_shape
+    ):
+        raise ValidationError(f"input_shape must be a list of positive integers without the batch dimension, got {input_shape!r}")
+    return list(input_shape)
+
+
+def model_create(
+    *,
+    owner,
+    name: str,
+    source: str,
+    upload=None,
+    architecture: str = "",
+    num_classes: int | None = None,
+    input_shape: list[int] | None = None,
+) -> ModelArtifact:
+    """Inspect an upload (or a built-in architecture) and store it.
+
+    Raises ``ValidationError`` with the engine's message for anything that
+    cannot be loaded; then nothing is stored.
+    """
+    input_shape = _validate_shape(input_shape)
+    if source == ModelArtifact.Source.ONNX:
+        if upload is None:
+            raise ValidationError("upload an ONNX file")
+        if architecture:
+            raise ValidationError("an ONNX model carries its own architecture; leave 'architecture' empty")
+    elif source == ModelArtifact.Source.BUILTIN:
+        if architecture not in ARCHITECTURES:
+            raise ValidationError(f"unknown architecture {architecture!r}; choose one of {', '.join(ARCHITECTURES)}")
+    else:
+        raise ValidationError(f"source must be 'onnx' or 'builtin', got {source!r}")
+
+    with tempfile.TemporaryDirectory(prefix="condense-upload-") as tmp:
+        local_path = None
+        size = 0
+        file_format = ""
+        if upload is not None:
+            local_path = Path(tmp) / Path(upload.name).name
+            size = _copy_upload(upload, local_path)
+            file_format = detect_format(local_path)
+        engine_source = ModelSource(
+            path=str(local_path) if local_path else None,
+            architecture=architecture or None,
+            num_classes=num_classes,
+            trusted=False,
+        )
+        try:
+            if source == ModelArtifact.Source.ONNX and file_format != "onnx":
+                # load_model explains what the file is and why it is refused.
+                engine_source.load()
+                raise ValueError("the file is not an ONNX model")
+            summary = inspect_model(engine_source, input_shape)
+            if source == ModelArtifact.Source.ONNX:
+                summary["onnxruntime_max_abs_diff"] = verify_onnx_conversion(
+                    local_path, engine_source.load(), input_shape=summary["input_shape"]
+                )
+        except ValueError as exc:
+            raise ValidationError(str(exc)) from exc
+        except Exception as exc:  # a model that crashes the loader is still the user's input
+            logger.exception("model inspection failed")
+            raise ValidationError(f"the model could not be loaded: {type(exc).__name__}: {exc}") from exc
+
+        model = ModelArtifact(
+            uid=uuid.uuid4(),
+            owner=owner,
+            name=name or (Path(upload.name).stem if upload else architecture),
+            source=source,
+            architecture=architecture,
+            num_classes=num_classes,
+            file_format=file_format or "builtin",
+            size_bytes=size,
+            input_shape=summary["input_shape"],
+            summary=summary,
+        )
+        if local_path is not None:
+            with open(local_path, "rb") as handle:
+                model.file.save(local_path.name, File(handle), save=False)
+        try:
+            model.save()
+        except Exception:
+            if model.file:
+                shutil.rmtree(Path(model.file.path).parent, ignore_errors=True)
+            raise
+    return model
+
+
+def model_delete(*, model: ModelArtifact) -> None:
+    if model.jobs.exists():
+        raise ServiceConflict("this model has jobs; delete its jobs first")
+    folder = Path(model.file.path).parent if model.file else None
+    model.delete()
+    if folder is not None:
+        transaction.on_commit(lambda: shutil.rmtree(folder, ignore_errors=True))
