@@ -16,8 +16,9 @@ def _create(api, model, **overrides):
     return api.post("/api/v1/jobs/", data, format="json")
 
 
-def test_create_job_queues_it_and_enqueues_on_commit(api, digits_model, no_enqueue):
-    response = _create(api, digits_model)
+def test_create_job_queues_it_and_enqueues_on_commit(api, digits_model, no_enqueue, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        response = _create(api, digits_model)
     assert response.status_code == 201, response.json()
     body = response.json()
     assert body["status"] == "queued" and body["progress"] == 0
@@ -97,6 +98,18 @@ def test_a_job_that_throws_ends_failed_with_the_error(api, digits_model, no_enqu
     assert job.logs.filter(level="error").exists()
 
 
+def test_unreachable_broker_fails_the_job_with_a_message(api, digits_model, monkeypatch,
+                                                         django_capture_on_commit_callbacks):
+    def broken(job_id, queue):
+        raise ConnectionRefusedError("broker down")
+
+    monkeypatch.setattr("workers.tasks.enqueue_compression_job", broken)
+    with django_capture_on_commit_callbacks(execute=True):
+        job_id = _create(api, digits_model).json()["id"]
+    job = Job.objects.get(pk=job_id)
+    assert job.status == "failed" and "task queue could not be reached" in job.error
+
+
 def test_cancel_queued_job_and_transition_rules(api, digits_model, no_enqueue):
     job_id = _create(api, digits_model).json()["id"]
     response = api.post(f"/api/v1/jobs/{job_id}/cancel/")
@@ -113,6 +126,8 @@ def test_users_see_only_their_own_jobs(api, other_api, digits_model, no_enqueue)
     assert other_api.get(f"/api/v1/jobs/{job_id}/").status_code == 404
     assert other_api.post(f"/api/v1/jobs/{job_id}/cancel/").status_code == 404
     assert other_api.get("/api/v1/jobs/").json()["results"] == []
+    assert api.get(f"/api/v1/jobs/{job_id}/logs/?after=abc").status_code == 400
+    assert api.get(f"/api/v1/jobs/{job_id}/logs/").json()[0]["message"] == "status: queued"
     response = other_api.post("/api/v1/jobs/", {"model": digits_model.pk, "algorithm": "L1NormPruner",
                                                 "params": L1_HALF}, format="json")
     assert response.status_code == 404

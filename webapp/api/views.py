@@ -1,5 +1,6 @@
 """REST API v1. Views parse input, call one service or selector, render output."""
 
+from django.core.exceptions import ValidationError
 from django.http import FileResponse
 from drf_spectacular.utils import extend_schema
 from rest_framework import status
@@ -91,7 +92,10 @@ class JobLogView(APIView):
     @extend_schema(responses=s.JobLogSerializer(many=True))
     def get(self, request, job_id: int):
         job = job_selectors.job_get(user=request.user, job_id=job_id)
-        after = int(request.query_params.get("after", 0) or 0)
+        after = request.query_params.get("after", "0") or "0"
+        if not after.isdigit():
+            raise ValidationError(f"'after' must be a log line id (a whole number), got {after!r}")
+        after = int(after)
         return Response(s.JobLogSerializer(job_selectors.job_logs(job=job, after_id=after), many=True).data)
 
 

@@ -124,7 +124,13 @@ def job_create(
 def job_enqueue(job_id: int, device: str) -> None:
     from workers.tasks import enqueue_compression_job
 
-    enqueue_compression_job(job_id, queue="gpu" if device == Job.Device.GPU else "cpu")
+    try:
+        enqueue_compression_job(job_id, queue="gpu" if device == Job.Device.GPU else "cpu")
+    except Exception as exc:
+        # The row is committed; a job nobody will run must not sit in "queued".
+        logger.exception("could not enqueue job %s", job_id)
+        job_transition(job_id, to=Status.FAILED, expected=(Status.QUEUED,),
+                       error=f"the task queue could not be reached ({type(exc).__name__}: {exc}); submit the job again")
 
 
 def job_cancel(*, job: Job) -> Job:

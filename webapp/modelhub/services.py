@@ -8,6 +8,8 @@ import tempfile
 import uuid
 from pathlib import Path
 
+import torch
+
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.files import File
@@ -103,12 +105,15 @@ def model_create(
                 raise ValueError("the file is not an ONNX model")
             summary = inspect_model(engine_source, input_shape)
             if source == ModelArtifact.Source.ONNX:
+                probe = torch.randn(1, *summary["input_shape"], generator=torch.Generator().manual_seed(0))
                 summary["onnxruntime_max_abs_diff"] = verify_onnx_conversion(
-                    local_path, engine_source.load(), input_shape=summary["input_shape"]
+                    local_path, engine_source.load(), inputs=[probe]
                 )
         except ValueError as exc:
             raise ValidationError(str(exc)) from exc
-        except Exception as exc:  # a model that crashes the loader is still the user's input
+        except (RuntimeError, NotImplementedError, KeyError, IndexError) as exc:
+            # The converters raise these on models they cannot handle: still the
+            # user's input, so a 400 that says what happened, not a 500.
             logger.exception("model inspection failed")
             raise ValidationError(f"the model could not be loaded: {type(exc).__name__}: {exc}") from exc
 

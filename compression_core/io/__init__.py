@@ -1,0 +1,72 @@
+"""Loading and saving models in safe formats.
+
+In: ONNX (-> ``torch.fx.GraphModule``), safetensors or weights-only state_dicts
+for a built-in architecture; pickles, TorchScript and ``.pt2`` archives only in
+trusted mode. Out: ONNX (checked in onnxruntime) and safetensors (+ a JSON
+pruning plan).
+
+Example::
+
+    >>> from compression_core.io import load_model, save_model
+    >>> model = load_model("upload.onnx")
+    >>> save_model(model, "out/model.onnx", example_inputs=torch.randn(1, 3, 224, 224))
+"""
+
+from .api import LOAD_OPTIONS, load_model, save_model
+from .detect import FORMATS, detect_format
+from .errors import (
+    PICKLE_REFUSED_MESSAGE,
+    TORCH_EXPORT_REFUSED_MESSAGE,
+    TORCHSCRIPT_REFUSED_MESSAGE,
+    ModelFormatError,
+)
+from .onnx_export import export_onnx
+from .onnx_import import (
+    constants_to_initializers,
+    load_onnx,
+    onnx_input_shapes,
+    onnx_to_torch,
+    preprocess_onnx,
+    random_onnx_inputs,
+    read_onnx,
+    unsupported_operators,
+    verify_onnx_conversion,
+)
+from .weights import (
+    compare_state_dicts,
+    extract_state_dict,
+    load_state_dict_checked,
+    plan_path_for,
+    resize_modules_to_state_dict,
+    save_safetensors,
+    state_dict_bytes,
+)
+
+__all__ = [
+    "ModelFormatError",
+    "PICKLE_REFUSED_MESSAGE",
+    "TORCHSCRIPT_REFUSED_MESSAGE",
+    "TORCH_EXPORT_REFUSED_MESSAGE",
+    "FORMATS",
+    "LOAD_OPTIONS",
+    "detect_format",
+    "load_model",
+    "save_model",
+    "load_onnx",
+    "read_onnx",
+    "onnx_to_torch",
+    "preprocess_onnx",
+    "constants_to_initializers",
+    "unsupported_operators",
+    "onnx_input_shapes",
+    "random_onnx_inputs",
+    "verify_onnx_conversion",
+    "export_onnx",
+    "compare_state_dicts",
+    "extract_state_dict",
+    "load_state_dict_checked",
+    "resize_modules_to_state_dict",
+    "save_safetensors",
+    "state_dict_bytes",
+    "plan_path_for",
+]

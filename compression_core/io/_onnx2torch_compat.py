@@ -1,0 +1,304 @@
+"""Make onnx2torch 1.5.x work with ONNX files from current exporters.
+
+onnx2torch looks converters up by exact ``(domain, op_type, since_version)``,
+so any operator whose schema got a newer version after onnx2torch's release
+(``Identity``-19, ``Cast``-19, ``Reshape``-19, ``Pad``-18, ``Resize``-19, ...)
+fails with ``Converter is not implemented``. Most of those newer versions only
+add data types (float8, int4, bfloat16) or optional attributes, so we fall
+back to the newest registered converter whose version is <= the requested one,
+after checking that the node uses no input or attribute the older version did
+not have (with a non-default value). Operators whose semantics changed are
+given proper converters here (``Reduce*``-18/20 take ``axes`` as an input,
+``Split``-18 has ``num_outputs``), as are a few common operators onnx2torch
+lacks (``Gelu``-20, ``Mish``-18, ``GlobalMaxPool``).
+
+Nothing in site-packages is edited: :func:`install` swaps the function that
+``onnx2torch.converter`` calls and registers the extra converters; it is
+idempotent and only ever widens what converts.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Callable, List, Optional, Tuple
+
+import torch
+from onnx import defs
+from torch import nn
+
+__all__ = ["install", "find_converter", "UnsupportedOperator"]
+
+_LOCK = threading.Lock()
+_INSTALLED = False
+
+# Attribute values that mean "same as before this attribute existed".
+_NEUTRAL_ATTRIBUTE_VALUES = {
+    "dilations": lambda v: all(int(x) == 1 for x in v),
+    "antialias": lambda v: int(v) == 0,
+    "keep_aspect_ratio_policy": lambda v: _as_str(v) == "stretch",
+    "saturate": lambda v: int(v) == 1,
+    "noop_with_empty_axes": lambda v: int(v) == 0,
+    "allowzero": lambda v: int(v) == 0,
+    "stash_type": lambda v: int(v) == 1,
+}
+
+
+class UnsupportedOperator(NotImplementedError):
+    """No converter can handle this node (raised at lookup or conversion time)."""
+
+
+def _as_str(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _registry() -> dict:
+    from onnx2torch.node_converters import registry
+
+    return registry._CONVERTER_REGISTRY  # pylint: disable=protected-access
+
+
+def _schema(op_type: str, version: int, domain: str):
+    try:
+        return defs.get_schema(op_type, max_inclusive_version=version, domain=domain)
+    except (RuntimeError, defs.SchemaError):
+        return None
+
+
+def find_converter(op_type: str, version: int, domain: str = "") -> Tuple[Optional[Callable], Optional[int]]:
+    """Return ``(converter, registered_version)`` for an op at a model opset, or ``(None, None)``.
+
+    Example::
+
+        >>> conv, v = find_converter("Identity", 19)
+        >>> v
+        16
+    """
+    from onnx2torch.node_converters.registry import OperationDescription
+
+    registry = _registry()
+    schema = _schema(op_type, version, domain)
+    since = schema.since_version if schema is not None else version
+    exact = registry.get(OperationDescription(domain=domain, operation_type=op_type, version=since))
+    if exact is not None:
+        return exact, since
+    candidates = [
+        desc.version
+        for desc in registry
+        if desc.domain == domain and desc.operation_type == op_type and desc.version <= since
+    ]
+    if not candidates:
+        return None, None
+    base = max(candidates)
+    return registry[OperationDescription(domain=domain, operation_type=op_type, version=base)], base
+
+
+def _guarded(converter: Callable, op_type: str, base: int, version: int, domain: str) -> Callable:
+    old = _schema(op_type, base, domain)
+    new = _schema(op_type, version, domain)
+
+    def convert(node, graph):
+        if old is not None:
+            n_inputs = sum(1 for name in node.input_values if name)
+            if old.max_input < n_inputs:
+                raise UnsupportedOperator(
+                    f"{op_type} (opset {version}) with {n_inputs} inputs is not supported "
+                    f"(the available converter handles opset {base}, at most {old.max_input} inputs)"
+                )
+            for name in node.proto.attribute:
+                attr_name = name.name
+                if attr_name in old.attributes:
+                    continue
+                value = node.attributes.get(attr_name)
+                neutral = _NEUTRAL_ATTRIBUTE_VALUES.get(attr_name)
+                if neutral is not None:
+                    try:
+                        if neutral(value):
+                            continue
+                    except (TypeError, ValueError):
+                        pass
+                if new is not None and attr_name in new.attributes:
+                    default = new.attributes[attr_name].default_value
+                    if default is not None and default.name:
+                        from onnx import helper
+
+                        if helper.get_attribute_value(default) == value:
+                            continue
+                raise UnsupportedOperator(
+                    f"{op_type} (opset {version}) attribute {attr_name}={value!r} is not supported "
+                    f"(the available converter handles opset {base})"
+                )
+        return converter(node, graph)
+
+    return convert
+
+
+def _get_converter(operation_type: str, version: int, domain: str = "") -> Callable:
+    converter, base = find_converter(operation_type, version, domain)
+    if converter is None:
+        raise UnsupportedOperator(
+            f"Converter is not implemented (domain={domain!r}, op_type={operation_type!r}, opset={version})"
+        )
+    schema = _schema(operation_type, version, domain)
+    since = schema.since_version if schema is not None else version
+    if base == since:
+        return converter
+    return _guarded(converter, operation_type, base, version, domain)
+
+
+# --------------------------------------------------------------------------
+# Extra converters for operators whose semantics changed after onnx2torch 1.5
+
+
+_REDUCE_FUNCTIONS = {
+    "ReduceL1": lambda x, dim, keepdim: torch.sum(torch.abs(x), dim=dim, keepdim=keepdim),
+    "ReduceL2": lambda x, dim, keepdim: torch.sqrt(torch.sum(x * x, dim=dim, keepdim=keepdim)),
+    "ReduceLogSum": lambda x, dim, keepdim: torch.log(torch.sum(x, dim=dim, keepdim=keepdim)),
+    "ReduceLogSumExp": lambda x, dim, keepdim: torch.logsumexp(x, dim=dim, keepdim=keepdim),
+    "ReduceMax": lambda x, dim, keepdim: torch.amax(x, dim=dim, keepdim=keepdim),
+    "ReduceMean": lambda x, dim, keepdim: torch.mean(x, dim=dim, keepdim=keepdim),
+    "ReduceMin": lambda x, dim, keepdim: torch.amin(x, dim=dim, keepdim=keepdim),
+    "ReduceProd": None,  # torch.prod takes one dim at a time
+    "ReduceSumSquare": lambda x, dim, keepdim: torch.sum(x * x, dim=dim, keepdim=keepdim),
+}
+
+
+def _reduce_prod(x: torch.Tensor, dim: List[int], keepdim: bool) -> torch.Tensor:
+    dims = sorted((d % x.dim() for d in dim), reverse=True)
+    for d in dims:
+        x = torch.prod(x, dim=d, keepdim=keepdim)
+    return x
+
+
+class OnnxReduceAxesInput(nn.Module):
+    """``Reduce*`` from opset 18 on (axes as a constant input)."""
+
+    def __init__(self, operation_type: str, axes: Optional[List[int]], keepdims: bool, noop_with_empty_axes: bool):
+        super().__init__()
+        self.operation_type = operation_type
+        self.axes = None if axes is None else [int(a) for a in axes]
+        self.keepdims = bool(keepdims)
+        self.noop_with_empty_axes = bool(noop_with_empty_axes)
+
+    def forward(self, input_tensor: torch.Tensor) -> torch.Tensor:  # noqa: D401
+        axes = self.axes
+        if not axes:
+            if self.noop_with_empty_axes:
+                return input_tensor
+            axes = list(range(input_tensor.dim()))
+        if self.operation_type == "ReduceProd":
+            return _reduce_prod(input_tensor, axes, self.keepdims)
+        return _REDUCE_FUNCTIONS[self.operation_type](input_tensor, axes, self.keepdims)
+
+    def extra_repr(self) -> str:
+        return f"{self.operation_type}, axes={self.axes}, keepdims={self.keepdims}"
+
+
+def _reduce_axes_input_converter(node, graph):
+    from onnx2torch.utils.common import OnnxMapping, OperationConverterResult, get_const_value
+
+    keepdims = node.attributes.get("keepdims", 1)
+    noop = node.attributes.get("noop_with_empty_axes", 0)
+    axes = None
+    inputs = [name for name in node.input_values]
+    if len(inputs) > 1 and inputs[1]:
+        try:
+            axes = get_const_value(inputs[1], graph)
+        except KeyError as exc:
+            raise UnsupportedOperator(
+                f"{node.operation_type} with axes computed at run time is not supported"
+            ) from exc
+        axes = [int(a) for a in torch.as_tensor(axes).reshape(-1).tolist()]
+    return OperationConverterResult(
+        torch_module=OnnxReduceAxesInput(node.operation_type, axes, keepdims, noop),
+        onnx_mapping=OnnxMapping(inputs=(inputs[0],), outputs=node.output_values),
+    )
+
+
+class OnnxSplitNumOutputs(nn.Module):
+    """``Split``-18 with ``num_outputs`` (chunks of ``ceil(n / num_outputs)``)."""
+
+    def __init__(self, axis: int, num_outputs: int):
+        super().__init__()
+        self.axis = axis
+        self.num_outputs = num_outputs
+
+    def forward(self, input_tensor: torch.Tensor):
+        length = input_tensor.shape[self.axis]
+        chunk = -(-length // self.num_outputs)
+        sizes = [chunk] * (self.num_outputs - 1)
+        sizes.append(length - chunk * (self.num_outputs - 1))
+        return torch.split(input_tensor, sizes, dim=self.axis)
+
+
+def _split18_converter(node, graph):
+    from onnx2torch.utils.common import OnnxMapping, OperationConverterResult
+
+    from onnx2torch.node_converters.split import OnnxSplit13
+
+    axis = node.attributes.get("axis", 0)
+    inputs = list(node.input_values)
+    if len(inputs) > 1 and inputs[1]:
+        return OperationConverterResult(
+            torch_module=OnnxSplit13(axis=axis, num_splits=len(node.output_values)),
+            onnx_mapping=OnnxMapping(inputs=tuple(inputs[:2]), outputs=node.output_values),
+        )
+    num_outputs = int(node.attributes.get("num_outputs", len(node.output_values)))
+    return OperationConverterResult(
+        torch_module=OnnxSplitNumOutputs(axis=axis, num_outputs=num_outputs),
+        onnx_mapping=OnnxMapping(inputs=(inputs[0],), outputs=node.output_values),
+    )
+
+
+class OnnxGlobalMaxPool(nn.Module):
+    """``GlobalMaxPool``: max over every spatial dimension, keeping them as size 1."""
+
+    def forward(self, input_tensor: torch.Tensor) -> torch.Tensor:
+        return torch.amax(input_tensor, dim=tuple(range(2, input_tensor.dim())), keepdim=True)
+
+
+def _simple_converter(make_module: Callable):
+    def convert(node, graph):  # pylint: disable=unused-argument
+        from onnx2torch.utils.common import OperationConverterResult, onnx_mapping_from_node
+
+        return OperationConverterResult(torch_module=make_module(node), onnx_mapping=onnx_mapping_from_node(node))
+
+    return convert
+
+
+def _gelu_module(node) -> nn.Module:
+    approximate = _as_str(node.attributes.get("approximate", "none"))
+    if approximate not in ("none", "tanh"):
+        raise UnsupportedOperator(f"Gelu approximate={approximate!r} is not supported")
+    return nn.GELU(approximate=approximate)
+
+
+def _register(op_type: str, version: int, converter: Callable) -> None:
+    from onnx2torch.node_converters.registry import OperationDescription
+
+    registry = _registry()
+    desc = OperationDescription(domain=defs.ONNX_DOMAIN, operation_type=op_type, version=version)
+    if desc not in registry:  # a newer onnx2torch may already have it
+        registry[desc] = converter
+
+
+def install() -> None:
+    """Patch onnx2torch's converter lookup and register the extra converters (idempotent)."""
+    global _INSTALLED  # pylint: disable=global-statement
+    with _LOCK:
+        if _INSTALLED:
+            return
+        import onnx2torch.converter as converter_module
+        import onnx2torch.node_converters as node_converters_module
+
+        for op_type in _REDUCE_FUNCTIONS:
+            _register(op_type, 18, _reduce_axes_input_converter)
+        _register("ReduceMax", 20, _reduce_axes_input_converter)
+        _register("ReduceMin", 20, _reduce_axes_input_converter)
+        _register("Split", 18, _split18_converter)
+        _register("Gelu", 20, _simple_converter(_gelu_module))
+        _register("Mish", 18, _simple_converter(lambda node: nn.Mish()))
+        _register("GlobalMaxPool", 1, _simple_converter(lambda node: OnnxGlobalMaxPool()))
+
+        converter_module.get_converter = _get_converter
+        node_converters_module.get_converter = _get_converter
+        _INSTALLED = True

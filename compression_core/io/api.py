@@ -1,0 +1,320 @@
+"""``load_model`` / ``save_model``: the safe front door for model files."""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import Any, Dict, Optional, Union
+
+import torch
+from torch import nn
+
+from .detect import detect_format
+from .errors import (
+    PICKLE_REFUSED_MESSAGE,
+    TORCH_EXPORT_REFUSED_MESSAGE,
+    TORCHSCRIPT_REFUSED_MESSAGE,
+    ModelFormatError,
+)
+from .onnx_export import DEFAULT_OPSET, example_inputs_for, export_onnx
+from .onnx_import import load_onnx
+from .weights import (
+    NotWeightsOnly,
+    extract_state_dict,
+    infer_num_classes,
+    load_state_dict_checked,
+    plan_path_for,
+    read_safetensors,
+    read_torch_state_dict,
+    resize_modules_to_state_dict,
+    save_safetensors,
+)
+
+__all__ = ["load_model", "save_model", "LOAD_OPTIONS"]
+
+PathLike = Union[str, os.PathLike]
+
+#: Extra keyword options accepted by :func:`load_model` and their defaults.
+LOAD_OPTIONS: Dict[str, Any] = {
+    "verify": False,         # ONNX: compare with onnxruntime on random input (ModelFormatError if not equal)
+    "atol": 1e-4,            # ONNX: tolerance of that check
+    "external_data": False,  # ONNX: allow tensors stored in files next to the model
+    "plan": None,            # weights: pruning plan (dict or JSON path); None = use <stem>.plan.json if present, False = never
+    "map_location": "cpu",   # trusted pickles / TorchScript
+}
+
+ARCHITECTURE_METADATA_KEY = "condense.architecture"
+NUM_CLASSES_METADATA_KEY = "condense.num_classes"
+
+
+def _name(path: PathLike) -> str:
+    return Path(path).name or str(path)
+
+
+def load_model(
+    path: PathLike,
+    *,
+    architecture: Optional[str] = None,
+    num_classes: Optional[int] = None,
+    trusted: bool = False,
+    **options: Any,
+) -> nn.Module:
+    """Load a model file, recognising its format from the content; return an eval-mode ``nn.Module``.
+
+    - **ONNX** -> ``torch.fx.GraphModule`` (onnx2torch, opset 11 and newer,
+      weights stored as ``Constant`` nodes accepted). ``verify=True`` also
+      checks it against onnxruntime.
+    - **safetensors** or a **weights-only state_dict** (``torch.save(model.state_dict())``,
+      read with ``torch.load(weights_only=True)``) -> ``build_architecture(architecture, num_classes)``
+      with the weights loaded strictly. ``num_classes`` defaults to what the
+      classifier weights say. A pruning plan (``plan=`` or ``<stem>.plan.json``
+      beside the file; ``ModelSpeedup.plan`` or ``{"modules": [names]}``) first
+      gives the layers it names their pruned shapes.
+    - **pickled models, TorchScript, torch.export archives** are refused with
+      :class:`ModelFormatError` unless ``trusted=True`` (then loaded with
+      ``torch.load(weights_only=False)`` / ``torch.jit.load`` / ``torch.export.load``).
+
+    Other options: see :data:`LOAD_OPTIONS`. Anything unreadable raises
+    :class:`ModelFormatError` with a message for the uploader.
+
+    Example::
+
+        >>> model = load_model("resnet18.onnx")                                   # ONNX
+        >>> model = load_model("weights.safetensors", architecture="resnet18")    # weights
+        >>> load_model("model.pt")        # torch.save(model): refused
+        Traceback (most recent call last):
+        ModelFormatError: This file is a Python pickle (torch.save of a whole model); ...
+    """
+    unknown = sorted(set(options) - set(LOAD_OPTIONS))
+    if unknown:
+        raise TypeError(
+            f"load_model() got unexpected option(s) {', '.join(unknown)}; accepted: {', '.join(LOAD_OPTIONS)}"
+        )
+    opts = {**LOAD_OPTIONS, **options}
+    path = Path(path)
+    name = _name(path)
+    if not path.is_file():
+        raise ModelFormatError(f"{name} does not exist or is not a file")
+
+    fmt = detect_format(path)
+    if fmt == "onnx":
+        return load_onnx(path, verify=bool(opts["verify"]), atol=float(opts["atol"]),
+                         external_data=bool(opts["external_data"]))
+
+    if fmt == "safetensors":
+        state_dict, metadata = read_safetensors(path)
+        return _weights_into_architecture(path, state_dict, metadata, architecture, num_classes, opts["plan"])
+
+    if fmt in ("torch_zip", "pickle"):
+        try:
+            obj = read_torch_state_dict(path)
+        except NotWeightsOnly:
+            if not trusted:
+                raise ModelFormatError(PICKLE_REFUSED_MESSAGE) from None
+            return _trusted_pickle(path, architecture, num_classes, opts)
+        state_dict = extract_state_dict(obj)
+        if state_dict is None:
+            raise ModelFormatError(
+                f"{name} holds a {type(obj).__name__}, not a state_dict (a dict of parameter name -> tensor). "
+                "Save it with torch.save(model.state_dict(), path) or safetensors."
+            )
+        return _weights_into_architecture(path, state_dict, {}, architecture, num_classes, opts["plan"])
+
+    if fmt == "torchscript":
+        if not trusted:
+            raise ModelFormatError(TORCHSCRIPT_REFUSED_MESSAGE)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                module = torch.jit.load(str(path), map_location=opts["map_location"])
+        except Exception as exc:  # noqa: BLE001
+            raise ModelFormatError(f"{name} is not a loadable TorchScript archive: {exc}") from exc
+        return module.eval()
+
+    if fmt == "torch_export":
+        if not trusted:
+            raise ModelFormatError(TORCH_EXPORT_REFUSED_MESSAGE)
+        try:
+            module = torch.export.load(str(path)).module()
+        except Exception as exc:  # noqa: BLE001
+            raise ModelFormatError(f"{name} is not a loadable torch.export archive: {exc}") from exc
+        return module
+
+    if path.suffix.lower() == ".onnx":
+        # Named .onnx but not even the start of one: say so in ONNX terms.
+        raise ModelFormatError(f"{name} is not a valid ONNX model: its content is not an ONNX protobuf")
+    raise ModelFormatError(
+        f"{name} is not an ONNX model, safetensors file or state_dict (torch.save(model.state_dict())). "
+        "Upload an ONNX export, or weights for a built-in architecture."
+    )
+
+
+def _read_plan(path: Path, plan) -> Optional[dict]:
+    if plan is False:
+        return None
+    if plan is None:
+        candidate = plan_path_for(path)
+        if not candidate.is_file():
+            return None
+        plan = candidate
+    if isinstance(plan, (str, os.PathLike)):
+        try:
+            plan = json.loads(Path(plan).read_text())
+        except (OSError, ValueError) as exc:
+            raise ModelFormatError(f"the pruning plan {_name(plan)} cannot be read: {exc}") from exc
+    if not isinstance(plan, dict):
+        raise ModelFormatError("a pruning plan must be a JSON object")
+    return plan
+
+
+def _is_speedup_plan(plan: dict) -> bool:
+    """``ModelSpeedup.plan``: ``{module_or_tensor_name: {"type": ..., ...}}``."""
+    return bool(plan) and all(isinstance(v, dict) and "type" in v for v in plan.values())
+
+
+def _plan_module_names(plan: dict) -> list:
+    modules = plan.get("modules")
+    if isinstance(modules, dict):
+        return list(modules)
+    if isinstance(modules, list):
+        return [m if isinstance(m, str) else m.get("name") for m in modules]
+    return []
+
+
+def _apply_plan(model: nn.Module, plan: dict, state_dict, source: str) -> None:
+    """Give a fresh architecture the pruned shapes recorded in ``plan``.
+
+    A plan from :class:`compression_core.speedup.ModelSpeedup` (``speedup.plan``)
+    goes through ``apply_pruning_plan``; a plan of the form ``{"modules": [names]}``
+    lets the named Conv/Linear/norm layers take the shapes found in the weights.
+    """
+    if _is_speedup_plan(plan):
+        from ..speedup import apply_pruning_plan
+
+        try:
+            apply_pruning_plan(model, plan)
+        except ValueError as exc:  # SpeedupError
+            raise ModelFormatError(f"The pruning plan for {source} does not fit the architecture: {exc}") from exc
+    else:
+        resize_modules_to_state_dict(model, state_dict, _plan_module_names(plan))
+
+
+def _weights_into_architecture(path: Path, state_dict, metadata, architecture, num_classes, plan_option) -> nn.Module:
+    from ..architectures import ARCHITECTURES, build_architecture
+
+    name = _name(path)
+    plan = _read_plan(path, plan_option)
+    plan_info = plan if plan is not None and not _is_speedup_plan(plan) else {}
+    if architecture is None:
+        architecture = metadata.get(ARCHITECTURE_METADATA_KEY) or plan_info.get("architecture")
+    if architecture is None:
+        raise ModelFormatError(
+            f"{name} holds only weights (a state_dict); choose its architecture "
+            f"(architecture=...) from: {', '.join(sorted(ARCHITECTURES))}."
+        )
+    if architecture not in ARCHITECTURES:
+        raise ModelFormatError(
+            f"Unknown architecture {architecture!r}; choose one of: {', '.join(sorted(ARCHITECTURES))}."
+        )
+    if num_classes is None:
+        stored = metadata.get(NUM_CLASSES_METADATA_KEY) or plan_info.get("num_classes")
+        try:
+            num_classes = int(stored) if stored else None
+        except (TypeError, ValueError):
+            num_classes = None
+    model = build_architecture(architecture, num_classes)
+    if num_classes is None:
+        inferred = infer_num_classes(model, state_dict)
+        if inferred is not None:
+            model = build_architecture(architecture, inferred)
+    if plan is not None:
+        _apply_plan(model, plan, state_dict, name)
+        model.condense_plan = plan
+    load_state_dict_checked(model, state_dict, source=name, architecture=architecture)
+    return model.eval()
+
+
+def _trusted_pickle(path: Path, architecture, num_classes, opts) -> nn.Module:
+    name = _name(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            obj = torch.load(str(path), map_location=opts["map_location"], weights_only=False)
+    except Exception as exc:  # noqa: BLE001 - missing classes, corrupt data
+        raise ModelFormatError(f"{name} could not be unpickled: {exc}") from exc
+    if isinstance(obj, nn.Module):
+        return obj.eval()
+    state_dict = extract_state_dict(obj)
+    if state_dict is not None:
+        return _weights_into_architecture(path, state_dict, {}, architecture, num_classes, opts["plan"])
+    raise ModelFormatError(f"{name} holds a {type(obj).__name__}, not a model or a state_dict")
+
+
+def save_model(
+    model: nn.Module,
+    path: PathLike,
+    *,
+    example_inputs=None,
+    plan: Optional[dict] = None,
+    opset: int = DEFAULT_OPSET,
+) -> dict:
+    """Save ``model`` in the format named by the suffix of ``path``; return ``{"path", "bytes", "format", ...}``.
+
+    - ``.onnx``: ``torch.onnx.export`` (opset 17, dynamic batch axis, constant
+      folding), then loaded and run in onnxruntime. ``example_inputs`` defaults
+      to random inputs of ``model.condense_input_shapes`` when the model has it
+      (models from :func:`load_model` / ``build_architecture`` do).
+    - ``.safetensors``: the state_dict (contiguous, tied tensors cloned). With
+      ``plan`` (a JSON-serialisable dict, e.g. the pruning plan) also writes
+      ``<stem>.plan.json`` next to it (its path is returned as ``plan_path``).
+
+    Other suffixes raise ``ValueError``.
+
+    Example::
+
+        >>> save_model(model, "out/model.onnx", example_inputs=torch.randn(1, 3, 224, 224))
+        {'path': 'out/model.onnx', 'bytes': 46712345, 'format': 'onnx', 'opset': 17, 'max_abs_diff': 2e-06}
+        >>> save_model(model, "out/model.safetensors", plan={"modules": {...}})["plan_path"]
+        'out/model.plan.json'
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".onnx":
+        if example_inputs is None:
+            example_inputs = example_inputs_for(model)
+            if example_inputs is None:
+                raise ValueError("save_model(..., '.onnx') needs example_inputs for this model")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return export_onnx(model, path, example_inputs, opset=opset)
+    if suffix == ".safetensors":
+        if plan is not None:
+            try:
+                plan_text = json.dumps(plan, indent=2, sort_keys=True)
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"plan must be JSON-serialisable: {exc}") from exc
+        path.parent.mkdir(parents=True, exist_ok=True)
+        metadata = {"format": "pt"}
+        arch = getattr(model, "condense_architecture", None)
+        if isinstance(arch, str):
+            metadata[ARCHITECTURE_METADATA_KEY] = arch
+            classes = _classifier_outputs(model)
+            if classes is not None:
+                metadata[NUM_CLASSES_METADATA_KEY] = str(classes)
+        size = save_safetensors(model, path, metadata)
+        result = {"path": str(path), "bytes": size, "format": "safetensors"}
+        if plan is not None:
+            plan_file = plan_path_for(path)
+            plan_file.write_text(plan_text)
+            result["plan_path"] = str(plan_file)
+        return result
+    raise ValueError(f"cannot save a model as {path.name!r}: use a .onnx or .safetensors file name")
+
+
+def _classifier_outputs(model: nn.Module) -> Optional[int]:
+    last = None
+    for module in model.modules():
+        if isinstance(module, nn.Linear):
+            last = module
+    return None if last is None else int(last.out_features)

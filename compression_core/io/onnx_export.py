@@ -1,0 +1,163 @@
+"""PyTorch -> ONNX export that is checked in onnxruntime."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from typing import List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = ["export_onnx", "example_inputs_for"]
+
+PathLike = Union[str, os.PathLike]
+DEFAULT_OPSET = 17
+
+
+def _as_tuple(example_inputs) -> Tuple:
+    if isinstance(example_inputs, torch.Tensor):
+        return (example_inputs,)
+    if isinstance(example_inputs, list):
+        return tuple(example_inputs)
+    if isinstance(example_inputs, tuple):
+        return example_inputs
+    raise TypeError(f"example_inputs must be a tensor or a tuple of tensors, not {type(example_inputs).__name__}")
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    for tensor in model.parameters():
+        return tensor.device
+    for tensor in model.buffers():
+        return tensor.device
+    return torch.device("cpu")
+
+
+def example_inputs_for(model: nn.Module, batch_size: int = 1) -> Optional[Tuple[torch.Tensor, ...]]:
+    """Random example inputs from ``model.condense_input_shapes`` (set by load_model/build_architecture).
+
+    Returns ``None`` when the model does not say what it takes or a non-batch
+    dimension is unknown.
+
+    Example::
+
+        >>> example_inputs_for(build_architecture("digits_cnn"))[0].shape
+        torch.Size([1, 1, 8, 8])
+    """
+    shapes = getattr(model, "condense_input_shapes", None)
+    if not shapes:
+        return None
+    generator = torch.Generator().manual_seed(0)
+    tensors = []
+    for shape in shapes:
+        if not shape:
+            return None
+        dims = [batch_size if (d is None and i == 0) else d for i, d in enumerate(shape)]
+        if any(d is None for d in dims):
+            return None
+        tensors.append(torch.randn(*dims, generator=generator).to(_device_of(model)))
+    return tuple(tensors)
+
+
+def _flatten(value) -> List[torch.Tensor]:
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if isinstance(value, dict):
+        return [t for v in value.values() for t in _flatten(v)]
+    if isinstance(value, (list, tuple)):
+        return [t for v in value for t in _flatten(v)]
+    return []
+
+
+def export_onnx(
+    model: nn.Module,
+    path: PathLike,
+    example_inputs,
+    *,
+    opset: int = DEFAULT_OPSET,
+    dynamic_batch: bool = True,
+    check: bool = True,
+    atol: float = 1e-3,
+) -> dict:
+    """Export ``model`` to ONNX (TorchScript exporter, constant folding, dynamic batch axis).
+
+    The file is then loaded in onnxruntime and run on ``example_inputs``; a
+    failure to load, or outputs further than ``atol`` from PyTorch's, raises
+    ``RuntimeError``. Returns ``{"path", "bytes", "format": "onnx", "opset",
+    "max_abs_diff"}``.
+
+    Example::
+
+        >>> export_onnx(model, "model.onnx", torch.randn(1, 3, 224, 224))["format"]
+        'onnx'
+    """
+    path = Path(path)
+    args = _as_tuple(example_inputs)
+    device = _device_of(model)
+    args = tuple(a.to(device) if isinstance(a, torch.Tensor) else a for a in args)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            reference = [t.detach().cpu().numpy() for t in _flatten(model(*args))]
+        input_names = [f"input_{i}" if len(args) > 1 else "input" for i in range(len(args))]
+        output_names = [f"output_{i}" if len(reference) > 1 else "output" for i in range(len(reference))]
+        dynamic_axes = None
+        if dynamic_batch:
+            dynamic_axes = {name: {0: "batch"} for name in input_names + output_names}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                model,
+                args,
+                str(path),
+                dynamo=False,
+                opset_version=opset,
+                input_names=input_names,
+                output_names=output_names,
+                dynamic_axes=dynamic_axes,
+                do_constant_folding=True,
+            )
+    finally:
+        model.train(was_training)
+
+    max_diff = None
+    if check:
+        max_diff = _check_in_onnxruntime(path, args, reference, atol)
+    return {
+        "path": str(path),
+        "bytes": path.stat().st_size,
+        "format": "onnx",
+        "opset": opset,
+        "max_abs_diff": max_diff,
+    }
+
+
+def _check_in_onnxruntime(path: Path, args: Sequence, reference: List[np.ndarray], atol: float) -> float:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    try:
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # noqa: BLE001
+        raise RuntimeError(f"the exported ONNX model does not load in onnxruntime: {exc}") from exc
+    feed = {
+        meta.name: a.detach().cpu().numpy()
+        for meta, a in zip(session.get_inputs(), [a for a in args if isinstance(a, torch.Tensor)])
+    }
+    outputs = session.run(None, feed)
+    worst = 0.0
+    scale = 1.0
+    for mine, theirs in zip(reference, outputs):
+        if mine.shape != theirs.shape:
+            raise RuntimeError(f"onnxruntime output shape {theirs.shape} differs from PyTorch's {mine.shape}")
+        if mine.size:
+            worst = max(worst, float(np.max(np.abs(mine.astype(np.float64) - theirs.astype(np.float64)))))
+            scale = max(scale, float(np.max(np.abs(mine.astype(np.float64)))))
+    if worst > atol * scale:  # relative to the output magnitude once it exceeds 1
+        raise RuntimeError(f"onnxruntime output differs from PyTorch by {worst:.3g} (> {atol:g})")
+    return worst

@@ -1,0 +1,379 @@
+"""Weights-only files: safetensors and ``torch.save(state_dict)``, in and out."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+from pathlib import Path
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+
+import torch
+from torch import nn
+
+from .errors import ModelFormatError
+
+__all__ = [
+    "NotWeightsOnly",
+    "read_safetensors",
+    "read_torch_state_dict",
+    "extract_state_dict",
+    "compare_state_dicts",
+    "load_state_dict_checked",
+    "infer_num_classes",
+    "resize_modules_to_state_dict",
+    "safetensors_state_dict",
+    "save_safetensors",
+    "state_dict_bytes",
+    "plan_path_for",
+]
+
+PathLike = Union[str, os.PathLike]
+_SHOW = 5  # keys listed per category in error messages
+_CHECKPOINT_KEYS = ("state_dict", "model_state_dict", "model", "net", "module", "weights")
+
+
+class NotWeightsOnly(Exception):
+    """The pickle needs more than tensors/containers to load (a pickled object)."""
+
+
+def _name(path: PathLike) -> str:
+    return Path(path).name or str(path)
+
+
+# ---------------------------------------------------------------------------
+# Reading
+
+
+def read_safetensors(path: PathLike) -> Tuple[Dict[str, torch.Tensor], Dict[str, str]]:
+    """Read a safetensors file into ``(state_dict on CPU, metadata)``.
+
+    Example::
+
+        >>> state_dict, metadata = read_safetensors("resnet18.safetensors")
+    """
+    from safetensors import safe_open
+
+    try:
+        tensors: Dict[str, torch.Tensor] = {}
+        with safe_open(str(path), framework="pt", device="cpu") as handle:
+            metadata = dict(handle.metadata() or {})
+            for key in handle.keys():
+                tensors[key] = handle.get_tensor(key)
+    except Exception as exc:  # noqa: BLE001 - SafetensorError, OSError
+        raise ModelFormatError(f"{_name(path)} is not a valid safetensors file: {exc}") from exc
+    return tensors, metadata
+
+
+def read_torch_state_dict(path: PathLike, map_location="cpu"):
+    """``torch.load(path, weights_only=True)``: safe, returns plain containers of tensors.
+
+    Raises :class:`NotWeightsOnly` for a pickled object (a whole model, custom
+    classes), :class:`ModelFormatError` for a damaged file.
+
+    Example::
+
+        >>> obj = read_torch_state_dict("resnet18_state_dict.pt")
+    """
+    try:
+        return torch.load(str(path), map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        text = str(exc)
+        if "Unsupported" in text or "allowed global" in text or "not an allowed" in text:
+            raise NotWeightsOnly(text) from exc
+        raise ModelFormatError(f"{_name(path)} is not a valid PyTorch file: {_first_line(text)}") from exc
+    except RuntimeError as exc:
+        text = str(exc)
+        if "TorchScript" in text:
+            raise NotWeightsOnly(text) from exc
+        raise ModelFormatError(f"{_name(path)} is not a valid PyTorch file: {_first_line(text)}") from exc
+    except (EOFError, OSError, ValueError, KeyError, AttributeError, TypeError, IndexError) as exc:
+        raise ModelFormatError(f"{_name(path)} is not a valid PyTorch file: {_first_line(str(exc))}") from exc
+
+
+def _first_line(text: str) -> str:
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("Weights only load failed"):
+            return line[:300]
+    return text.strip()[:300] or "unreadable"
+
+
+def _is_tensor_mapping(obj) -> bool:
+    return isinstance(obj, Mapping) and len(obj) > 0 and all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()
+    )
+
+
+def extract_state_dict(obj) -> Optional[Dict[str, torch.Tensor]]:
+    """The state_dict in a loaded object: itself, or a checkpoint's ``state_dict``/``model``/... entry.
+
+    Returns ``None`` when ``obj`` holds no state_dict. A ``module.`` prefix
+    (DataParallel) is removed when every key has it.
+
+    Example::
+
+        >>> extract_state_dict({"epoch": 3, "state_dict": model.state_dict()}).keys() == model.state_dict().keys()
+        True
+    """
+    candidate = None
+    if _is_tensor_mapping(obj):
+        candidate = obj
+    elif isinstance(obj, Mapping):
+        for key in _CHECKPOINT_KEYS:
+            if _is_tensor_mapping(obj.get(key)):
+                candidate = obj[key]
+                break
+    if candidate is None:
+        return None
+    state = dict(candidate)
+    if all(k.startswith("module.") for k in state):
+        state = {k[len("module."):]: v for k, v in state.items()}
+    return state
+
+
+# ---------------------------------------------------------------------------
+# Checking and loading into a model
+
+
+def compare_state_dicts(
+    expected: Mapping[str, torch.Tensor], found: Mapping[str, torch.Tensor]
+) -> Tuple[List[str], List[str], List[Tuple[str, list, list]]]:
+    """``(missing keys, unexpected keys, [(key, file shape, model shape)])`` of ``found`` against ``expected``.
+
+    Example::
+
+        >>> compare_state_dicts(model.state_dict(), {})[0][:2]
+        ['conv1.weight', 'conv1.bias']
+    """
+    missing = [k for k in expected if k not in found]
+    unexpected = [k for k in found if k not in expected]
+    mismatched = [
+        (k, list(found[k].shape), list(expected[k].shape))
+        for k in expected
+        if k in found and tuple(found[k].shape) != tuple(expected[k].shape)
+    ]
+    return missing, unexpected, mismatched
+
+
+def _listing(keys: Sequence[str]) -> str:
+    shown = ", ".join(keys[:_SHOW])
+    return shown + (f" (+{len(keys) - _SHOW} more)" if len(keys) > _SHOW else "")
+
+
+def load_state_dict_checked(model: nn.Module, state_dict: Mapping[str, torch.Tensor], *, source: str = "the weights",
+                            architecture: Optional[str] = None) -> nn.Module:
+    """``model.load_state_dict(state_dict, strict=True)`` with a readable :class:`ModelFormatError`.
+
+    The error lists the first missing and unexpected keys and the shape
+    mismatches (file shape vs model shape).
+
+    Example::
+
+        >>> load_state_dict_checked(build_architecture("resnet18"), torch.load("sd.pt", weights_only=True))
+    """
+    missing, unexpected, mismatched = compare_state_dicts(model.state_dict(), state_dict)
+    if missing or unexpected or mismatched:
+        target = f"architecture '{architecture}'" if architecture else "the model"
+        parts = []
+        if missing:
+            parts.append(f"missing keys ({len(missing)}): {_listing(missing)}")
+        if unexpected:
+            parts.append(f"unexpected keys ({len(unexpected)}): {_listing(unexpected)}")
+        if mismatched:
+            shown = [f"{k} (file {f} vs model {m})" for k, f, m in mismatched]
+            parts.append(f"shape mismatches ({len(mismatched)}): {_listing(shown)}")
+        raise ModelFormatError(f"The weights in {source} do not match {target}: " + "; ".join(parts) + ".")
+    try:
+        model.load_state_dict(dict(state_dict), strict=True)
+    except RuntimeError as exc:  # e.g. dtype the parameter cannot take
+        raise ModelFormatError(f"The weights in {source} cannot be loaded: {exc}") from exc
+    return model
+
+
+def infer_num_classes(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> Optional[int]:
+    """Class count implied by the weights of ``model``'s last ``nn.Linear``, if it differs.
+
+    Example::
+
+        >>> infer_num_classes(build_architecture("resnet18"), resnet18_10_class_state_dict)
+        10
+    """
+    last = None
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Linear):
+            last = (name, module)
+    if last is None:
+        return None
+    name, module = last
+    weight = state_dict.get(f"{name}.weight" if name else "weight")
+    if weight is None or weight.dim() != 2 or weight.shape[1] != module.in_features:
+        return None
+    if weight.shape[0] == module.out_features:
+        return None
+    return int(weight.shape[0])
+
+
+def _resized(module: nn.Module, prefix: str, state_dict: Mapping[str, torch.Tensor]) -> Optional[nn.Module]:
+    weight = state_dict.get(prefix + "weight")
+    conv_types = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+    if isinstance(module, conv_types) and weight is not None and weight.shape != module.weight.shape:
+        out_channels, per_group = int(weight.shape[0]), int(weight.shape[1])
+        depthwise = module.groups > 1 and module.groups == module.in_channels == module.out_channels
+        if depthwise and per_group == 1:
+            groups, in_channels = out_channels, out_channels
+        else:
+            groups, in_channels = module.groups, per_group * module.groups
+            if out_channels % groups:
+                return None
+        return type(module)(
+            in_channels, out_channels, tuple(weight.shape[2:]), stride=module.stride, padding=module.padding,
+            dilation=module.dilation, groups=groups, bias=module.bias is not None, padding_mode=module.padding_mode,
+        )
+    if isinstance(module, nn.Linear) and weight is not None and weight.shape != module.weight.shape:
+        return nn.Linear(int(weight.shape[1]), int(weight.shape[0]), bias=module.bias is not None)
+    if isinstance(module, nn.modules.batchnorm._BatchNorm):  # pylint: disable=protected-access
+        ref = weight if weight is not None else state_dict.get(prefix + "running_mean")
+        if ref is not None and ref.dim() == 1 and ref.shape[0] != module.num_features:
+            return type(module)(
+                int(ref.shape[0]), eps=module.eps, momentum=module.momentum, affine=module.affine,
+                track_running_stats=module.track_running_stats,
+            )
+    if isinstance(module, nn.LayerNorm) and weight is not None and tuple(weight.shape) != module.normalized_shape:
+        return nn.LayerNorm(tuple(weight.shape), eps=module.eps, elementwise_affine=module.elementwise_affine)
+    return None
+
+
+def resize_modules_to_state_dict(
+    model: nn.Module, state_dict: Mapping[str, torch.Tensor], names: Optional[Iterable[str]] = None
+) -> List[str]:
+    """Rebuild Conv/Linear/BatchNorm/LayerNorm modules whose weights in ``state_dict`` have other shapes.
+
+    This re-creates a channel-pruned model from the original architecture:
+    only the layers named in ``names`` (all layers when ``None``) may change.
+    Returns the names of the modules replaced.
+
+    Example::
+
+        >>> model = build_architecture("resnet18")
+        >>> resize_modules_to_state_dict(model, pruned_state_dict, names=plan["modules"])
+        ['conv1', 'bn1', 'layer1.0.conv1', ...]
+    """
+    allowed = None if names is None else set(names)
+    replaced = []
+    for name, module in list(model.named_modules()):
+        if not name or (allowed is not None and name not in allowed):
+            continue
+        new = _resized(module, name + ".", state_dict)
+        if new is None:
+            continue
+        new.train(module.training)
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        setattr(parent, child, new)
+        replaced.append(name)
+    return replaced
+
+
+# ---------------------------------------------------------------------------
+# Writing
+
+
+def safetensors_state_dict(model_or_state_dict) -> Dict[str, torch.Tensor]:
+    """CPU, contiguous, non-aliasing copy of a state_dict as safetensors needs it.
+
+    Tensors sharing storage (tied weights) are cloned; non-tensor entries
+    (``_extra_state``) and quantized tensors raise ``ValueError``.
+
+    Example::
+
+        >>> safetensors.torch.save_file(safetensors_state_dict(model), "model.safetensors")
+    """
+    state = model_or_state_dict.state_dict() if isinstance(model_or_state_dict, nn.Module) else model_or_state_dict
+    result: Dict[str, torch.Tensor] = {}
+    seen = set()
+    bad = []
+    for key, value in state.items():
+        if not isinstance(value, torch.Tensor):
+            bad.append(key)
+            continue
+        if value.is_quantized:
+            raise ValueError(
+                f"{key} is a quantized tensor, which safetensors cannot store; export the model to .onnx instead"
+            )
+        tensor = value.detach()
+        if tensor.device.type != "cpu":
+            tensor = tensor.cpu()
+        if tensor.layout != torch.strided:
+            tensor = tensor.to_dense()
+        tensor = tensor.contiguous()
+        if tensor.numel():
+            storage = tensor.untyped_storage()
+            if storage.data_ptr() in seen or storage.nbytes() != tensor.numel() * tensor.element_size():
+                tensor = tensor.clone()  # tied weights or a view into a bigger buffer
+            else:
+                seen.add(storage.data_ptr())
+        result[key] = tensor
+    if bad:
+        raise ValueError(f"state_dict entries that are not tensors cannot go into safetensors: {_listing(bad)}")
+    return result
+
+
+def save_safetensors(model_or_state_dict, path: PathLike, metadata: Optional[Dict[str, str]] = None) -> int:
+    """Write a model's weights as safetensors; return the file size in bytes.
+
+    Example::
+
+        >>> save_safetensors(model, "model.safetensors", {"condense.architecture": "resnet18"})
+        46827520
+    """
+    from safetensors.torch import save_file
+
+    tensors = safetensors_state_dict(model_or_state_dict)
+    save_file(tensors, str(path), metadata={str(k): str(v) for k, v in (metadata or {}).items()} or None)
+    return Path(path).stat().st_size
+
+
+def state_dict_bytes(model: nn.Module) -> int:
+    """Size in bytes of ``model``'s weights serialized as safetensors (nothing is written).
+
+    Exact for a file written with metadata ``{"format": "pt"}``; other
+    metadata changes the size by the length of its JSON.
+
+    Example::
+
+        >>> state_dict_bytes(build_architecture("digits_cnn"))
+        40000   # roughly
+    """
+    tensors = safetensors_state_dict(model)
+    header = {"__metadata__": {"format": "pt"}}
+    offset = 0
+    dtype_names = {
+        torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
+        torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8",
+        torch.bool: "BOOL",
+    }
+    # safetensors orders tensors by alignment (largest element first), then name
+    for key, tensor in sorted(tensors.items(), key=lambda item: (-item[1].element_size(), item[0])):
+        size = tensor.numel() * tensor.element_size()
+        header[key] = {
+            "dtype": dtype_names.get(tensor.dtype, "F32"),
+            "shape": list(tensor.shape),
+            "data_offsets": [offset, offset + size],
+        }
+        offset += size
+    header_bytes = json.dumps(header, separators=(",", ":")).encode()
+    header_len = len(header_bytes) + (-len(header_bytes)) % 8  # safetensors pads the header to 8 bytes
+    return 8 + header_len + offset
+
+
+def plan_path_for(path: PathLike) -> Path:
+    """``<dir>/<stem>.plan.json`` for a weights file ``<dir>/<stem>.safetensors``.
+
+    Example::
+
+        >>> plan_path_for("out/model.safetensors")
+        PosixPath('out/model.plan.json')
+    """
+    path = Path(path)
+    return path.with_name(path.stem + ".plan.json")

@@ -1,0 +1,210 @@
+"""Tracing a model with torch.fx and recording the shape of every value.
+
+``trace_model`` turns a model into a ``torch.fx.GraphModule`` whose
+submodules are the model's own module objects (so the graph's ``call_module``
+targets are the model's qualified module names). ``propagate_shapes`` runs the
+graph once on a dummy input and records, for every node, a light summary of
+its value (shape and dtype of tensors, small integer tensors themselves,
+Python scalars), so the channel analysis can work without keeping
+activations alive.
+
+Example::
+
+    >>> import torch, torch.nn as nn
+    >>> model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
+    >>> gm = trace_model(model)
+    >>> info = propagate_shapes(gm, torch.zeros(1, 3, 8, 8))
+    >>> [info[n].shape for n in gm.graph.nodes if n.op == "call_module"]
+    [(1, 4, 6, 6), (1, 4, 6, 6)]
+"""
+
+from __future__ import annotations
+
+import os
+import traceback
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.fx as fx
+import torch.nn as nn
+
+from .errors import SpeedupError
+
+# Modules the tracer keeps whole even when the user subclassed them (a
+# subclass of nn.Conv2d defined outside torch.nn would otherwise be traced
+# through into F.conv2d on get_attr weights, which speedup cannot cut).
+LEAF_TYPES: tuple[type, ...] = (
+    nn.modules.conv._ConvNd,
+    nn.Linear,
+    nn.modules.batchnorm._BatchNorm,
+    nn.modules.instancenorm._InstanceNorm,
+    nn.PReLU,
+)
+
+_TORCH_DIR = os.path.dirname(torch.__file__)
+
+
+class _Tracer(fx.Tracer):
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        if isinstance(m, LEAF_TYPES):
+            return True
+        return super().is_leaf_module(m, module_qualified_name)
+
+
+def _user_frame(exc: BaseException) -> str:
+    """The innermost traceback frame outside torch, as 'file:line in fn: code'."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    for frame in reversed(frames):
+        if not os.path.abspath(frame.filename).startswith(_TORCH_DIR) and frame.filename != __file__:
+            code = (frame.line or "").strip()
+            return f"{frame.filename}:{frame.lineno} in {frame.name} (`{code}`)"
+    return ""
+
+
+def trace_model(model: nn.Module) -> fx.GraphModule:
+    """Trace ``model`` with torch.fx; a GraphModule is used as it is.
+
+    Raises :class:`SpeedupError` naming the user code fx stumbled on (data
+    dependent control flow, calls fx cannot symbolically evaluate, ...).
+    """
+    if isinstance(model, fx.GraphModule):
+        return model
+    tracer = _Tracer()
+    try:
+        graph = tracer.trace(model)
+    except Exception as exc:  # fx raises TraceError, TypeError, RuntimeError, ...
+        where = _user_frame(exc)
+        where = f" at {where}" if where else ""
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SpeedupError(
+            f"torch.fx cannot trace {type(model).__name__}{where}: {type(exc).__name__}: {first_line}. "
+            "Speedup needs a model fx can trace (no data-dependent Python control flow in forward); "
+            "wrap the offending code in a submodule or a torch.fx.wrap'ed function."
+        ) from exc
+    return fx.GraphModule(tracer.root, graph, class_name=type(model).__name__)
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """Shape and dtype of a tensor value; ``value`` holds small integer tensors."""
+
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+    value: torch.Tensor | None = None
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+
+class _Opaque:
+    """Marker for values that are neither tensors nor plain Python data."""
+
+    def __repr__(self) -> str:
+        return "<opaque>"
+
+
+OPAQUE = _Opaque()
+
+
+def summarize(value: Any) -> Any:
+    """Replace tensors in ``value`` by :class:`TensorInfo` (nested containers kept)."""
+    if isinstance(value, torch.Tensor):
+        small = None
+        if value.numel() <= 64 and not value.is_floating_point() and not value.is_complex():
+            small = value.detach().cpu().clone()
+        return TensorInfo(tuple(value.shape), value.dtype, small)
+    if isinstance(value, torch.Size):
+        return tuple(int(v) for v in value)
+    if isinstance(value, (tuple, list)):
+        return tuple(summarize(v) for v in value) if isinstance(value, tuple) else [summarize(v) for v in value]
+    if isinstance(value, dict):
+        return {k: summarize(v) for k, v in value.items()}
+    if value is None or isinstance(value, (bool, int, float, str, torch.dtype, torch.device, slice)):
+        return value
+    return OPAQUE
+
+
+class _ShapeRecorder(fx.Interpreter):
+    def __init__(self, gm: fx.GraphModule):
+        super().__init__(gm, garbage_collect_values=True)
+        self.info: dict[fx.Node, Any] = {}
+        self.outputs: Any = None
+
+    def run_node(self, n: fx.Node) -> Any:
+        result = super().run_node(n)
+        self.info[n] = summarize(result)
+        return result
+
+
+def normalize_inputs(dummy_input: Any) -> tuple[tuple, dict]:
+    """Positional and keyword arguments for ``model(...)`` from a dummy input."""
+    if isinstance(dummy_input, torch.Tensor):
+        return (dummy_input,), {}
+    if isinstance(dummy_input, (tuple, list)):
+        return tuple(dummy_input), {}
+    if isinstance(dummy_input, dict):
+        return (), dict(dummy_input)
+    raise SpeedupError(
+        f"dummy_input must be a tensor, a tuple of tensors or a dict of tensors, got {type(dummy_input).__name__}"
+    )
+
+
+def describe_input(dummy_input: Any) -> str:
+    """Human readable shapes of a dummy input, e.g. '(1, 3, 224, 224)'."""
+    if isinstance(dummy_input, torch.Tensor):
+        return str(tuple(dummy_input.shape))
+    if isinstance(dummy_input, (tuple, list)):
+        return "(" + ", ".join(describe_input(v) for v in dummy_input) + ")"
+    if isinstance(dummy_input, dict):
+        return "{" + ", ".join(f"{k!r}: {describe_input(v)}" for k, v in dummy_input.items()) + "}"
+    return repr(dummy_input)
+
+
+def set_training_flags(model: nn.Module, flags: dict[nn.Module, bool] | None = None) -> dict[nn.Module, bool]:
+    """Put every module in eval mode (``flags`` None) or restore saved flags; returns the old flags."""
+    old = {m: m.training for m in model.modules()}
+    if flags is None:
+        for m in old:
+            m.training = False
+    else:
+        for m, flag in flags.items():
+            m.training = flag
+    return old
+
+
+def propagate_shapes(gm: fx.GraphModule, dummy_input: Any) -> dict[fx.Node, Any]:
+    """Run ``gm`` once (eval mode, no grad) and summarise every node's value.
+
+    The model's train/eval flags are restored afterwards. A dummy input the
+    model rejects is a :class:`SpeedupError` that names its shape.
+    """
+    args, kwargs = normalize_inputs(dummy_input)
+    placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
+    if kwargs:
+        ordered = []
+        for n in placeholders:
+            if n.target in kwargs:
+                ordered.append(kwargs[n.target])
+            elif n.args:
+                ordered.append(n.args[0])
+            else:
+                raise SpeedupError(f"dummy_input has no entry for the model's input {n.target!r}")
+        args = tuple(ordered)
+    recorder = _ShapeRecorder(gm)
+    flags = set_training_flags(gm)
+    try:
+        with torch.no_grad():
+            recorder.run(*args)
+    except SpeedupError:
+        raise
+    except Exception as exc:
+        message = str(exc).strip().splitlines()
+        detail = message[0] if message else type(exc).__name__
+        raise SpeedupError(
+            f"the model rejected dummy_input of shape {describe_input(dummy_input)}: {type(exc).__name__}: {detail}"
+        ) from exc
+    finally:
+        set_training_flags(gm, flags)
+    return recorder.info

@@ -1,0 +1,214 @@
+"""Building smaller copies of layers: the per-layer cut functions.
+
+Every function returns a *new* module object (a shallow copy of the old one
+with new parameters and sizes); the old module is not modified, so a caller
+can compute all replacements first and swap them in only when everything
+succeeded. Forward/backward hooks are not carried over (a pruner's masking
+hook would no longer fit the new shapes).
+
+Example::
+
+    >>> import torch.nn as nn
+    >>> conv = nn.Conv2d(4, 8, 3)
+    >>> small = cut_module(conv, kept_out=[0, 2, 5], kept_in=[1, 3])
+    >>> small.weight.shape, small.in_channels, small.out_channels
+    (torch.Size([3, 2, 3, 3]), 2, 3)
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from .errors import SpeedupError
+
+_HOOK_DICTS = (
+    "_forward_hooks",
+    "_forward_hooks_with_kwargs",
+    "_forward_hooks_always_called",
+    "_forward_pre_hooks",
+    "_forward_pre_hooks_with_kwargs",
+    "_backward_hooks",
+    "_backward_pre_hooks",
+)
+
+CUTTABLE_TYPES: tuple[type, ...] = (
+    nn.modules.conv._ConvNd,
+    nn.Linear,
+    nn.modules.batchnorm._BatchNorm,
+    nn.modules.instancenorm._InstanceNorm,
+    nn.PReLU,
+)
+
+
+def shallow_copy(module: nn.Module) -> nn.Module:
+    """A copy of ``module`` sharing tensors but with its own parameter/buffer dicts and no hooks."""
+    new = copy.copy(module)
+    new._parameters = type(module._parameters)(module._parameters)
+    new._buffers = type(module._buffers)(module._buffers)
+    new._modules = type(module._modules)(module._modules)
+    new._non_persistent_buffers_set = set(module._non_persistent_buffers_set)
+    for attr in _HOOK_DICTS:
+        if attr in module.__dict__:
+            setattr(new, attr, OrderedDict())
+    if "_is_full_backward_hook" in module.__dict__:
+        new._is_full_backward_hook = None
+    return new
+
+
+def _masked(tensor: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    data = tensor.detach()
+    if mask is None:
+        return data
+    return data * mask.to(device=data.device, dtype=data.dtype)
+
+
+def _select(tensor: torch.Tensor, dim: int, kept: Sequence[int] | None) -> torch.Tensor:
+    if kept is None or len(kept) == tensor.shape[dim]:
+        return tensor
+    index = torch.as_tensor(list(kept), dtype=torch.long, device=tensor.device)
+    return tensor.index_select(dim, index)
+
+
+def _set_param(new: nn.Module, name: str, old: torch.Tensor | None, value: torch.Tensor) -> None:
+    if old is None:
+        return
+    value = value.contiguous()
+    if value.data_ptr() == old.data_ptr():
+        value = value.clone()  # never share storage with the module being replaced
+    if name in new._parameters:
+        new._parameters[name] = nn.Parameter(value, requires_grad=old.requires_grad)
+    else:
+        new._buffers[name] = value
+
+
+def apply_masks(module: nn.Module, mask: Mapping[str, torch.Tensor] | None) -> nn.Module:
+    """A copy of ``module`` whose parameters are multiplied by ``mask`` (shapes unchanged)."""
+    new = shallow_copy(module)
+    for pname, pmask in (mask or {}).items():
+        old = module._parameters.get(pname)
+        if old is None:
+            old = module._buffers.get(pname)
+        if old is None or pmask is None:
+            continue
+        _set_param(new, pname, old, _masked(old, pmask))
+    return new
+
+
+def module_sizes(module: nn.Module) -> dict[str, int]:
+    """The size attributes a plan records for ``module``."""
+    if isinstance(module, nn.modules.conv._ConvNd):
+        return {"in_channels": module.in_channels, "out_channels": module.out_channels, "groups": module.groups}
+    if isinstance(module, nn.Linear):
+        return {"in_features": module.in_features, "out_features": module.out_features}
+    if isinstance(module, (nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm)):
+        return {"num_features": module.num_features}
+    if isinstance(module, nn.PReLU):
+        return {"num_parameters": module.num_parameters}
+    return {}
+
+
+def cut_module(
+    module: nn.Module,
+    kept_out: Sequence[int] | None = None,
+    kept_in: Sequence[int] | None = None,
+    mask: Mapping[str, torch.Tensor] | None = None,
+) -> nn.Module:
+    """A copy of ``module`` keeping output channels ``kept_out`` and input channels ``kept_in``.
+
+    ``mask`` (NNI format, ``{"weight": ..., "bias": ...}``) is multiplied into
+    the weights before they are cut. For a depthwise convolution
+    (groups == in == out channels) and for norm layers only ``kept_out`` is
+    used, and it applies to both sides. ``None`` keeps everything.
+    """
+    mask = dict(mask or {})
+    if isinstance(module, nn.modules.conv._ConvNd):
+        return _cut_conv(module, kept_out, kept_in, mask)
+    if isinstance(module, nn.Linear):
+        new = shallow_copy(module)
+        w = _select(_select(_masked(module.weight, mask.get("weight")), 0, kept_out), 1, kept_in)
+        _set_param(new, "weight", module.weight, w)
+        if module.bias is not None:
+            _set_param(new, "bias", module.bias, _select(_masked(module.bias, mask.get("bias")), 0, kept_out))
+        new.out_features = w.shape[0]
+        new.in_features = w.shape[1]
+        return new
+    if isinstance(module, (nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm)):
+        new = shallow_copy(module)
+        for pname in ("weight", "bias", "running_mean", "running_var"):
+            old = getattr(module, pname, None)
+            if isinstance(old, torch.Tensor) and old.dim() == 1:
+                _set_param(new, pname, old, _select(_masked(old, mask.get(pname)), 0, kept_out))
+        if kept_out is not None:
+            new.num_features = len(kept_out)
+        return new
+    if isinstance(module, nn.PReLU):
+        new = shallow_copy(module)
+        _set_param(new, "weight", module.weight, _select(_masked(module.weight, mask.get("weight")), 0, kept_out))
+        new.num_parameters = new.weight.shape[0]
+        return new
+    raise SpeedupError(f"speedup cannot resize a {type(module).__name__}")
+
+
+def _cut_conv(module: nn.modules.conv._ConvNd, kept_out, kept_in, mask) -> nn.Module:
+    new = shallow_copy(module)
+    transposed = bool(module.transposed)
+    groups = module.groups
+    w = _masked(module.weight, mask.get("weight"))
+    depthwise = groups > 1 and groups == module.in_channels == module.out_channels and not transposed
+    if depthwise:
+        w = _select(w, 0, kept_out)
+        new.in_channels = new.out_channels = new.groups = w.shape[0]
+    elif groups == 1:
+        out_dim, in_dim = (1, 0) if transposed else (0, 1)
+        w = _select(_select(w, out_dim, kept_out), in_dim, kept_in)
+        new.out_channels = w.shape[out_dim]
+        new.in_channels = w.shape[in_dim]
+    elif kept_out is not None and len(kept_out) != module.out_channels or kept_in is not None and len(kept_in) != module.in_channels:
+        raise SpeedupError(f"speedup cannot change the channels of a grouped convolution (groups={groups})")
+    _set_param(new, "weight", module.weight, w)
+    if module.bias is not None:
+        _set_param(new, "bias", module.bias, _select(_masked(module.bias, mask.get("bias")), 0, kept_out))
+    return new
+
+
+def cut_tensor(tensor: torch.Tensor, dim: int, kept: Sequence[int]) -> torch.Tensor:
+    """``tensor`` restricted to indices ``kept`` along ``dim`` (Parameters stay Parameters)."""
+    value = _select(tensor.detach(), dim, kept).contiguous()
+    if isinstance(tensor, nn.Parameter):
+        return nn.Parameter(value, requires_grad=tensor.requires_grad)
+    return value
+
+
+def get_parent(model: nn.Module, name: str) -> tuple[nn.Module, str]:
+    """The module holding ``name`` and the attribute name within it."""
+    parent_name, _, attr = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    return parent, attr
+
+
+def module_references(model: nn.Module) -> dict[int, list[tuple[nn.Module, str]]]:
+    """For every module object (by id), each (parent, attribute) holding it."""
+    refs: dict[int, list[tuple[nn.Module, str]]] = {}
+    for _, parent in model.named_modules(remove_duplicate=False):
+        for attr, child in parent._modules.items():
+            if child is not None:
+                entry = refs.setdefault(id(child), [])
+                if not any(p is parent and a == attr for p, a in entry):
+                    entry.append((parent, attr))
+    return refs
+
+
+def set_attr_tensor(owner: nn.Module, attr: str, value: Any) -> None:
+    """Replace a parameter or buffer of ``owner`` keeping its kind."""
+    if attr in owner._parameters:
+        owner._parameters[attr] = value if isinstance(value, nn.Parameter) or value is None else nn.Parameter(value)
+    elif attr in owner._buffers:
+        owner._buffers[attr] = value
+    else:
+        setattr(owner, attr, value)

@@ -1,0 +1,414 @@
+"""``ModelSpeedup``: turn pruning masks into a physically smaller model.
+
+Example::
+
+    >>> import torch, torch.nn as nn
+    >>> model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 4, 3))
+    >>> keep = torch.tensor([1.0, 0, 1, 0, 1, 0, 1, 0])
+    >>> masks = {"0": {"weight": keep.view(8, 1, 1, 1).expand(8, 3, 3, 3), "bias": keep}}
+    >>> _ = ModelSpeedup(model, torch.rand(1, 3, 16, 16), masks).speedup_model()
+    >>> model[0].out_channels, model[2].in_channels
+    (4, 4)
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+import torch.fx as fx
+import torch.nn as nn
+
+from .dependency import ChannelAnalysis, analyze_channels
+from .errors import SpeedupError
+from .graph import TensorInfo, describe_input, normalize_inputs, set_training_flags, summarize
+from .replace import (
+    CUTTABLE_TYPES,
+    apply_masks,
+    cut_module,
+    cut_tensor,
+    module_references,
+    module_sizes,
+    set_attr_tensor,
+)
+
+logger = logging.getLogger(__name__)
+
+Masks = dict[str, dict[str, torch.Tensor]]
+
+
+def _load_masks(masks_or_file: Any, map_location: Any = None) -> Masks:
+    if masks_or_file is None:
+        return {}
+    if isinstance(masks_or_file, (str, os.PathLike)):
+        try:
+            masks_or_file = torch.load(masks_or_file, map_location=map_location, weights_only=True)
+        except Exception as exc:
+            raise SpeedupError(f"cannot read masks from {os.fspath(masks_or_file)!r}: {exc}") from exc
+    if not isinstance(masks_or_file, Mapping):
+        raise SpeedupError(f"masks must be a dict {{module_name: {{'weight': Tensor, ...}}}}, got {type(masks_or_file).__name__}")
+    masks: Masks = {}
+    for name, entry in masks_or_file.items():
+        if entry is None:
+            continue
+        if not isinstance(entry, Mapping):
+            raise SpeedupError(f"mask for {name!r} must be a dict like {{'weight': Tensor}}, got {type(entry).__name__}")
+        masks[name] = {k: v for k, v in entry.items() if v is not None}
+    return masks
+
+
+def _validate_masks(model: nn.Module, masks: Masks) -> dict[str, nn.Module]:
+    named = dict(model.named_modules())
+    for name, entry in masks.items():
+        module = named.get(name)
+        if module is None or name == "":
+            close = [n for n in named if n and name.split(".")[-1] in n][:5]
+            hint = f" (similar names: {', '.join(close)})" if close else ""
+            raise SpeedupError(f"mask for {name!r} names no module of the model{hint}")
+        for pname, pmask in entry.items():
+            if not isinstance(pmask, torch.Tensor):
+                raise SpeedupError(f"mask for {name!r}: {pname!r} must be a tensor, got {type(pmask).__name__}")
+            param = module._parameters.get(pname, module._buffers.get(pname))
+            if not isinstance(param, torch.Tensor):
+                raise SpeedupError(f"mask for {name!r} names {pname!r}, which {type(module).__name__} {name!r} does not have")
+            try:
+                shape = torch.broadcast_shapes(tuple(pmask.shape), tuple(param.shape))
+            except RuntimeError:
+                shape = None
+            if shape != tuple(param.shape) or pmask.dim() != param.dim():
+                raise SpeedupError(
+                    f"mask for {name!r}: {pname!r} has shape {tuple(pmask.shape)} but the layer's {pname} is "
+                    f"{tuple(param.shape)}"
+                )
+    return named
+
+
+def _dead_channels(module: nn.Module, mask: Mapping[str, torch.Tensor] | None, out_dim: int) -> list[bool]:
+    """Per output channel: is it fully masked (weight slice zero and effective bias zero)?"""
+    weight = module.weight
+    n = weight.shape[out_dim]
+    if not mask or mask.get("weight") is None:
+        return [False] * n
+    wm = mask["weight"].to(weight.device).expand(weight.shape)
+    dead = (wm.transpose(0, out_dim).reshape(n, -1) == 0).all(dim=1)
+    bias = getattr(module, "bias", None)
+    if isinstance(bias, torch.Tensor):
+        value = bias.detach()
+        if mask.get("bias") is not None:
+            value = value * mask["bias"].to(device=value.device, dtype=value.dtype)
+        dead &= value.reshape(-1) == 0
+    return dead.tolist()
+
+
+def _output_shapes(value: Any) -> Any:
+    if isinstance(value, TensorInfo):
+        return value.shape
+    if isinstance(value, (tuple, list)):
+        return [_output_shapes(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _output_shapes(v) for k, v in value.items()}
+    return None
+
+
+class ModelSpeedup:
+    """Replace masked layers of ``model`` by smaller ones (NNI's ``ModelSpeedup``).
+
+    ``masks_or_file`` is NNI's mask dict ``{module_name: {"weight": Tensor,
+    "bias": Tensor}}`` (0 = pruned) or a path to a ``torch.save``d one.
+    ``dummy_input`` is a tensor or a tuple of tensors the model accepts; it
+    fixes the graph and the shapes. A channel is removed when every layer
+    producing it (the convolutions feeding one residual add, ...) has it fully
+    masked; channels that reach the model's inputs or outputs, or pass through
+    an operation speedup does not understand, are kept (see ``warnings``).
+
+    ``speedup_model()`` modifies ``model`` in place (layers are replaced by
+    new, smaller module objects on their parents) and returns it. Afterwards
+    ``plan`` holds the JSON-serialisable per-layer new shapes for
+    :func:`apply_pruning_plan`, and ``warnings`` lists the operations that kept
+    channels. On any error a :class:`SpeedupError` is raised and the model is
+    left unchanged.
+
+    Example::
+
+        >>> import torch, torchvision
+        >>> model = torchvision.models.resnet18().eval()
+        >>> w = model.layer1[0].conv1.weight
+        >>> keep = (torch.arange(64) % 2).float()
+        >>> masks = {"layer1.0.conv1": {"weight": keep.view(-1, 1, 1, 1).expand_as(w).clone()}}
+        >>> _ = ModelSpeedup(model, torch.rand(1, 3, 64, 64), masks).speedup_model()
+        >>> model.layer1[0].conv1.out_channels, model.layer1[0].bn1.num_features
+        (32, 32)
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        dummy_input: Any,
+        masks_or_file: Any,
+        map_location: Any = None,
+        batch_dim: int = 0,
+        batch_size: int | None = None,
+        confidence: int | None = None,
+        graph_module: fx.GraphModule | None = None,
+        logger: logging.Logger | None = None,  # noqa: A002 - NNI's name
+        **_nni_options: Any,
+    ):
+        if not isinstance(model, nn.Module):
+            raise SpeedupError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        self.model = model
+        self.dummy_input = dummy_input
+        self.masks = _load_masks(masks_or_file, map_location)
+        self.graph_module = graph_module
+        self.logger = logger or globals()["logger"]
+        self.plan: dict[str, dict[str, Any]] = {}
+        self.warnings: list[str] = []
+        self.analysis: ChannelAnalysis | None = None
+
+    # ------------------------------------------------------------------
+    def speedup_model(self) -> nn.Module:
+        """Compute the smaller layers, swap them into the model and return it."""
+        model = self.model
+        named = _validate_masks(model, self.masks)
+        normalize_inputs(self.dummy_input)
+        with torch.no_grad():
+            analysis = analyze_channels(model, self.dummy_input, self.graph_module)
+            self.analysis = analysis
+            self.warnings = list(analysis.warnings)
+            removed = self._removed_classes(analysis)
+            replacements, tensors, plan = self._build(analysis, named, removed)
+            self._swap(replacements, tensors, analysis)
+        self.plan = plan
+        for message in self.warnings:
+            self.logger.info("speedup: %s", message)
+        return model
+
+    # ------------------------------------------------------------------
+    def _removed_classes(self, analysis: ChannelAnalysis) -> set[int]:
+        uf = analysis.uf
+        producing: set[int] = set()
+        blocked: set[int] = set()
+        for state in analysis.modules.values():
+            mask = self.masks.get(state.name)
+            if state.kind in ("conv", "linear", "conv_transpose"):
+                out_dim = 1 if state.kind == "conv_transpose" else 0
+                dead = _dead_channels(state.module, mask, out_dim)
+                for x, is_dead in zip(state.out_ids, dead):
+                    root = uf.find(x)
+                    producing.add(root)
+                    if not is_dead:
+                        blocked.add(root)
+            elif state.kind == "depthwise" and mask:
+                dead = _dead_channels(state.module, mask, 0)
+                for x, is_dead in zip(state.out_ids, dead):
+                    if not is_dead:
+                        blocked.add(uf.find(x))
+        return {r for r in producing if r not in blocked and not uf.pinned[r]}
+
+    def _build(self, analysis: ChannelAnalysis, named: dict[str, nn.Module], removed: set[int]):
+        uf = analysis.uf
+
+        def kept(ids: list[int] | None) -> list[int] | None:
+            if ids is None:
+                return None
+            return [i for i, x in enumerate(ids) if uf.find(x) not in removed]
+
+        replacements: dict[str, nn.Module] = {}
+        plan: dict[str, dict[str, Any]] = {}
+        # producers first, so that an all-removed layer is named by its own mask
+        order = sorted(analysis.modules.values(), key=lambda s: s.kind not in ("conv", "linear", "conv_transpose"))
+        for state in order:
+            name, module = state.name, state.module
+            if named.get(name) is not module:
+                raise SpeedupError(f"layer {name!r} of the traced graph is not a module of the model")
+            if state.kind == "fixed":
+                continue
+            if state.kind in ("depthwise", "norm", "prelu"):
+                kept_out = kept(state.out_ids)
+                kept_in = kept_out
+            else:
+                kept_out, kept_in = kept(state.out_ids), kept(state.in_ids)
+            if not kept_out:
+                n = len(state.out_ids)
+                if name in self.masks:
+                    raise SpeedupError(
+                        f"the mask for {name!r} would remove every output channel of layer {name!r} "
+                        f"({n} of {n}); keep at least one channel"
+                    )
+                raise SpeedupError(
+                    f"the masks would remove every channel of layer {name!r} ({n} of {n}): every layer "
+                    "producing its channels is fully masked; keep at least one channel"
+                )
+            if not kept_in:
+                raise SpeedupError(
+                    f"the masks would remove every input channel of layer {name!r} ({len(state.in_ids)} of "
+                    f"{len(state.in_ids)}): all layers feeding it are fully masked"
+                )
+            changed = len(kept_out) < len(state.out_ids) or len(kept_in) < len(state.in_ids)
+            if not changed and name not in self.masks:
+                continue
+            new = cut_module(module, kept_out if changed else None, kept_in if changed else None, self.masks.get(name))
+            replacements[name] = new
+            if changed:
+                before, after = module_sizes(module), module_sizes(new)
+                plan[name] = {"type": type(module).__name__, **after, "kept_out": kept_out, "kept_in": kept_in,
+                              "before": before}
+        # masks of layers the graph analysis did not resize (e.g. grouped convs, unused layers)
+        for name, mask in self.masks.items():
+            if name not in replacements:
+                replacements[name] = apply_masks(named[name], mask)
+
+        tensors: dict[str, torch.Tensor] = {}
+        for target, tie in analysis.attr_ties.items():
+            if not tie.valid:
+                continue
+            idx = kept(tie.ids)
+            if len(idx) == len(tie.ids):
+                continue
+            owner, attr = _resolve_attr(self.model, target)
+            old = getattr(owner, attr)
+            tensors[target] = cut_tensor(old, tie.dim, idx)
+            plan[target] = {
+                "type": "Parameter" if isinstance(old, nn.Parameter) else "Buffer",
+                "shape": list(tensors[target].shape),
+                "dim": tie.dim,
+                "kept": idx,
+                "before": {"shape": list(old.shape)},
+            }
+        return replacements, tensors, plan
+
+    def _swap(self, replacements: dict[str, nn.Module], tensors: dict[str, torch.Tensor], analysis: ChannelAnalysis):
+        model = self.model
+        undo = _swap_in(model, replacements, tensors)
+        try:
+            self._check(analysis)
+        except Exception as exc:
+            undo()
+            raise SpeedupError(
+                f"internal error: the resized model failed on dummy_input of shape "
+                f"{describe_input(self.dummy_input)} ({type(exc).__name__}: {exc}); the model was restored. "
+                "Please report this with the model's definition."
+            ) from exc
+
+    def _check(self, analysis: ChannelAnalysis) -> None:
+        args, kwargs = normalize_inputs(self.dummy_input)
+        flags = set_training_flags(self.model)
+        try:
+            out = self.model(*args, **kwargs)
+        finally:
+            set_training_flags(self.model, flags)
+        expected = _output_shapes(analysis.output_info)
+        got = _output_shapes(summarize(out))
+        if expected is not None and got != expected:
+            raise RuntimeError(f"output shape changed from {expected} to {got}")
+
+
+def _resolve_attr(model: nn.Module, target: str) -> tuple[nn.Module, str]:
+    owner_name, _, attr = target.rpartition(".")
+    try:
+        owner = model.get_submodule(owner_name) if owner_name else model
+    except AttributeError as exc:
+        raise SpeedupError(f"{target!r} names no module of the model") from exc
+    if not isinstance(getattr(owner, attr, None), torch.Tensor):
+        raise SpeedupError(f"{target!r} names no parameter or buffer of the model")
+    return owner, attr
+
+
+def _swap_in(model: nn.Module, replacements: dict[str, nn.Module], tensors: dict[str, torch.Tensor]):
+    """Put new modules / tensors into ``model``; returns a function that undoes it."""
+    refs = module_references(model)
+    done_modules: list[tuple[nn.Module, str, nn.Module]] = []
+    done_tensors: list[tuple[nn.Module, str, Any]] = []
+
+    def undo() -> None:
+        for parent, attr, old in reversed(done_modules):
+            parent._modules[attr] = old
+        for owner, attr, old in reversed(done_tensors):
+            set_attr_tensor(owner, attr, old)
+
+    try:
+        resolved = []
+        for name, new in replacements.items():
+            old = model.get_submodule(name)
+            resolved.append((old, new))
+        for old, new in resolved:
+            for parent, attr in refs.get(id(old), []):
+                done_modules.append((parent, attr, old))
+                setattr(parent, attr, new)
+        for target, value in tensors.items():
+            owner, attr = _resolve_attr(model, target)
+            done_tensors.append((owner, attr, getattr(owner, attr)))
+            set_attr_tensor(owner, attr, value)
+    except Exception:
+        undo()
+        raise
+    return undo
+
+
+def apply_pruning_plan(model: nn.Module, plan: Mapping[str, Mapping[str, Any]]) -> nn.Module:
+    """Give a fresh instance of the original architecture the pruned shapes.
+
+    ``plan`` is :attr:`ModelSpeedup.plan` (possibly after a JSON round trip).
+    Every layer it names is replaced by a smaller module of the same class
+    (its weights are the kept slices of the fresh ones, to be overwritten by
+    ``load_state_dict``), so the pruned model's state_dict loads with
+    ``strict=True``. Returns ``model`` (modified in place); on a plan that
+    does not fit the model a :class:`SpeedupError` is raised and the model is
+    unchanged.
+
+    Example::
+
+        >>> import json, torch, torchvision
+        >>> pruned = torchvision.models.resnet18()
+        >>> w = pruned.layer1[0].conv1.weight
+        >>> keep = (torch.arange(64) < 40).float().view(-1, 1, 1, 1)
+        >>> s = ModelSpeedup(pruned, torch.rand(1, 3, 64, 64), {"layer1.0.conv1": {"weight": keep.expand_as(w)}})
+        >>> _ = s.speedup_model()
+        >>> fresh = apply_pruning_plan(torchvision.models.resnet18(), json.loads(json.dumps(s.plan)))
+        >>> fresh.load_state_dict(pruned.state_dict(), strict=True)
+        <All keys matched successfully>
+    """
+    if not isinstance(plan, Mapping):
+        raise SpeedupError(f"a pruning plan must be a dict {{module_name: {{...}}}}, got {type(plan).__name__}")
+    replacements: dict[str, nn.Module] = {}
+    tensors: dict[str, torch.Tensor] = {}
+    with torch.no_grad():
+        for name, entry in plan.items():
+            if not isinstance(entry, Mapping) or "type" not in entry:
+                raise SpeedupError(f"pruning plan entry {name!r} must be a dict with a 'type'")
+            kind = entry["type"]
+            if kind in ("Parameter", "Buffer"):
+                owner, attr = _resolve_attr(model, name)
+                old = getattr(owner, attr)
+                if list(old.shape) != list(entry["before"]["shape"]):
+                    raise SpeedupError(
+                        f"pruning plan entry {name!r} expects shape {entry['before']['shape']}, "
+                        f"the model has {list(old.shape)}"
+                    )
+                tensors[name] = cut_tensor(old, int(entry["dim"]), [int(i) for i in entry["kept"]])
+                continue
+            try:
+                module = model.get_submodule(name)
+            except AttributeError:
+                raise SpeedupError(f"pruning plan names module {name!r}, which the model does not have") from None
+            if type(module).__name__ != kind or not isinstance(module, CUTTABLE_TYPES):
+                raise SpeedupError(
+                    f"pruning plan entry {name!r} is a {kind}, but the model's {name!r} is a {type(module).__name__}"
+                )
+            before = module_sizes(module)
+            if {k: before.get(k) for k in entry.get("before", {})} != dict(entry.get("before", {})):
+                raise SpeedupError(
+                    f"pruning plan entry {name!r} was made for {dict(entry['before'])}, the model's layer has {before}"
+                )
+            kept_out = [int(i) for i in entry["kept_out"]] if entry.get("kept_out") is not None else None
+            kept_in = [int(i) for i in entry["kept_in"]] if entry.get("kept_in") is not None else None
+            new = cut_module(module, kept_out, kept_in)
+            after = module_sizes(new)
+            wanted = {k: entry[k] for k in after if k in entry}
+            if {k: after[k] for k in wanted} != wanted:
+                raise SpeedupError(f"pruning plan entry {name!r} asks for {wanted}, its kept indices give {after}")
+            replacements[name] = new
+        _swap_in(model, replacements, tensors)
+    return model

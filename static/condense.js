@@ -1,0 +1,162 @@
+/* Condense dashboard: live job updates and small form helpers. No dependencies. */
+(function () {
+  "use strict";
+
+  var ACTIVE = ["queued", "running"];
+  var POLL_MS = 1000;
+
+  // -- job page: poll the API while the job is queued or running -----------------
+
+  function setStatus(root, status) {
+    root.dataset.status = status;
+    var badge = document.getElementById("job-status");
+    if (badge) {
+      badge.textContent = status;
+      badge.dataset.status = status;
+      badge.className = "badge badge-" + status;
+    }
+  }
+
+  function setProgress(fraction) {
+    var value = Math.max(0, Math.min(1, Number(fraction) || 0));
+    var bar = document.getElementById("job-progress");
+    if (bar) {
+      bar.value = value;
+      bar.textContent = Math.round(value * 100) + " %";
+    }
+    var text = document.getElementById("job-progress-text");
+    if (text) text.textContent = Math.round(value * 100) + " %";
+  }
+
+  function appendLogs(root, entries) {
+    var list = document.getElementById("job-log");
+    if (!list || !entries.length) return;
+    entries.forEach(function (entry) {
+      var item = document.createElement("li");
+      item.className = "log-" + entry.level;
+      item.dataset.id = entry.id;
+      var time = document.createElement("time");
+      time.dateTime = entry.created_at;
+      var when = new Date(entry.created_at);
+      time.textContent = isNaN(when) ? "" : when.toISOString().slice(11, 19);
+      var message = document.createElement("span");
+      message.className = "log-msg";
+      message.textContent = entry.message;
+      item.appendChild(time);
+      item.appendChild(message);
+      list.appendChild(item);
+      root.dataset.lastLogId = entry.id;
+    });
+    list.scrollTop = list.scrollHeight;
+  }
+
+  function getJSON(url) {
+    return fetch(url, {
+      credentials: "same-origin",
+      headers: { Accept: "application/json" },
+      cache: "no-store",
+    }).then(function (response) {
+      if (!response.ok) {
+        var error = new Error("HTTP " + response.status);
+        error.status = response.status;
+        throw error;
+      }
+      return response.json();
+    });
+  }
+
+  function watchJob(root) {
+    if (ACTIVE.indexOf(root.dataset.status) === -1) return;
+    var stopped = false;
+
+    function tick() {
+      if (stopped) return;
+      getJSON(root.dataset.apiUrl)
+        .then(function (job) {
+          setStatus(root, job.status);
+          setProgress(job.progress);
+          var stage = document.getElementById("job-stage");
+          if (stage && job.stage) stage.textContent = job.stage;
+          var logsUrl = root.dataset.logsUrl + "?after=" + encodeURIComponent(root.dataset.lastLogId || 0);
+          return getJSON(logsUrl).then(function (entries) {
+            appendLogs(root, entries);
+            return job;
+          });
+        })
+        .then(function (job) {
+          if (ACTIVE.indexOf(job.status) === -1) {
+            // Finished: render the results on the server, once.
+            stopped = true;
+            window.location.reload();
+            return;
+          }
+          window.setTimeout(tick, POLL_MS);
+        })
+        .catch(function (error) {
+          if (error.status === 401 || error.status === 403 || error.status === 404) {
+            stopped = true;
+            var stage = document.getElementById("job-stage");
+            if (stage) stage.textContent = "live updates stopped (" + error.message + "); reload the page";
+            return;
+          }
+          window.setTimeout(tick, POLL_MS * 2); // network hiccup: try again
+        });
+    }
+
+    window.setTimeout(tick, POLL_MS);
+  }
+
+  // -- job form: show the chosen algorithm's description and parameters ---------
+
+  function setupJobForm(form) {
+    var select = form.querySelector("select[name=algorithm]");
+    if (!select) return;
+
+    function update() {
+      var chosen = select.value;
+      form.querySelectorAll(".algo-info[data-algorithm]").forEach(function (info) {
+        info.hidden = info.dataset.algorithm !== chosen;
+      });
+      form.querySelectorAll("[data-algorithms]").forEach(function (field) {
+        var applies = field.dataset.algorithms.split(" ").indexOf(chosen) !== -1;
+        field.hidden = !applies;
+        field.querySelectorAll("input, select, textarea").forEach(function (input) {
+          input.disabled = !applies;
+        });
+      });
+      var params = document.getElementById("algorithm-params");
+      if (params) {
+        params.hidden = !params.querySelector("[data-algorithms]:not([hidden])");
+      }
+    }
+
+    select.addEventListener("change", update);
+    update();
+  }
+
+  // -- model form: built-in fields only for a built-in architecture ---------------
+
+  function setupModelForm(form) {
+    var radios = form.querySelectorAll("input[name=source]");
+    var builtin = form.querySelector("[data-source-only=builtin]");
+
+    function update() {
+      var checked = form.querySelector("input[name=source]:checked");
+      if (builtin) builtin.disabled = !checked || checked.value !== "builtin";
+    }
+
+    radios.forEach(function (radio) { radio.addEventListener("change", update); });
+    update();
+    form.addEventListener("submit", function () {
+      var busy = form.querySelector("[data-busy-text]");
+      if (busy) busy.hidden = false;
+    });
+  }
+
+  document.addEventListener("DOMContentLoaded", function () {
+    var live = document.getElementById("job-live");
+    if (live) watchJob(live);
+    document.querySelectorAll("form[data-job-form]").forEach(setupJobForm);
+    document.querySelectorAll("form[data-model-form]").forEach(setupModelForm);
+  });
+})();

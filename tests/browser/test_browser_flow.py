@@ -1,0 +1,116 @@
+"""End to end in Chromium: sign in, upload an ONNX model, run a pruning job on a
+real Celery worker, watch it finish live, download the smaller model."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+import torch
+
+pytestmark = [pytest.mark.browser, pytest.mark.worker, pytest.mark.slow]
+
+
+def _export_digits_onnx(path):
+    from compression_core.architectures import ARCHITECTURES, build_architecture
+
+    torch.manual_seed(0)
+    model = build_architecture("digits_cnn").eval()
+    torch.onnx.export(
+        model, torch.randn(1, *ARCHITECTURES["digits_cnn"].input_shape), str(path), dynamo=False, opset_version=17,
+        input_names=["input"], output_names=["logits"],
+    )
+    return path
+
+
+def _add_model(page, source: str, tmp_path) -> None:
+    page.click("#new-model-link")
+    page.wait_for_url("**/models/new/")
+    if source == "onnx":
+        page.check("input[name=source][value=onnx]")
+        assert page.is_disabled("#id_architecture")  # architecture fields are for built-in models only
+        page.set_input_files("#id_file", str(_export_digits_onnx(tmp_path / "digits_cnn.onnx")))
+    else:
+        page.check("input[name=source][value=builtin]")
+        assert page.is_enabled("#id_architecture")
+        page.select_option("#id_architecture", "digits_cnn")  # no file: random weights, a demo
+    page.fill("#id_name", f"digits ({source})")
+    page.click("#model-submit")
+    page.wait_for_selector("#model-name, #form-errors")
+    if page.locator("#form-errors").count():
+        pytest.fail(f"the {source} upload was refused: {page.inner_text('#form-errors')}")
+    assert re.search(r"/models/\d+/$", page.url)
+
+
+@pytest.mark.parametrize("source", ["onnx", "builtin"])
+def test_upload_compress_watch_and_download(page, live_server, user, celery_worker_process, tmp_path, source):
+    import onnxruntime as ort
+
+    # Sign in through the login page; it sends us back where we wanted to go.
+    page.goto("/")
+    assert "/accounts/login/" in page.url
+    page.fill("#id_username", "alice")
+    page.fill("#id_password", "wonderland-42")
+    page.click("#login-button")
+    page.wait_for_url(f"{live_server.url}/")
+    assert page.inner_text(".user-name") == "alice"
+
+    _add_model(page, source, tmp_path)
+
+    # The model page says what was found.
+    assert page.inner_text("#model-name") == f"digits ({source})"
+    assert page.inner_text("#model-input-shape") == "1 × 8 × 8"
+    rows = page.locator("#layer-table tbody tr")
+    assert rows.count() >= 4
+    assert "Conv2d" in page.inner_text("#layer-table") and "Linear" in page.inner_text("#layer-table")
+
+    page.screenshot(path=str(tmp_path / "model-page.png"), full_page=True)
+
+    # Compress it: L1NormPruner, digits dataset, speedup on.
+    page.click("#compress-link")
+    page.wait_for_url(re.compile(r".*/jobs/new/\?model=\d+$"))
+    page.screenshot(path=str(tmp_path / "job-form.png"), full_page=True)
+    page.select_option("#id_algorithm", "L1NormPruner")
+    assert page.is_visible('.algo-info[data-algorithm="L1NormPruner"]')
+    assert page.is_checked("#id_dependency_aware") and page.is_checked("#id_speedup")
+    page.select_option("#id_dataset", "digits")
+    page.click("#job-submit")
+    page.wait_for_url(re.compile(r".*/jobs/\d+/$"))
+    assert page.get_attribute("#job-status", "data-status") in ("queued", "running", "succeeded")
+
+    # condense.js polls the API and reloads the page once the job has finished;
+    # the results sections only exist in the server-rendered, finished page.
+    page.wait_for_selector("#metrics-table, #job-error", timeout=120_000)
+    page.wait_for_load_state("load")
+    status = page.get_attribute("#job-status", "data-status")
+    if status != "succeeded":
+        error = page.inner_text("#job-error") if page.locator("#job-error").count() else ""
+        worker_log = celery_worker_process.log_path.read_text()[-3000:]
+        pytest.fail(f"job ended {status}: {error}\n{worker_log}")
+    assert page.text_content("#job-status").strip() == "succeeded"
+    assert page.get_attribute("#job-progress", "value") in ("1", "1.0", "1.000000")
+    assert page.locator("#cancel-button").count() == 0
+    log_text = page.inner_text("#job-log")
+    assert "status: running" in log_text and "status: succeeded" in log_text
+
+    params_before = float(page.get_attribute('#metrics-table tr[data-metric="params"] td.before', "data-value"))
+    params_after = float(page.get_attribute('#metrics-table tr[data-metric="params"] td.after', "data-value"))
+    assert params_before > params_after > 0
+    assert page.locator('#metrics-table tr[data-metric="accuracy"]').count() == 1
+    assert page.locator("#layers-table tbody tr").count() >= 4
+
+    page.screenshot(path=str(tmp_path / "job-page.png"), full_page=True)
+
+    # Download the compressed ONNX model and run it.
+    with page.expect_download() as download_info:
+        page.click('a[data-artifact="model.onnx"]')
+    download = download_info.value
+    assert download.suggested_filename.endswith("model.onnx")
+    downloaded = tmp_path / "compressed.onnx"
+    download.save_as(str(downloaded))
+    session = ort.InferenceSession(str(downloaded), providers=["CPUExecutionProvider"])
+    (output,) = session.run(None, {session.get_inputs()[0].name: np.random.rand(1, 1, 8, 8).astype(np.float32)})
+    assert output.shape == (1, 10)
+
+    assert page.problems == [], page.problems

@@ -1,0 +1,365 @@
+"""The browser dashboard through Django's test client (no worker, no browser)."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.urls import reverse
+
+from webapp.jobs.models import Job
+from webapp.modelhub.models import ModelArtifact
+
+pytestmark = pytest.mark.django_db
+
+L1_HALF = [{"op_types": ["Conv2d"], "sparse_ratio": 0.5}]
+
+
+@pytest.fixture
+def client_in(client, user):
+    client.force_login(user)
+    return client
+
+
+@pytest.fixture
+def other_client(client, other_user):
+    client.force_login(other_user)
+    return client
+
+
+@pytest.fixture
+def digits(user):
+    from webapp.modelhub.services import model_create
+
+    return model_create(owner=user, name="digits", source="builtin", architecture="digits_cnn")
+
+
+@pytest.fixture
+def enqueued(monkeypatch):
+    """Record enqueues instead of talking to a broker."""
+    calls = []
+    monkeypatch.setattr("webapp.jobs.services.job_enqueue", lambda job_id, device: calls.append((job_id, device)))
+    return calls
+
+
+def _job_post(model, **overrides):
+    data = {
+        "model": model.pk,
+        "algorithm": "L1NormPruner",
+        "config_list": json.dumps(L1_HALF),
+        "dependency_aware": "on",
+        "speedup": "on",
+        "dataset": "digits",
+        "device": "cpu",
+        "name": "",
+    }
+    data.update(overrides)
+    return {k: v for k, v in data.items() if v is not None}
+
+
+def _make_job(owner, model):
+    from webapp.jobs.services import job_create
+
+    return job_create(owner=owner, model=model, algorithm="L1NormPruner", params={"config_list": L1_HALF},
+                      dataset="digits")
+
+
+def _finish(job, *, tmp_onnx: bytes = b"onnx-bytes"):
+    """Move a job to succeeded with made-up results, and write its artifact."""
+    from webapp.jobs.services import Status, job_output_dir, job_transition
+
+    job_transition(job.pk, to=Status.RUNNING, stage="starting")
+    out = job_output_dir(job.pk)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "model.onnx").write_bytes(tmp_onnx)
+    metrics = {
+        "before": {"params": 11_689_512, "flops": 1_818_000_000, "onnx_bytes": 46_758_048, "weights_bytes": 46_000_000,
+                   "latency_cpu_b1_ms": 10.0, "latency_cpu_b16_ms": 80.0, "accuracy": 0.95},
+        "after": {"params": 5_844_756, "flops": 909_000_000, "onnx_bytes": 23_379_024, "weights_bytes": 23_000_000,
+                  "latency_cpu_b1_ms": 5.0, "latency_cpu_b16_ms": 40.0, "accuracy": 0.93},
+        "fidelity": {"cosine_similarity": 0.987654, "top1_agreement": 0.9, "max_abs_diff": 0.5, "mean_abs_diff": 0.01},
+        "timings": {"load_s": 0.1, "total_s": 2.5},
+    }
+    layers = [{
+        "name": "conv1", "type": "Conv2d", "params_before": 160, "params_after": 80, "flops_before": 10240,
+        "flops_after": 5120, "sparsity": 0.5, "weight_shape_before": [16, 1, 3, 3], "weight_shape_after": [8, 1, 3, 3],
+        "channels_before": {"out_channels": 16}, "channels_after": {"out_channels": 8},
+    }]
+    return job_transition(
+        job.pk, to=Status.SUCCEEDED, progress=1.0, stage="done", metrics=metrics, layers=layers,
+        warnings=["a made-up warning"], artifacts=[{"name": "model.onnx", "kind": "onnx", "bytes": len(tmp_onnx)}],
+    )
+
+
+# -- access ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("url", ["/", "/models/", "/models/new/", "/models/1/", "/jobs/", "/jobs/new/",
+                                 "/jobs/1/", "/jobs/1/download/model.onnx"])
+def test_pages_require_login(client, url):
+    response = client.get(url)
+    assert response.status_code == 302
+    assert response["Location"].startswith("/accounts/login/?next=")
+
+
+def test_login_page_signs_in_and_lands_on_home(client, user):
+    page = client.get("/accounts/login/")
+    assert page.status_code == 200
+    assert 'id="login-form"' in page.content.decode()
+    response = client.post("/accounts/login/", {"username": "alice", "password": "wonderland-42"})
+    assert response.status_code == 302 and response["Location"] == reverse("dashboard:home")
+    home = client.get("/")
+    assert home.status_code == 200 and "alice" in home.content.decode()
+    bad = client.post("/accounts/login/", {"username": "alice", "password": "nope"})
+    assert "didn&#x27;t match" in bad.content.decode() or "didn't match" in bad.content.decode()
+
+
+def test_logout_is_a_post_form(client_in):
+    html = client_in.get("/").content.decode()
+    assert re.search(r'<form method="post" action="/accounts/logout/"', html)
+    assert client_in.post("/accounts/logout/").status_code == 302
+    assert client_in.get("/").status_code == 302
+
+
+# -- models ---------------------------------------------------------------------------
+
+
+def test_upload_builtin_model_redirects_to_its_page(client_in, user):
+    response = client_in.post("/models/new/", {"source": "builtin", "architecture": "digits_cnn", "name": "tiny",
+                                               "input_shape": ""})
+    assert response.status_code == 302, response.content.decode()[:2000]
+    model = ModelArtifact.objects.get(owner=user)
+    assert response["Location"] == f"/models/{model.pk}/"
+    assert model.name == "tiny" and model.architecture == "digits_cnn" and model.input_shape == [1, 8, 8]
+    page = client_in.get(response["Location"])
+    assert "inspected and stored" in page.content.decode()
+
+
+def test_upload_form_lists_builtin_architectures(client_in):
+    html = client_in.get("/models/new/").content.decode()
+    assert 'value="digits_cnn"' in html and 'value="resnet18"' in html
+    assert 'name="source"' in html and 'type="file"' in html
+
+
+def test_upload_random_bytes_as_onnx_shows_the_error_and_stores_nothing(client_in, user, media_root):
+    files_before = sorted(p for p in media_root.rglob("*") if p.is_file())
+    garbage = SimpleUploadedFile("model.onnx", bytes(range(256)) * 64, content_type="application/octet-stream")
+    response = client_in.post("/models/new/", {"source": "onnx", "file": garbage, "name": "junk"})
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert 'id="form-errors"' in html
+    errors = response.context["form"].non_field_errors()
+    assert errors and "onnx" in " ".join(errors).lower()
+    assert ModelArtifact.objects.count() == 0
+    assert sorted(p for p in media_root.rglob("*") if p.is_file()) == files_before
+
+
+def test_onnx_source_ignores_the_architecture_select(client_in, user):
+    """The architecture select belongs to the built-in choice; with ONNX a left-over
+    value must not turn into a service error."""
+    response = client_in.post("/models/new/", {"source": "onnx", "architecture": "digits_cnn"})
+    assert response.status_code == 200
+    assert "upload an ONNX file" in " ".join(response.context["form"].non_field_errors())
+    assert ModelArtifact.objects.count() == 0
+
+
+def test_upload_with_unreadable_input_shape_is_a_field_error(client_in):
+    response = client_in.post("/models/new/", {"source": "builtin", "architecture": "digits_cnn",
+                                               "input_shape": "three by eight"})
+    assert response.status_code == 200
+    assert "input_shape" in response.context["form"].errors
+    assert ModelArtifact.objects.count() == 0
+
+
+def test_upload_with_wrong_input_shape_shows_the_engine_message(client_in):
+    response = client_in.post("/models/new/", {"source": "builtin", "architecture": "digits_cnn",
+                                               "input_shape": "3,32,32"})
+    assert response.status_code == 200
+    assert "does not run on an input of shape" in " ".join(response.context["form"].non_field_errors())
+    assert ModelArtifact.objects.count() == 0
+
+
+def test_model_page_shows_totals_and_layer_table(client_in, digits):
+    response = client_in.get(f"/models/{digits.pk}/")
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert 'id="layer-table"' in html
+    for layer in ("conv1", "conv2", "fc1", "fc2"):
+        assert f'data-layer="{layer}"' in html
+    assert "Conv2d" in html and "16 × 1 × 3 × 3" in html
+    assert 'id="model-input-shape">1 × 8 × 8<' in html
+    assert f'data-value="{digits.summary["params"]}"' in html
+    assert f'href="/jobs/new/?model={digits.pk}"' in html
+
+
+def test_home_and_lists_show_own_rows(client_in, digits, enqueued):
+    job = _make_job(digits.owner, digits)
+    html = client_in.get("/").content.decode()
+    assert f'href="/models/{digits.pk}/"' in html and f'href="/jobs/{job.pk}/"' in html
+    assert 'class="badge badge-queued"' in html
+    assert f'data-model-id="{digits.pk}"' in client_in.get("/models/").content.decode()
+    assert f'data-job-id="{job.pk}"' in client_in.get("/jobs/").content.decode()
+
+
+# -- jobs -----------------------------------------------------------------------------
+
+
+def test_job_form_is_generated_from_the_registry(client_in, digits):
+    from compression_core import registry
+
+    response = client_in.get(f"/jobs/new/?model={digits.pk}")
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert re.search(rf'<option value="{digits.pk}" selected>', html)
+    for spec in registry.all_algorithms():
+        assert f'<option value="{spec.name}"' in html
+        assert spec.paper_url in html
+    assert re.search(r'<input type="checkbox" name="dependency_aware"[^>]*checked', html)
+    assert re.search(r'<input type="checkbox" name="speedup"[^>]*checked', html)
+    assert "&quot;sparse_ratio&quot;: 0.5" in html  # the prefilled config list
+    assert '<option value="digits"' in html and '<option value="gpu"' in html
+
+
+def test_job_form_creates_a_job_and_shows_it(client_in, digits, enqueued, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client_in.post("/jobs/new/", _job_post(digits))
+    assert response.status_code == 302, response.content.decode()[:3000]
+    job = Job.objects.get()
+    assert response["Location"] == f"/jobs/{job.pk}/"
+    assert enqueued == [(job.pk, "cpu")]
+    assert job.algorithm == "L1NormPruner" and job.dataset == "digits" and job.speedup is True
+    assert job.params["config_list"] == L1_HALF and job.params["dependency_aware"] is True
+
+    page = client_in.get(response["Location"])
+    html = page.content.decode()
+    assert 'id="job-status"' in html and 'data-status="queued"' in html
+    assert '<progress id="job-progress"' in html
+    assert f'data-api-url="/api/v1/jobs/{job.pk}/"' in html
+    assert 'id="cancel-button"' in html
+    assert "status: queued" in html  # the log so far
+
+
+def test_job_form_unchecked_boxes_turn_options_off(client_in, digits, enqueued, django_capture_on_commit_callbacks):
+    data = _job_post(digits, dependency_aware=None, speedup=None, dataset="", device="gpu", name="my run")
+    with django_capture_on_commit_callbacks(execute=True):
+        assert client_in.post("/jobs/new/", data).status_code == 302
+    job = Job.objects.get()
+    assert job.params["dependency_aware"] is False and job.speedup is False
+    assert job.dataset == "" and job.device == "gpu" and job.name == "my run"
+    assert enqueued == [(job.pk, "gpu")]
+
+
+def test_job_form_invalid_json_shows_the_message(client_in, digits, enqueued, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client_in.post("/jobs/new/", _job_post(digits, config_list='[{"op_types": ["Conv2d"],'))
+    assert response.status_code == 200
+    assert "not valid JSON" in response.content.decode()
+    assert Job.objects.count() == 0 and enqueued == []
+    response = client_in.post("/jobs/new/", _job_post(digits, config_list='{"op_types": ["Conv2d"]}'))
+    assert "must be a JSON list" in response.content.decode()
+    assert Job.objects.count() == 0
+
+
+def test_job_form_shows_service_validation_errors(client_in, digits, enqueued, django_capture_on_commit_callbacks):
+    bad = json.dumps([{"op_types": ["Conv2d"], "sparse_ratio": 1.5}])
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client_in.post("/jobs/new/", _job_post(digits, config_list=bad))
+    assert response.status_code == 200
+    assert "must be &lt; 1" in response.content.decode()
+    none_selected = json.dumps([{"op_types": ["LSTM"], "sparse_ratio": 0.5}])
+    response = client_in.post("/jobs/new/", _job_post(digits, config_list=none_selected))
+    assert "selects no prunable layer" in response.content.decode()
+    assert Job.objects.count() == 0 and enqueued == []
+
+
+def test_cancel_a_queued_job(client_in, digits, enqueued):
+    job = _make_job(digits.owner, digits)
+    response = client_in.post(f"/jobs/{job.pk}/cancel/", follow=True)
+    assert response.status_code == 200
+    assert Job.objects.get(pk=job.pk).status == "cancelled"
+    html = response.content.decode()
+    assert "cancelled" in html and 'id="cancel-button"' not in html
+    # A second cancel is refused with a message, not a crash.
+    again = client_in.post(f"/jobs/{job.pk}/cancel/", follow=True)
+    assert "only queued or running jobs can be cancelled" in again.content.decode()
+    assert client_in.get(f"/jobs/{job.pk}/cancel/").status_code == 405
+
+
+def test_finished_job_page_shows_results_and_downloads(client_in, digits, enqueued):
+    job = _finish(_make_job(digits.owner, digits), tmp_onnx=b"\x08\x07fake-onnx")
+    html = client_in.get(f"/jobs/{job.pk}/").content.decode()
+    assert 'data-status="succeeded"' in html and 'id="cancel-button"' not in html
+    assert 'id="metrics-table"' in html
+    assert "11.7 M" in html and "5.84 M" in html and "1.82 GMACs" in html and "46.8 MB" in html
+    assert "2.00×" in html and "-2.0 pts" in html
+    assert "0.9877" in html and "90.0 %" in html  # fidelity
+    assert "a made-up warning" in html
+    assert 'data-layer="conv1"' in html and "16 × 1 × 3 × 3 → 8 × 1 × 3 × 3" in html
+    assert "out_channels 16 → 8" in html
+    link = f"/jobs/{job.pk}/download/model.onnx"
+    assert f'href="{link}"' in html
+
+    response = client_in.get(link)
+    assert response.status_code == 200
+    assert response["Content-Disposition"] == f'attachment; filename="job{job.pk}-model.onnx"'
+    assert b"".join(response.streaming_content) == b"\x08\x07fake-onnx"
+    assert client_in.get(f"/jobs/{job.pk}/download/model.safetensors").status_code == 404
+    assert client_in.get(f"/jobs/{job.pk}/download/..%2F..%2Fsecret_key").status_code == 404
+
+
+def test_failed_job_page_shows_the_error(client_in, digits, enqueued):
+    from webapp.jobs.services import Status, job_transition
+
+    job = _make_job(digits.owner, digits)
+    job_transition(job.pk, to=Status.RUNNING)
+    job_transition(job.pk, to=Status.FAILED, error="the pruner <exploded>", stage="failed")
+    html = client_in.get(f"/jobs/{job.pk}/").content.decode()
+    assert 'id="job-error"' in html and "the pruner &lt;exploded&gt;" in html
+    assert 'data-status="failed"' in html
+
+
+# -- ownership ------------------------------------------------------------------------
+
+
+def test_other_users_rows_are_404(client, user, other_user, digits, enqueued):
+    job = _finish(_make_job(user, digits))
+    client.force_login(other_user)
+    assert client.get(f"/models/{digits.pk}/").status_code == 404
+    assert client.get(f"/jobs/{job.pk}/").status_code == 404
+    assert client.get(f"/jobs/{job.pk}/download/model.onnx").status_code == 404
+    assert client.post(f"/jobs/{job.pk}/cancel/").status_code == 404
+    html = client.get("/").content.decode()
+    assert f'/models/{digits.pk}/' not in html and f'/jobs/{job.pk}/' not in html
+    # The job form neither offers nor accepts someone else's model.
+    form_html = client.get(f"/jobs/new/?model={digits.pk}").content.decode()
+    assert f'<option value="{digits.pk}"' not in form_html
+    response = client.post("/jobs/new/", _job_post(digits))
+    assert response.status_code == 200
+    assert Job.objects.filter(owner=other_user).count() == 0
+
+
+# -- number formatting ----------------------------------------------------------------
+
+
+def test_format_filters():
+    from webapp.dashboard.templatetags import condense_format as f
+
+    assert f.count(11_689_512) == "11.7 M" and f.count(512) == "512" and f.count(1_500) == "1.5 k"
+    assert f.count(999_960) == "1 M"
+    assert f.macs(1_818_000_000) == "1.82 GMACs" and f.macs(5_120) == "5.12 KMACs"
+    assert f.bytes_(46_758_048) == "46.8 MB" and f.bytes_(900) == "900 B"
+    assert f.ms(1.23456) == "1.23 ms" and f.percent(0.5) == "50.0 %"
+    assert f.shape([3, 224, 224]) == "3 × 224 × 224" and f.shape(None) == "—"
+    assert f.count(None) == "—" and f.count("n/a") == "—"
+    rows = {r["key"]: r for r in f.metric_rows({"before": {"params": 10, "latency_gpu_b1_ms": 2.0},
+                                                 "after": {"params": 5, "latency_gpu_b1_ms": 4.0}})}
+    assert rows["params"]["change"] == "2.00×" and rows["params"]["improved"] is True
+    assert rows["latency_gpu_b1_ms"]["label"] == "GPU latency, batch 1 (median)"
+    assert rows["latency_gpu_b1_ms"]["improved"] is False and rows["latency_gpu_b1_ms"]["change"] == "0.50×"
+    slow = f.metric_rows({"before": {"latency_cpu_b1_ms": 0.166}, "after": {"latency_cpu_b1_ms": 90.0}})
+    assert slow[0]["change"] == "0.00184×"
+    assert f.channel_changes({"in_channels": 1, "out_channels": 16}, {"in_channels": 1, "out_channels": 8}) \
+        == "out_channels 16 → 8"
+    assert f.channel_changes({"in_channels": 4}, {"in_channels": 4}) == "—"

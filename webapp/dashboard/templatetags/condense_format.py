@@ -1,0 +1,248 @@
+"""Human-readable numbers for the dashboard: 11.7 M params, 1.82 GMACs, 44.7 MB.
+
+Usage in a template::
+
+    {% load condense_format %}
+    {{ model.summary.params|count }}  {{ model.summary.flops|macs }}  {{ model.size_bytes|bytes }}
+    {% metric_rows job.metrics as rows %}
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from numbers import Real
+
+from django import template
+
+register = template.Library()
+
+DASH = "\u2014"
+
+
+def _number(value) -> float | None:
+    if isinstance(value, bool) or value is None or value == "":
+        return None
+    if isinstance(value, Real):
+        number = float(value)
+    else:
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            return None
+    return number if math.isfinite(number) else None
+
+
+def _sig(number: float, digits: int = 3) -> str:
+    """``number`` to ``digits`` significant digits, never in exponent form."""
+    if number == 0:
+        return "0"
+    decimals = max(digits - 1 - int(math.floor(math.log10(abs(number)))), 0)
+    text = f"{number:.{decimals}f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+def _scaled(value, units: tuple[str, ...], base: float = 1000.0, suffix: str = "") -> str:
+    number = _number(value)
+    if number is None:
+        return DASH
+    index = 0
+    while abs(number) >= base and index < len(units) - 1:
+        number /= base
+        index += 1
+    if index == 0 and float(number).is_integer():
+        text = str(int(number))
+    else:
+        text = _sig(number)
+        # rounding can reach the next unit (999.96 k -> "1000 k")
+        if abs(float(text)) >= base and index < len(units) - 1:
+            text, index = _sig(float(text) / base), index + 1
+    unit = units[index] + suffix
+    return f"{text} {unit}".strip()
+
+
+@register.filter
+def count(value) -> str:
+    """12 -> "12", 11689512 -> "11.7 M"."""
+    return _scaled(value, ("", "k", "M", "G", "T"))
+
+
+@register.filter
+def macs(value) -> str:
+    """1818000000 -> "1.82 GMACs"."""
+    return _scaled(value, ("", "K", "M", "G", "T"), suffix="MACs")
+
+
+@register.filter(name="bytes")
+def bytes_(value) -> str:
+    """46758048 -> "46.8 MB" (decimal units)."""
+    return _scaled(value, ("B", "kB", "MB", "GB", "TB"))
+
+
+@register.filter
+def ms(value) -> str:
+    number = _number(value)
+    return DASH if number is None else f"{_sig(number)} ms"
+
+
+@register.filter
+def seconds(value) -> str:
+    number = _number(value)
+    return DASH if number is None else f"{number:.2f} s"
+
+
+@register.filter
+def percent(value, decimals: int = 1) -> str:
+    """A fraction as a percentage: 0.5 -> "50.0 %"."""
+    number = _number(value)
+    return DASH if number is None else f"{number * 100:.{int(decimals)}f} %"
+
+
+@register.filter
+def sig(value) -> str:
+    """A plain number to 3 significant digits (small numbers in exponent form)."""
+    number = _number(value)
+    if number is None:
+        return DASH
+    if number != 0 and abs(number) < 1e-3:
+        return f"{number:.2e}"
+    return _sig(number, 4)
+
+
+@register.filter
+def shape(value) -> str:
+    """[3, 224, 224] -> "3 × 224 × 224"; anything missing -> "—"."""
+    if value in (None, "", []):
+        return DASH
+    if isinstance(value, (list, tuple)):
+        return " \u00d7 ".join(str(d) for d in value)
+    return str(value)
+
+
+@register.simple_tag
+def channel_changes(before, after) -> str:
+    """What speedup changed in a layer's shape attributes, e.g. "out_channels 16 → 8"
+    (attributes that kept their value are left out)."""
+    before, after = before or {}, after or {}
+    if not isinstance(before, dict) or not isinstance(after, dict):
+        return DASH
+    changes = [
+        f"{key} {shape(before.get(key))} \u2192 {shape(after.get(key))}"
+        for key in list(before) + [k for k in after if k not in before]
+        if before.get(key) != after.get(key)
+    ]
+    return ", ".join(changes) or DASH
+
+
+@register.filter
+def get(mapping, key):
+    """Dictionary lookup with a variable key: ``{{ row|get:name }}``."""
+    if isinstance(mapping, dict):
+        return mapping.get(key)
+    return None
+
+
+# -- the before/after metrics table --------------------------------------------
+
+_FIXED = {
+    "params": ("Parameters", count),
+    "flops": ("FLOPs (MACs)", macs),
+    "onnx_bytes": ("ONNX file size", bytes_),
+    "weights_bytes": ("Weights file size (safetensors)", bytes_),
+    "accuracy": ("Accuracy", percent),
+}
+_ORDER = ["params", "flops", "onnx_bytes", "weights_bytes"]
+_LATENCY = re.compile(r"^latency_(?P<device>[a-z]+)_b(?P<batch>\d+)_ms$")
+
+
+def _describe(key: str):
+    if key in _FIXED:
+        return _FIXED[key]
+    match = _LATENCY.match(key)
+    if match:
+        return f"{match['device'].upper()} latency, batch {match['batch']} (median)", ms
+    label = key.replace("_", " ").capitalize()
+    if key.endswith("_bytes"):
+        return label.removesuffix(" bytes"), bytes_
+    if key.endswith("_ms"):
+        return label.removesuffix(" ms"), ms
+    return label, sig
+
+
+def _sort_key(key: str):
+    if key in _ORDER:
+        return (0, _ORDER.index(key), 0, "")
+    match = _LATENCY.match(key)
+    if match:
+        return (1, 0 if match["device"] == "cpu" else 1, int(match["batch"]), key)
+    if key == "accuracy":
+        return (3, 0, 0, key)
+    return (2, 0, 0, key)
+
+
+@register.simple_tag
+def metric_rows(metrics) -> list[dict]:
+    """Rows for the before/after table of ``job.metrics``.
+
+    Each row: key, label, before/after (raw and formatted), ratio (before/after,
+    "2.00×") or for accuracy the change in points, and whether it improved.
+    """
+    metrics = metrics or {}
+    before = metrics.get("before") or {}
+    after = metrics.get("after") or {}
+    keys = [k for k in {**before, **after} if not k.startswith("_")]
+    keys = [k for k in keys if _number(before.get(k)) is not None or _number(after.get(k)) is not None]
+    rows = []
+    for key in sorted(keys, key=_sort_key):
+        label, fmt = _describe(key)
+        b, a = _number(before.get(key)), _number(after.get(key))
+        row = {
+            "key": key,
+            "label": label,
+            "before": before.get(key),
+            "after": after.get(key),
+            "before_text": fmt(b),
+            "after_text": fmt(a),
+            "change": DASH,
+            "improved": None,
+        }
+        if b is not None and a is not None:
+            if key == "accuracy":
+                delta = (a - b) * 100
+                row["change"] = f"{delta:+.1f} pts"
+                row["improved"] = delta >= 0
+            elif a > 0:
+                ratio = b / a
+                row["change"] = f"{ratio:.2f}\u00d7" if 0.1 <= ratio < 1000 else f"{_sig(ratio)}\u00d7"
+                row["improved"] = ratio > 1.0 if abs(ratio - 1.0) > 0.005 else None
+        rows.append(row)
+    return rows
+
+
+_FIDELITY = {
+    "cosine_similarity": ("Cosine similarity of outputs", lambda v: DASH if _number(v) is None else f"{float(v):.4f}"),
+    "top1_agreement": ("Top-1 agreement with the original", percent),
+    "max_abs_diff": ("Largest absolute output difference", sig),
+    "mean_abs_diff": ("Mean absolute output difference", sig),
+}
+
+
+@register.simple_tag
+def fidelity_rows(metrics) -> list[dict]:
+    fidelity = (metrics or {}).get("fidelity") or {}
+    rows = []
+    for key in list(_FIDELITY) + sorted(k for k in fidelity if k not in _FIDELITY):
+        if key not in fidelity:
+            continue
+        label, fmt = _FIDELITY.get(key, (key.replace("_", " ").capitalize(), sig))
+        rows.append({"key": key, "label": label, "value": fidelity[key], "text": fmt(fidelity[key])})
+    return rows
+
+
+@register.simple_tag
+def timing_rows(metrics) -> list[dict]:
+    timings = (metrics or {}).get("timings") or {}
+    return [
+        {"key": key, "label": key.removesuffix("_s").replace("_", " ").capitalize(), "text": seconds(value)}
+        for key, value in timings.items()
+    ]

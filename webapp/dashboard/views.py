@@ -1,0 +1,124 @@
+"""Browser dashboard. Each view reads a form, calls one service or selector and
+renders a template; the rules live in ``webapp.modelhub`` and ``webapp.jobs``."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ValidationError
+from django.core.paginator import Paginator
+from django.http import FileResponse, Http404
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_POST
+
+from webapp.common.exceptions import ServiceConflict
+from webapp.jobs import selectors as job_selectors
+from webapp.jobs import services as job_services
+from webapp.modelhub import selectors as model_selectors
+from webapp.modelhub import services as model_services
+
+from .forms import JobForm, ModelUploadForm
+
+RECENT = 10
+PAGE_SIZE = 50
+
+
+@login_required
+def home(request):
+    models = model_selectors.model_list(user=request.user)
+    jobs = job_selectors.job_list(user=request.user)
+    return render(request, "dashboard/home.html", {
+        "models": models[:RECENT],
+        "model_count": models.count(),
+        "jobs": jobs[:RECENT],
+        "job_count": jobs.count(),
+    })
+
+
+@login_required
+def model_list(request):
+    page = Paginator(model_selectors.model_list(user=request.user), PAGE_SIZE).get_page(request.GET.get("page"))
+    return render(request, "dashboard/model_list.html", {"page": page, "models": page.object_list})
+
+
+@login_required
+def model_create(request):
+    form = ModelUploadForm(request.POST or None, request.FILES or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            model = model_services.model_create(owner=request.user, **form.service_kwargs())
+        except ValidationError as exc:
+            form.add_error(None, exc.messages)
+        else:
+            messages.success(request, f"Model \u201c{model.name}\u201d inspected and stored.")
+            return redirect("dashboard:model-detail", model_id=model.pk)
+    return render(request, "dashboard/model_form.html", {"form": form})
+
+
+@login_required
+def model_detail(request, model_id: int):
+    model = model_selectors.model_get(user=request.user, model_id=model_id)
+    jobs = job_selectors.job_list(user=request.user).filter(model=model)
+    return render(request, "dashboard/model_detail.html", {"model": model, "summary": model.summary, "jobs": jobs})
+
+
+@login_required
+def job_list(request):
+    page = Paginator(job_selectors.job_list(user=request.user), PAGE_SIZE).get_page(request.GET.get("page"))
+    return render(request, "dashboard/job_list.html", {"page": page, "jobs": page.object_list})
+
+
+@login_required
+def job_create(request):
+    if request.method == "POST":
+        form = JobForm(request.POST, user=request.user)
+        if form.is_valid():
+            try:
+                job = job_services.job_create(owner=request.user, **form.service_kwargs())
+            except ValidationError as exc:
+                form.add_error(None, exc.messages)
+            else:
+                messages.success(request, f"Job #{job.pk} queued.")
+                return redirect("dashboard:job-detail", job_id=job.pk)
+    else:
+        form = JobForm(user=request.user, initial={"model": request.GET.get("model")})
+    return render(request, "dashboard/job_form.html", {"form": form})
+
+
+@login_required
+def job_detail(request, job_id: int):
+    job = job_selectors.job_get(user=request.user, job_id=job_id)
+    logs = list(job_selectors.job_logs(job=job))
+    return render(request, "dashboard/job_detail.html", {
+        "job": job,
+        "logs": logs,
+        "last_log_id": logs[-1].pk if logs else 0,
+    })
+
+
+@login_required
+@require_POST
+def job_cancel(request, job_id: int):
+    job = job_selectors.job_get(user=request.user, job_id=job_id)
+    try:
+        job = job_services.job_cancel(job=job)
+    except ServiceConflict as exc:
+        messages.error(request, str(exc))
+    else:
+        if job.status == job.Status.CANCELLED:
+            messages.success(request, f"Job #{job.pk} cancelled.")
+        else:
+            messages.info(request, f"Job #{job.pk} will stop at its next step.")
+    return redirect("dashboard:job-detail", job_id=job.pk)
+
+
+@login_required
+def job_download(request, job_id: int, name: str):
+    job = job_selectors.job_get(user=request.user, job_id=job_id)
+    try:
+        path = job_services.job_artifact_path(job, name)
+    except ValidationError as exc:
+        raise Http404("; ".join(exc.messages)) from exc
+    if not path.is_file():
+        raise Http404(f"the file {name!r} of job {job.pk} is missing")
+    return FileResponse(open(path, "rb"), as_attachment=True, filename=f"job{job.pk}-{name}")
