@@ -90,6 +90,7 @@ def celery_broker(tmp_path_factory):
             "data_folder_in": str(broker_dir / "queue"),
             "data_folder_out": str(broker_dir / "queue"),
             "processed_folder": str(broker_dir / "processed"),
+            "control_folder": str(broker_dir / "control"),
             "store_processed": False,
         }
         ensure_broker_folders()

@@ -22,7 +22,7 @@ def ensure_broker_folders(conf=None) -> None:
     conf = conf or app.conf
     if str(conf.broker_url).startswith("filesystem://"):
         options = conf.broker_transport_options or {}
-        for key in ("data_folder_in", "data_folder_out", "processed_folder"):
+        for key in ("data_folder_in", "data_folder_out", "processed_folder", "control_folder"):
             if options.get(key):
                 Path(options[key]).mkdir(parents=True, exist_ok=True)
 
