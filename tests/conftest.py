@@ -78,6 +78,7 @@ def celery_broker(tmp_path_factory):
     """Point this process's Celery app at the broker the test worker uses."""
     from django.conf import settings
 
+    from webapp.settings import filesystem_broker_options
     from workers.celery_app import app, ensure_broker_folders
 
     env = {}
@@ -86,13 +87,7 @@ def celery_broker(tmp_path_factory):
     else:
         broker_dir = tmp_path_factory.mktemp("broker")
         env["CONDENSE_BROKER_DIR"] = str(broker_dir)
-        app.conf.broker_transport_options = {
-            "data_folder_in": str(broker_dir / "queue"),
-            "data_folder_out": str(broker_dir / "queue"),
-            "processed_folder": str(broker_dir / "processed"),
-            "control_folder": str(broker_dir / "control"),
-            "store_processed": False,
-        }
+        app.conf.broker_transport_options = filesystem_broker_options(broker_dir)
         ensure_broker_folders()
     if settings.REDIS_URL:
         with app.connection_for_write() as connection:

@@ -17,12 +17,14 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
 
 @pytest.fixture(scope="session")
 def chromium():
+    # CI sets CONDENSE_REQUIRE_BROWSER so a missing browser fails rather than skips.
+    unavailable = pytest.fail if os.environ.get("CONDENSE_REQUIRE_BROWSER") else pytest.skip
     if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} is missing: install Chromium (apt-get install -y chromium) to run browser tests")
+        unavailable(f"{CHROMIUM} is missing: install Chromium (apt-get install -y chromium) to run browser tests")
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
-        pytest.skip("the playwright Python package is not installed")
+        unavailable("the playwright Python package is not installed")
     # Playwright's sync API keeps an event loop in this thread; Django would
     # then refuse ORM calls from the test (and pytest-django's own flush).
     previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
