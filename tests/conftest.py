@@ -96,13 +96,55 @@ def celery_broker(tmp_path_factory):
     return env
 
 
+class WorkerProcess:
+    """A ``celery worker`` subprocess; ``start()`` waits until it is ready."""
+
+    def __init__(self, env: dict, log_path: Path, queues: str = "cpu,gpu", name: str | None = None):
+        self.env = env
+        self.log_path = log_path
+        self.queues = queues
+        self.name = name or f"test-{os.getpid()}@localhost"
+        self.process: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 90) -> "WorkerProcess":
+        offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        command = [
+            sys.executable, "-m", "celery", "-A", "workers", "worker", "--pool=solo", "-Q", self.queues,
+            "--loglevel=INFO", "-n", self.name, "--without-gossip", "--without-mingle",
+        ]
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(command, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while b"ready." not in self.log_path.read_bytes()[offset:]:
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.process.kill()
+                raise RuntimeError(f"the Celery worker did not start:\n{self.log_tail()}")
+            time.sleep(0.2)
+        return self
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.wait()
+
+    def log_tail(self, size: int = 4000) -> str:
+        return self.log_path.read_text()[-size:]
+
+
 @pytest.fixture(scope="session")
-def celery_worker_process(django_db_setup, django_db_blocker, celery_broker, media_root, tmp_path_factory):
-    """A real ``celery worker`` process on the test database and broker."""
+def worker_env(django_db_setup, django_db_blocker, celery_broker, media_root) -> dict:
+    """Environment for worker processes: the test database, broker and media folder."""
     with django_db_blocker.unblock():
         database_url = _database_url()
-    log_path = tmp_path_factory.mktemp("worker") / "worker.log"
-    env = {
+    return {
         **os.environ,
         **celery_broker,
         "DATABASE_URL": database_url,
@@ -110,26 +152,14 @@ def celery_worker_process(django_db_setup, django_db_blocker, celery_broker, med
         "DJANGO_SETTINGS_MODULE": "webapp.settings",
         "PYTHONUNBUFFERED": "1",
     }
-    command = [
-        sys.executable, "-m", "celery", "-A", "workers", "worker", "--pool=solo", "-Q", "cpu,gpu",
-        "--loglevel=INFO", "-n", f"test-{os.getpid()}@%h", "--without-gossip", "--without-mingle",
-    ]
-    log = open(log_path, "wb")
-    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 90
-    while b"ready." not in log_path.read_bytes():
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            raise RuntimeError(f"the Celery worker did not start:\n{log_path.read_text()[-4000:]}")
-        time.sleep(0.2)
-    process.log_path = log_path
-    yield process
-    process.terminate()
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
-    log.close()
+
+
+@pytest.fixture(scope="session")
+def celery_worker_process(worker_env, tmp_path_factory):
+    """A real ``celery worker`` process on the test database and broker."""
+    worker = WorkerProcess(worker_env, tmp_path_factory.mktemp("worker") / "worker.log").start()
+    yield worker
+    worker.stop()
 
 
 def wait_for_job(job_id: int, timeout: float = 120.0, until=("succeeded", "failed", "cancelled"), worker=None):
@@ -142,7 +172,7 @@ def wait_for_job(job_id: int, timeout: float = 120.0, until=("succeeded", "faile
         if job.status in until:
             return job
         if time.monotonic() > deadline:
-            tail = Path(worker.log_path).read_text()[-3000:] if worker is not None else ""
+            tail = worker.log_tail() if worker is not None else ""
             raise AssertionError(f"job {job_id} still {job.status} after {timeout}s\n{tail}")
         time.sleep(0.25)
 
@@ -152,6 +182,22 @@ def wait_job(celery_worker_process):
     """``wait_job(job_id, timeout=120)`` with a real worker running."""
 
     def wait(job_id: int, **kwargs):
-        return wait_for_job(job_id, worker=celery_worker_process, **kwargs)
+        kwargs.setdefault("worker", celery_worker_process)
+        return wait_for_job(job_id, **kwargs)
 
     return wait
+
+
+@pytest.fixture
+def make_worker(worker_env, tmp_path):
+    """Start extra workers (own queues and node names); all are stopped after the test."""
+    started = []
+
+    def make(queues: str, name: str) -> WorkerProcess:
+        worker = WorkerProcess(worker_env, tmp_path / f"{name.split('@')[0]}.log", queues=queues, name=name)
+        started.append(worker)
+        return worker.start()
+
+    yield make
+    for worker in started:
+        worker.stop()

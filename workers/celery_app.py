@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 from celery import Celery
-from celery.signals import worker_init
+from celery.signals import worker_init, worker_ready
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings")
 
@@ -30,3 +30,10 @@ def ensure_broker_folders(conf=None) -> None:
 @worker_init.connect
 def _prepare_worker(**_kwargs):
     ensure_broker_folders()
+
+
+@worker_ready.connect
+def _fail_orphaned_jobs(sender=None, **_kwargs):
+    from webapp.jobs.services import job_fail_orphans
+
+    job_fail_orphans(worker=sender.hostname)

@@ -9,7 +9,7 @@ from .celery_app import ensure_broker_folders
 def run_compression_job(self, job_id: int) -> None:
     from webapp.jobs.services import job_execute
 
-    job_execute(job_id, task_id=self.request.id or "")
+    job_execute(job_id, task_id=self.request.id or "", worker=self.request.hostname or "")
 
 
 def enqueue_compression_job(job_id: int, queue: str) -> None:

@@ -30,18 +30,13 @@ def other_client(client, other_user):
 
 
 @pytest.fixture
-def digits(user):
-    from webapp.modelhub.services import model_create
-
-    return model_create(owner=user, name="digits", source="builtin", architecture="digits_cnn")
+def digits(digits_model):
+    return digits_model
 
 
 @pytest.fixture
-def enqueued(monkeypatch):
-    """Record enqueues instead of talking to a broker."""
-    calls = []
-    monkeypatch.setattr("webapp.jobs.services.job_enqueue", lambda job_id, device: calls.append((job_id, device)))
-    return calls
+def enqueued(no_enqueue):
+    return no_enqueue
 
 
 def _job_post(model, **overrides):

@@ -31,6 +31,7 @@ class Job(models.Model):
     error = models.TextField(blank=True)
     cancel_requested = models.BooleanField(default=False)
     task_id = models.CharField(max_length=64, blank=True)
+    worker = models.CharField(max_length=200, blank=True, help_text="Celery node that runs or ran the job")
     attempts = models.PositiveIntegerField(default=0)
 
     metrics = models.JSONField(default=dict)

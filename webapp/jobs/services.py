@@ -155,7 +155,7 @@ def job_delete(*, job: Job) -> None:
     transaction.on_commit(lambda: shutil.rmtree(folder, ignore_errors=True))
 
 
-def _claim(job_id: int, task_id: str) -> Job | None:
+def _claim(job_id: int, task_id: str, worker: str) -> Job | None:
     """Take a queued job for this task. A redelivered task (same id, its worker
     died) takes its running job again; anything else is left alone."""
     with transaction.atomic():
@@ -165,13 +165,15 @@ def _claim(job_id: int, task_id: str) -> Job | None:
             return None
         if job.status == Status.QUEUED:
             return job_transition(
-                job_id, to=Status.RUNNING, task_id=task_id, attempts=job.attempts + 1, progress=0.0, stage="starting"
+                job_id, to=Status.RUNNING, task_id=task_id, worker=worker, attempts=job.attempts + 1,
+                progress=0.0, stage="starting",
             )
         if job.status == Status.RUNNING and job.task_id == task_id:
             job.attempts += 1
             job.progress = 0.0
+            job.worker = worker
             job.stage = "restarting after the previous worker stopped"
-            job.save(update_fields=["attempts", "progress", "stage"])
+            job.save(update_fields=["attempts", "progress", "stage", "worker"])
             job_log(job_id, job.stage, level="warning")
             return job
     logger.info("job %s is %s; task %s has nothing to do", job_id, job.status, task_id)
@@ -191,9 +193,9 @@ def _progress_reporter(job_id: int):
     return report
 
 
-def job_execute(job_id: int, task_id: str) -> None:
+def job_execute(job_id: int, task_id: str, worker: str = "") -> None:
     """Run a job's pipeline; the job always ends succeeded, failed or cancelled."""
-    job = _claim(job_id, task_id)
+    job = _claim(job_id, task_id, worker)
     if job is None:
         return
     try:
@@ -223,6 +225,27 @@ def job_execute(job_id: int, task_id: str) -> None:
         warnings=result["warnings"],
         artifacts=result["artifacts"],
     )
+
+
+def job_fail_orphans(*, worker: str) -> list[int]:
+    """Fail the jobs a worker left running when it died (killed, out of memory).
+
+    Called when a worker node starts: whatever that node name still has
+    running was interrupted, since one node runs each job to the end.
+    """
+    orphans = list(Job.objects.filter(status=Status.RUNNING, worker=worker).values_list("pk", flat=True))
+    failed = []
+    for job_id in orphans:
+        try:
+            job_transition(
+                job_id, to=Status.FAILED, expected=(Status.RUNNING,), stage="failed",
+                error=f"the worker {worker} stopped while running this job (killed or out of memory); "
+                "the model and recipe are kept: submit the job again",
+            )
+        except InvalidTransition:
+            continue
+        failed.append(job_id)
+    return failed
 
 
 def job_artifact_path(job: Job, name: str) -> Path:
