@@ -243,6 +243,8 @@ def run_pipeline(recipe: Recipe, progress: Progress | None = None) -> dict[str, 
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
 
+    if recipe.device == "gpu" and not torch.cuda.is_available():
+        warnings.append("a GPU was asked for, but this worker has no CUDA device: everything ran on the CPU")
     report(0.02, "loading model")
     model = recipe.model.load()
     params = validate_recipe(recipe, model)

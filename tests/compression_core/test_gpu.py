@@ -1,0 +1,40 @@
+"""GPU paths; skipped where CUDA is absent (run them on a GPU machine)."""
+
+import pytest
+import torch
+
+from compression_core.analysis import measure_latency
+from compression_core.architectures import build_architecture
+from compression_core.pipeline import ModelSource, Recipe, run_pipeline
+from compression_core.pruning import L1NormPruner
+from compression_core.speedup import ModelSpeedup, auto_set_dependency_group_ids
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
+]
+
+
+def test_speedup_keeps_a_cuda_model_on_the_gpu_and_its_outputs_shaped():
+    model = build_architecture("resnet18").cuda().eval()
+    dummy = torch.randn(1, 3, 224, 224, device="cuda")
+    config = auto_set_dependency_group_ids(model, [{"op_types": ["Conv2d"], "sparse_ratio": 0.5}], dummy)
+    pruner = L1NormPruner(model, config)
+    _, masks = pruner.compress()
+    pruner.unwrap_model()
+    ModelSpeedup(model, dummy, masks).speedup_model()
+    assert model.conv1.out_channels == 32
+    assert next(model.parameters()).is_cuda
+    assert model(dummy).shape == (1, 1000)
+
+
+def test_gpu_latency_and_gpu_job_metrics(tmp_path):
+    lat = measure_latency(build_architecture("digits_cnn"), torch.randn(1, 1, 8, 8), device="cuda", batch_size=64)
+    assert lat["median_ms"] > 0 and lat["device"] == "cuda"
+    result = run_pipeline(Recipe(
+        model=ModelSource(architecture="digits_cnn"), input_shape=[1, 8, 8], algorithm="L1NormPruner",
+        params={"config_list": [{"op_types": ["Conv2d"], "sparse_ratio": 0.5}]}, device="gpu",
+        output_dir=str(tmp_path), latency_batch_sizes=(1, 64),
+    ))
+    after = result["metrics"]["after"]
+    assert after["latency_gpu_b1_ms"] > 0 and after["latency_gpu_b64_ms"] > 0
