@@ -1,0 +1,99 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+from compression_core.architectures import build_architecture
+from compression_core.io import load_model
+from compression_core.pipeline import JobCancelled, ModelSource, Recipe, run_pipeline, validate_recipe
+from compression_core.speedup import apply_pruning_plan
+
+ROOT = Path(__file__).resolve().parents[2]
+L1_HALF = {"config_list": [{"op_types": ["Conv2d"], "sparse_ratio": 0.5}]}
+
+
+def _recipe(tmp_path, **overrides) -> Recipe:
+    values = dict(model=ModelSource(architecture="digits_cnn"), input_shape=[1, 8, 8], algorithm="L1NormPruner",
+                  params=L1_HALF, dataset="digits", output_dir=str(tmp_path), latency_runs=3)
+    values.update(overrides)
+    return Recipe(**values)
+
+
+def test_l1_job_measures_prunes_and_exports(tmp_path):
+    progress = []
+    result = run_pipeline(_recipe(tmp_path), progress=lambda f, msg: progress.append((f, msg)))
+    before, after = result["metrics"]["before"], result["metrics"]["after"]
+    assert after["params"] < before["params"] and after["flops"] < before["flops"]
+    assert after["onnx_bytes"] < before["onnx_bytes"]
+    assert {"latency_cpu_b1_ms", "latency_cpu_b16_ms", "accuracy"} <= set(after)
+    assert [f for f, _ in progress] == sorted(f for f, _ in progress) and progress[-1] == (1.0, "done")
+    convs = [layer for layer in result["layers"] if layer["type"] == "Conv2d"]
+    assert [layer["weight_shape_after"][0] for layer in convs] == [8, 16]
+
+    session = ort.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
+    (out,) = session.run(None, {session.get_inputs()[0].name: np.zeros((3, 1, 8, 8), np.float32)})
+    assert out.shape == (3, 10)
+    # The plan rebuilds the pruned shapes on a fresh instance of the user's class.
+    plan = json.loads((tmp_path / "model.plan.json").read_text())
+    fresh = apply_pruning_plan(build_architecture("digits_cnn"), plan)
+    from safetensors.torch import load_file
+
+    fresh.load_state_dict(load_file(tmp_path / "model.safetensors"), strict=True)
+    reloaded = load_model(tmp_path / "model.safetensors", architecture="digits_cnn")
+    x = torch.randn(2, 1, 8, 8)
+    assert torch.allclose(fresh.eval()(x), reloaded(x), atol=1e-6)
+
+
+def test_fine_grained_pruning_keeps_shapes_and_says_so(tmp_path):
+    result = run_pipeline(_recipe(tmp_path, algorithm="LevelPruner", dataset=None))
+    assert result["metrics"]["after"]["params"] == result["metrics"]["before"]["params"]
+    assert any("speedup removed no channel" in w for w in result["warnings"])
+    assert all(layer["sparsity"] == pytest.approx(0.5, abs=0.01) for layer in result["layers"]
+               if layer["type"] == "Conv2d")
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"dataset": "digits", "input_shape": [1, 28, 28], "model": ModelSource(architecture="mnist_cnn")},
+         "dataset 'digits' gives inputs of shape [1, 8, 8]"),
+        ({"params": {"config_list": [{"op_names": ["nope"], "sparsity": 0.5}]}}, "'nope' matches no layer"),
+        ({"algorithm": "NoSuchPruner"}, "unknown algorithm"),
+    ],
+)
+def test_recipe_errors_before_any_work(tmp_path, overrides, message):
+    with pytest.raises(ValueError) as info:
+        validate_recipe(_recipe(tmp_path, **overrides))
+    assert message in str(info.value)
+
+
+def test_progress_callback_can_cancel(tmp_path):
+    def cancel_when_pruning(fraction, message):
+        if message.startswith("pruning"):
+            raise JobCancelled(message)
+
+    with pytest.raises(JobCancelled):
+        run_pipeline(_recipe(tmp_path), progress=cancel_when_pruning)
+    assert not (tmp_path / "model.onnx").exists()
+
+
+def test_command_line_runs_a_recipe(tmp_path):
+    recipe = _recipe(tmp_path / "out").to_dict()
+    path = tmp_path / "recipe.json"
+    path.write_text(json.dumps(recipe))
+    done = subprocess.run([sys.executable, "-m", "compression_core", "run", str(path)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["metrics"]["after"]["params"] > 0
+    assert (tmp_path / "out" / "model.onnx").exists()
+
+    recipe["params"] = {"config_list": [{"op_types": ["Conv2d"], "sparsity": 3}]}
+    path.write_text(json.dumps(recipe))
+    done = subprocess.run([sys.executable, "-m", "compression_core", "run", str(path)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and "error:" in done.stderr and "sparsity" in done.stderr
