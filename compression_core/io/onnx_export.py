@@ -61,13 +61,14 @@ def example_inputs_for(model: nn.Module, batch_size: int = 1) -> Optional[Tuple[
     return tuple(tensors)
 
 
-def _flatten(value) -> List[torch.Tensor]:
+def flatten_tensors(value) -> List[torch.Tensor]:
+    """The tensors of a model output (tensor, tuple, list or dict), in order."""
     if isinstance(value, torch.Tensor):
         return [value]
     if isinstance(value, dict):
-        return [t for v in value.values() for t in _flatten(v)]
+        return [t for v in value.values() for t in flatten_tensors(v)]
     if isinstance(value, (list, tuple)):
-        return [t for v in value for t in _flatten(v)]
+        return [t for v in value for t in flatten_tensors(v)]
     return []
 
 
@@ -101,7 +102,7 @@ def export_onnx(
     model.eval()
     try:
         with torch.inference_mode():
-            reference = [t.detach().cpu().numpy() for t in _flatten(model(*args))]
+            reference = [t.detach().cpu().numpy() for t in flatten_tensors(model(*args))]
         input_names = [f"input_{i}" if len(args) > 1 else "input" for i in range(len(args))]
         output_names = [f"output_{i}" if len(reference) > 1 else "output" for i in range(len(reference))]
         dynamic_axes = None

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from .errors import ModelFormatError
+from .onnx_export import flatten_tensors
 
 __all__ = [
     "read_onnx",
@@ -677,16 +678,6 @@ def random_onnx_inputs(path_or_model, *, batch_size: int = 1, seed: int = 0) -> 
     return arrays
 
 
-def _flatten_outputs(value) -> List[torch.Tensor]:
-    if isinstance(value, torch.Tensor):
-        return [value]
-    if isinstance(value, dict):
-        return [t for v in value.values() for t in _flatten_outputs(v)]
-    if isinstance(value, (list, tuple)):
-        return [t for v in value for t in _flatten_outputs(v)]
-    return []
-
-
 def verify_onnx_conversion(
     onnx_path: PathLike,
     module: nn.Module,
@@ -737,7 +728,7 @@ def verify_onnx_conversion(
     module.eval()
     try:
         with torch.inference_mode():
-            got = _flatten_outputs(module(*[torch.from_numpy(np.array(a)).to(device) for a in arrays]))
+            got = flatten_tensors(module(*[torch.from_numpy(np.array(a)).to(device) for a in arrays]))
     finally:
         module.train(was_training)
 

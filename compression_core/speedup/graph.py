@@ -30,17 +30,12 @@ import torch.fx as fx
 import torch.nn as nn
 
 from .errors import SpeedupError
+from .replace import CUTTABLE_TYPES
 
 # Modules the tracer keeps whole even when the user subclassed them (a
 # subclass of nn.Conv2d defined outside torch.nn would otherwise be traced
 # through into F.conv2d on get_attr weights, which speedup cannot cut).
-LEAF_TYPES: tuple[type, ...] = (
-    nn.modules.conv._ConvNd,
-    nn.Linear,
-    nn.modules.batchnorm._BatchNorm,
-    nn.modules.instancenorm._InstanceNorm,
-    nn.PReLU,
-)
+LEAF_TYPES: tuple[type, ...] = CUTTABLE_TYPES
 
 _TORCH_DIR = os.path.dirname(torch.__file__)
 
