@@ -129,13 +129,15 @@ def _check_dataset(dataset: str | None, input_shape: list[int]) -> None:
         )
 
 
-def inspect_model(source: ModelSource, input_shape: list[int] | None = None) -> dict[str, Any]:
-    """Load a model and describe it: input shape, layer table, totals.
+def inspect_model(
+    source: ModelSource, input_shape: list[int] | None = None, model: nn.Module | None = None
+) -> dict[str, Any]:
+    """Describe a model (loaded from ``source`` unless given): input shape, layer table, totals.
 
     Raises ``ValueError`` (``ModelFormatError`` is one) with a message fit for
     the user when the model cannot be loaded or run.
     """
-    model = source.load()
+    model = model if model is not None else source.load()
     shape = list(input_shape) if input_shape else source.default_input_shape()
     if not shape:
         raise ValueError("the model's input shape is dynamic; give the input shape (e.g. [3, 224, 224])")

@@ -32,6 +32,8 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from ..tensors import first_tensor
+
 _NORMS = (nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm, nn.LayerNorm, nn.GroupNorm)
 _POOLS = (
     nn.modules.pooling._AvgPoolNd, nn.modules.pooling._MaxPoolNd,
@@ -51,22 +53,6 @@ def _as_inputs(dummy_input: Any, device: torch.device | None) -> tuple[tuple, di
     raise ValueError(f"dummy_input must be a tensor, a tuple of tensors or a shape, got {type(dummy_input).__name__}")
 
 
-def _first_tensor(value: Any) -> torch.Tensor | None:
-    if isinstance(value, torch.Tensor):
-        return value
-    if isinstance(value, (tuple, list)):
-        for v in value:
-            t = _first_tensor(v)
-            if t is not None:
-                return t
-    if isinstance(value, dict):
-        for v in value.values():
-            t = _first_tensor(v)
-            if t is not None:
-                return t
-    return None
-
-
 def shapes_of(value: Any) -> Any:
     """JSON-friendly shapes of a (nested) value: lists of ints for tensors."""
     if isinstance(value, torch.Tensor):
@@ -79,8 +65,8 @@ def shapes_of(value: Any) -> Any:
 
 
 def _module_macs(m: nn.Module, inputs: tuple, output: Any, count_bias: bool) -> int:
-    x = _first_tensor(inputs)
-    y = _first_tensor(output)
+    x = first_tensor(inputs)
+    y = first_tensor(output)
     if x is None or y is None:
         return 0
     if isinstance(m, nn.modules.conv._ConvNd):
@@ -104,7 +90,7 @@ def _module_macs(m: nn.Module, inputs: tuple, output: Any, count_bias: bool) -> 
         return x.numel()
     if isinstance(m, nn.MultiheadAttention):
         q = x
-        k = _first_tensor(inputs[1:]) if len(inputs) > 1 else q
+        k = first_tensor(inputs[1:]) if len(inputs) > 1 else q
         e = m.embed_dim
         lq = q.numel() // e
         lk = k.numel() // m.kdim if k is not None else lq
@@ -130,7 +116,7 @@ def profile(model: nn.Module, dummy_input: Any, *, count_bias: bool = False) -> 
     except StopIteration:
         device = None
     args, kwargs = _as_inputs(dummy_input, device)
-    first = _first_tensor((args, kwargs))
+    first = first_tensor((args, kwargs))
     batch = first.shape[0] if first is not None and first.dim() > 0 and first.shape[0] > 0 else 1
 
     records: list[dict] = []
@@ -152,8 +138,8 @@ def profile(model: nn.Module, dummy_input: Any, *, count_bias: bool = False) -> 
             records.append({
                 "name": name,
                 "type": type(m).__name__,
-                "input_shape": shapes_of(_first_tensor(inputs)),
-                "output_shape": shapes_of(_first_tensor(output)),
+                "input_shape": shapes_of(first_tensor(inputs)),
+                "output_shape": shapes_of(first_tensor(output)),
                 "weight_shape": list(weight.shape) if isinstance(weight, torch.Tensor) else None,
                 "params": params,
                 "flops": int(round(macs / batch)),

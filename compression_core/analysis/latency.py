@@ -17,6 +17,8 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from ..tensors import first_tensor
+
 
 def _to(value: Any, device: torch.device) -> Any:
     if isinstance(value, torch.Tensor):
@@ -42,16 +44,8 @@ def _rebatch(value: Any, batch_size: int) -> Any:
 
 
 def _batch_of(value: Any) -> int | None:
-    if isinstance(value, torch.Tensor):
-        return int(value.shape[0]) if value.dim() > 0 else None
-    if isinstance(value, (tuple, list)):
-        for v in value:
-            b = _batch_of(v)
-            if b is not None:
-                return b
-    if isinstance(value, dict):
-        return _batch_of(list(value.values()))
-    return None
+    tensor = first_tensor(value)
+    return int(tensor.shape[0]) if tensor is not None and tensor.dim() > 0 else None
 
 
 def measure_latency(

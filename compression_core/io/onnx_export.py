@@ -11,6 +11,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..tensors import flatten_tensors
+
 __all__ = ["export_onnx", "example_inputs_for"]
 
 PathLike = Union[str, os.PathLike]
@@ -59,17 +61,6 @@ def example_inputs_for(model: nn.Module, batch_size: int = 1) -> Optional[Tuple[
             return None
         tensors.append(torch.randn(*dims, generator=generator).to(_device_of(model)))
     return tuple(tensors)
-
-
-def flatten_tensors(value) -> List[torch.Tensor]:
-    """The tensors of a model output (tensor, tuple, list or dict), in order."""
-    if isinstance(value, torch.Tensor):
-        return [value]
-    if isinstance(value, dict):
-        return [t for v in value.values() for t in flatten_tensors(v)]
-    if isinstance(value, (list, tuple)):
-        return [t for v in value for t in flatten_tensors(v)]
-    return []
 
 
 def export_onnx(

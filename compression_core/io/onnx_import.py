@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from .errors import ModelFormatError
-from .onnx_export import flatten_tensors
+from ..tensors import flatten_tensors
 
 __all__ = [
     "read_onnx",

@@ -103,12 +103,11 @@ def model_create(
                 # load_model explains what the file is and why it is refused.
                 engine_source.load()
                 raise ValueError("the file is not an ONNX model")
-            summary = inspect_model(engine_source, input_shape)
+            loaded = engine_source.load()
+            summary = inspect_model(engine_source, input_shape, model=loaded)
             if source == ModelArtifact.Source.ONNX:
                 probe = torch.randn(1, *summary["input_shape"], generator=torch.Generator().manual_seed(0))
-                summary["onnxruntime_max_abs_diff"] = verify_onnx_conversion(
-                    local_path, engine_source.load(), inputs=[probe]
-                )
+                summary["onnxruntime_max_abs_diff"] = verify_onnx_conversion(local_path, loaded, inputs=[probe])
         except ValueError as exc:
             raise ValidationError(str(exc)) from exc
         except (RuntimeError, NotImplementedError, KeyError, IndexError) as exc:
