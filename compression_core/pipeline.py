@@ -39,7 +39,7 @@ from .config import select_modules
 from .datasets import BUILTIN_DATASETS, evaluate_accuracy, load_builtin_dataset
 from .io import load_model, onnx_input_shapes, save_model
 from .pruning.base import PRUNABLE_TYPES
-from .speedup import ModelSpeedup, auto_set_dependency_group_ids
+from .speedup import ModelSpeedup, SpeedupError, auto_set_dependency_group_ids, prunability_report
 
 Progress = Callable[[float, str], None]
 
@@ -141,12 +141,19 @@ def inspect_model(
     shape = list(input_shape) if input_shape else source.default_input_shape()
     if not shape:
         raise ValueError("the model's input shape is dynamic; give the input shape (e.g. [3, 224, 224])")
+    example = torch.randn(1, *shape)
     try:
-        summary = model_summary(model, torch.randn(1, *shape))
+        summary = model_summary(model, example)
     except Exception as exc:
         raise ValueError(f"the model does not run on an input of shape {[1, *shape]}: {exc}") from exc
     summary["input_shape"] = shape
     summary["prunable_layers"] = [name for name, m in model.named_modules() if isinstance(m, PRUNABLE_TYPES)]
+    try:
+        summary["prunability"] = prunability_report(model, example)
+    except SpeedupError as exc:
+        # Still a usable model (fine-grained pruning needs no graph); say why
+        # channel pruning cannot be planned.
+        summary["prunability"] = {"error": str(exc), "groups": [], "unprunable": [], "warnings": []}
     return summary
 
 

@@ -5,17 +5,30 @@ Efficient ConvNets" (ICLR 2017): in each layer, the output channels whose
 weights have the smallest L1 norm are removed. Layers that share a
 ``dependency_group_id`` (e.g. convolutions feeding one residual add) are
 scored together, summing their channel norms, so they lose the same channels
-and speedup can really remove them.
+and speedup can really remove them. When such a group contains a grouped
+convolution (ResNeXt, RegNet), every convolution group keeps the same number
+of channels, which grouped convolutions require.
 """
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 
 import torch
 import torch.nn as nn
 
 from .base import Masks, Pruner, channel_mask, out_channel_dim
+
+
+def _channel_groups(modules) -> int:
+    """Least common multiple of the group counts of the grouped (not depthwise) convolutions among ``modules``."""
+    groups = 1
+    for m in modules:
+        g = getattr(m, "groups", 1)
+        if isinstance(m, nn.modules.conv._ConvNd) and g > 1 and not (g == m.in_channels == m.out_channels):
+            groups = math.lcm(groups, g)
+    return groups
 
 
 def _kept_count(total: int, sparse_ratio: float) -> int:
@@ -87,10 +100,20 @@ class L1NormPruner(Pruner):
             scores = sum(self._channel_scores(self._modules[n]).float() for n in members)
             # The group follows the strictest ratio any member asks for.
             ratio = max(self.targets[n]["sparse_ratio"] for n in members)
-            kept_count = _kept_count(scores.numel(), ratio)
-            order = scores.argsort(descending=True, stable=True)
-            kept = torch.zeros_like(scores, dtype=torch.bool)
-            kept[order[:kept_count]] = True
+            groups = _channel_groups(self._modules[n] for n in members)
+            if groups > 1 and scores.numel() % groups == 0:
+                # a grouped convolution in the group: keep the same number of channels in each of its groups
+                per_group = scores.view(groups, -1)
+                kept_count = _kept_count(per_group.shape[1], ratio)
+                order = per_group.argsort(dim=1, descending=True, stable=True)[:, :kept_count]
+                kept = torch.zeros_like(per_group, dtype=torch.bool)
+                kept.scatter_(1, order, True)
+                kept = kept.view(-1)
+            else:
+                kept_count = _kept_count(scores.numel(), ratio)
+                order = scores.argsort(descending=True, stable=True)
+                kept = torch.zeros_like(scores, dtype=torch.bool)
+                kept[order[:kept_count]] = True
             for name in members:
                 masks[name] = channel_mask(self._modules[name], kept)
         return masks

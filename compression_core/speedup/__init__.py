@@ -8,21 +8,62 @@ Typical use (NNI 3.0 style)::
     ...                                   # prune, get masks, unwrap the pruner
     ModelSpeedup(model, dummy_input, masks).speedup_model()
 
-Modules: ``graph`` (fx tracing and shape propagation), ``dependency``
-(channel layouts, coupled-channel classes, dependency groups), ``replace``
-(building smaller layers), ``speedup`` (``ModelSpeedup`` and
-``apply_pruning_plan``).
+What it handles: Conv1d/2d/3d (plain, depthwise and grouped: grouped
+convolutions keep the same channel count in every group), ConvTranspose,
+Linear, BatchNorm, InstanceNorm, LayerNorm (including torchvision's
+channels-first LayerNorm2d), GroupNorm, PReLU, Embedding; residual
+add/sub/mul, concat, ``chunk`` on the channel dim, channel shuffle
+(``view(N, g, C/g, ...)`` + transpose), flatten/reshape into a Linear,
+permutes, reductions and the usual activations. Channels that reach an op it
+does not understand are kept and reported (``ModelSpeedup.warnings``,
+:func:`prunability_report`); ``ModelSpeedup(..., strict=True)`` makes that an
+error naming the op and node. A submodule torch.fx cannot trace is kept whole
+as one opaque call. ``nn.MultiheadAttention`` is not pruned (its channels are
+kept); the MLP blocks around it are.
+
+Exactness: :func:`masked_reference` builds the model speedup must reproduce
+(masks applied, every removed channel zero through its whole group).
+
+Extension point: say how a custom module or function treats channels, and
+how to resize the module::
+
+    from compression_core.speedup import register_channel_rule, register_module_cutter
+    from compression_core.speedup.replace import shallow_copy, cut_tensor
+
+    def cut_scale(module, kept_out, kept_in, mask):   # returns a new module
+        new = shallow_copy(module)
+        new.gain = cut_tensor(module.gain, 0, kept_out)
+        return new
+
+    register_channel_rule(MyScale, "channelwise")   # or "passthrough", "producer", "pin", a callable
+    register_module_cutter(MyScale, cut_scale)
+
+Modules: ``graph`` (fx tracing, tolerant of untraceable submodules, and shape
+propagation), ``channels`` (union-find, layouts), ``rules`` (the per-op
+rules and the rule registry), ``dependency`` (``analyze_channels``,
+``auto_set_dependency_group_ids``), ``replace`` (building smaller layers,
+cutter registry), ``speedup`` (``ModelSpeedup``, ``apply_pruning_plan``),
+``reference`` (``masked_reference``), ``report`` (``prunability_report``).
 """
 
 from .dependency import ChannelAnalysis, analyze_channels, auto_set_dependency_group_ids
 from .errors import SpeedupError
+from .reference import MaskedReference, masked_reference
+from .replace import register_module_cutter
+from .report import prunability_report
+from .rules import register_channel_rule
 from .speedup import ModelSpeedup, apply_pruning_plan
 
 __all__ = [
     "ChannelAnalysis",
+    "MaskedReference",
     "ModelSpeedup",
     "SpeedupError",
     "analyze_channels",
     "apply_pruning_plan",
     "auto_set_dependency_group_ids",
+    "masked_reference",
+    "prunability_report",
+    "register_channel_rule",
+    "register_module_cutter",
 ]

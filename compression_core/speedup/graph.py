@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import traceback
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,11 +41,41 @@ LEAF_TYPES: tuple[type, ...] = CUTTABLE_TYPES
 _TORCH_DIR = os.path.dirname(torch.__file__)
 
 
+def _is_leaf_norm(m: nn.Module) -> bool:
+    # nn.LayerNorm itself and torchvision's channels-first LayerNorm2d are cut whole;
+    # other LayerNorm subclasses are traced through
+    return type(m).forward is nn.LayerNorm.forward or type(m).__name__ == "LayerNorm2d"
+
+
 class _Tracer(fx.Tracer):
+    def __init__(self, extra_leaves: Iterable[str] = ()):
+        super().__init__()
+        self.extra_leaves = set(extra_leaves)
+
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        from .rules import registered_module_types
+
+        if module_qualified_name in self.extra_leaves:
+            return True
+        custom = registered_module_types()
+        if custom and isinstance(m, custom):
+            return True
+        if isinstance(m, nn.LayerNorm):
+            return _is_leaf_norm(m)
         if isinstance(m, LEAF_TYPES):
             return True
         return super().is_leaf_module(m, module_qualified_name)
+
+    def call_module(self, m: nn.Module, forward: Any, args: Any, kwargs: Any) -> Any:
+        try:
+            return super().call_module(m, forward, args, kwargs)
+        except Exception as exc:
+            if getattr(exc, "_condense_culprit", None) is None:
+                try:
+                    exc._condense_culprit = self.path_of_module(m)  # innermost failing submodule
+                except Exception:
+                    pass
+            raise
 
 
 def _user_frame(exc: BaseException) -> str:
@@ -57,27 +88,43 @@ def _user_frame(exc: BaseException) -> str:
     return ""
 
 
-def trace_model(model: nn.Module) -> fx.GraphModule:
+def trace_model(model: nn.Module, tolerant: bool = True) -> fx.GraphModule:
     """Trace ``model`` with torch.fx; a GraphModule is used as it is.
 
-    Raises :class:`SpeedupError` naming the user code fx stumbled on (data
-    dependent control flow, calls fx cannot symbolically evaluate, ...).
+    With ``tolerant`` (the default), a submodule fx cannot trace (data
+    dependent control flow, ...) is retried as a leaf: it becomes one opaque
+    call in the graph, whose channels speedup keeps. The names of such
+    submodules are in ``graph_module.meta["condense_leaves"]``. When the
+    model's own ``forward`` cannot be traced, :class:`SpeedupError` names the
+    user code fx stumbled on.
     """
     if isinstance(model, fx.GraphModule):
+        model.meta.setdefault("condense_leaves", [])
         return model
-    tracer = _Tracer()
-    try:
-        graph = tracer.trace(model)
-    except Exception as exc:  # fx raises TraceError, TypeError, RuntimeError, ...
-        where = _user_frame(exc)
-        where = f" at {where}" if where else ""
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise SpeedupError(
-            f"torch.fx cannot trace {type(model).__name__}{where}: {type(exc).__name__}: {first_line}. "
-            "Speedup needs a model fx can trace (no data-dependent Python control flow in forward); "
-            "wrap the offending code in a submodule or a torch.fx.wrap'ed function."
-        ) from exc
-    return fx.GraphModule(tracer.root, graph, class_name=type(model).__name__)
+    leaves: list[str] = []
+    limit = sum(1 for _ in model.modules())
+    while True:
+        tracer = _Tracer(leaves)
+        try:
+            graph = tracer.trace(model)
+            break
+        except Exception as exc:  # fx raises TraceError, TypeError, RuntimeError, ...
+            culprit = getattr(exc, "_condense_culprit", None)
+            if tolerant and culprit and culprit not in leaves and len(leaves) < limit:
+                leaves.append(culprit)
+                continue
+            where = _user_frame(exc)
+            where = f" at {where}" if where else ""
+            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise SpeedupError(
+                f"torch.fx cannot trace {type(model).__name__}{where}: {type(exc).__name__}: {first_line}. "
+                "Speedup needs a model whose forward fx can trace (no data-dependent Python control flow "
+                "in the model's own forward; submodules that fx cannot trace are kept whole); "
+                "wrap the offending code in a submodule or a torch.fx.wrap'ed function."
+            ) from exc
+    gm = fx.GraphModule(tracer.root, graph, class_name=type(model).__name__)
+    gm.meta["condense_leaves"] = leaves
+    return gm
 
 
 @dataclass(frozen=True)

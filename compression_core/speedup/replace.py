@@ -43,7 +43,40 @@ CUTTABLE_TYPES: tuple[type, ...] = (
     nn.modules.batchnorm._BatchNorm,
     nn.modules.instancenorm._InstanceNorm,
     nn.PReLU,
+    nn.LayerNorm,
+    nn.GroupNorm,
+    nn.Embedding,
 )
+
+# module class -> cutter(module, kept_out, kept_in, mask) -> new module
+MODULE_CUTTERS: dict[type, Any] = {}
+
+
+def register_module_cutter(module_type: type, cutter: Any) -> None:
+    """Tell speedup how to resize modules of ``module_type`` (and subclasses).
+
+    ``cutter(module, kept_out, kept_in, mask)`` gets the kept output and input
+    channel indices (lists of ints, or ``None`` for "all") and the module's
+    NNI mask dict (or ``None``) and returns a *new* module (the old one must
+    not be modified; :func:`shallow_copy` and :func:`cut_tensor` help). Pair
+    it with :func:`~compression_core.speedup.register_channel_rule`.
+    """
+    if not isinstance(module_type, type) or not issubclass(module_type, nn.Module):
+        raise ValueError(f"register_module_cutter needs an nn.Module subclass, got {module_type!r}")
+    if not callable(cutter):
+        raise ValueError(f"a module cutter must be callable, got {cutter!r}")
+    MODULE_CUTTERS[module_type] = cutter
+
+
+def cutter_for(module: nn.Module) -> Any:
+    for cls in type(module).__mro__:
+        if cls in MODULE_CUTTERS:
+            return MODULE_CUTTERS[cls]
+    return None
+
+
+def is_cuttable(module: nn.Module) -> bool:
+    return isinstance(module, CUTTABLE_TYPES) or cutter_for(module) is not None
 
 
 def shallow_copy(module: nn.Module) -> nn.Module:
@@ -110,6 +143,12 @@ def module_sizes(module: nn.Module) -> dict[str, int]:
         return {"num_features": module.num_features}
     if isinstance(module, nn.PReLU):
         return {"num_parameters": module.num_parameters}
+    if isinstance(module, nn.LayerNorm):
+        return {"normalized_shape": list(module.normalized_shape)}
+    if isinstance(module, nn.GroupNorm):
+        return {"num_channels": module.num_channels, "num_groups": module.num_groups}
+    if isinstance(module, nn.Embedding):
+        return {"num_embeddings": module.num_embeddings, "embedding_dim": module.embedding_dim}
     return {}
 
 
@@ -127,6 +166,9 @@ def cut_module(
     used, and it applies to both sides. ``None`` keeps everything.
     """
     mask = dict(mask or {})
+    cutter = cutter_for(module)
+    if cutter is not None:
+        return cutter(module, kept_out, kept_in, mask or None)
     if isinstance(module, nn.modules.conv._ConvNd):
         return _cut_conv(module, kept_out, kept_in, mask)
     if isinstance(module, nn.Linear):
@@ -152,6 +194,30 @@ def cut_module(
         _set_param(new, "weight", module.weight, _select(_masked(module.weight, mask.get("weight")), 0, kept_out))
         new.num_parameters = new.weight.shape[0]
         return new
+    if isinstance(module, (nn.LayerNorm, nn.GroupNorm)):
+        new = shallow_copy(module)
+        for pname in ("weight", "bias"):
+            old = getattr(module, pname, None)
+            if isinstance(old, torch.Tensor):
+                _set_param(new, pname, old, _select(_masked(old, mask.get(pname)), 0, kept_out))
+        if kept_out is not None:
+            if isinstance(module, nn.LayerNorm):
+                if len(module.normalized_shape) != 1:
+                    raise SpeedupError("speedup can only resize a LayerNorm over one dimension")
+                new.normalized_shape = (len(kept_out),)
+            else:
+                if len(kept_out) % module.num_groups:
+                    raise SpeedupError(
+                        f"GroupNorm with {module.num_groups} groups cannot keep {len(kept_out)} channels"
+                    )
+                new.num_channels = len(kept_out)
+        return new
+    if isinstance(module, nn.Embedding):
+        new = shallow_copy(module)
+        w = _select(_masked(module.weight, mask.get("weight")), 1, kept_out)
+        _set_param(new, "weight", module.weight, w)
+        new.embedding_dim = w.shape[1]
+        return new
     raise SpeedupError(f"speedup cannot resize a {type(module).__name__}")
 
 
@@ -170,11 +236,39 @@ def _cut_conv(module: nn.modules.conv._ConvNd, kept_out, kept_in, mask) -> nn.Mo
         new.out_channels = w.shape[out_dim]
         new.in_channels = w.shape[in_dim]
     elif kept_out is not None and len(kept_out) != module.out_channels or kept_in is not None and len(kept_in) != module.in_channels:
-        raise SpeedupError(f"speedup cannot change the channels of a grouped convolution (groups={groups})")
+        if transposed:
+            raise SpeedupError(f"speedup cannot change the channels of a grouped transposed convolution (groups={groups})")
+        w = _cut_grouped(w, groups, module.out_channels, module.in_channels, kept_out, kept_in)
+        new.out_channels = w.shape[0]
+        new.in_channels = w.shape[1] * groups
     _set_param(new, "weight", module.weight, w)
     if module.bias is not None:
         _set_param(new, "bias", module.bias, _select(_masked(module.bias, mask.get("bias")), 0, kept_out))
     return new
+
+
+def _per_group_local(kept: Sequence[int] | None, total: int, groups: int) -> torch.Tensor:
+    """Kept indices as a (groups, kept_per_group) tensor of indices local to each group."""
+    per = total // groups
+    index = torch.arange(total) if kept is None else torch.as_tensor(sorted(kept), dtype=torch.long)
+    group_of = index // per
+    counts = torch.bincount(group_of, minlength=groups)
+    if index.numel() == 0 or bool((counts != counts[0]).any()):
+        raise SpeedupError(
+            f"a grouped convolution (groups={groups}) must keep the same number of channels in every group, "
+            f"got {counts.tolist()}"
+        )
+    return (index - group_of * per).view(groups, -1)
+
+
+def _cut_grouped(w: torch.Tensor, groups: int, out_ch: int, in_ch: int, kept_out, kept_in) -> torch.Tensor:
+    """Weight (out, in/groups, *k) of a grouped conv cut to per-group uniform kept channels."""
+    out_idx = _per_group_local(kept_out, out_ch, groups)
+    in_idx = _per_group_local(kept_in, in_ch, groups)
+    w = w.reshape(groups, out_ch // groups, in_ch // groups, *w.shape[2:])
+    g = torch.arange(groups)[:, None, None]
+    w = w[g, out_idx[:, :, None], in_idx[:, None, :]]  # (groups, out_kept, in_kept, *k)
+    return w.reshape(-1, *w.shape[2:])
 
 
 def cut_tensor(tensor: torch.Tensor, dim: int, kept: Sequence[int]) -> torch.Tensor:

@@ -26,10 +26,10 @@ from .dependency import ChannelAnalysis, analyze_channels
 from .errors import SpeedupError
 from .graph import TensorInfo, describe_input, normalize_inputs, set_training_flags, summarize
 from .replace import (
-    CUTTABLE_TYPES,
     apply_masks,
     cut_module,
     cut_tensor,
+    is_cuttable,
     module_references,
     module_sizes,
     set_attr_tensor,
@@ -122,7 +122,12 @@ class ModelSpeedup:
     fixes the graph and the shapes. A channel is removed when every layer
     producing it (the convolutions feeding one residual add, ...) has it fully
     masked; channels that reach the model's inputs or outputs, or pass through
-    an operation speedup does not understand, are kept (see ``warnings``).
+    an operation speedup does not understand, are kept (see ``warnings``);
+    with ``strict=True`` the latter is a :class:`SpeedupError` naming the op
+    and the graph node. Grouped convolutions, GroupNorm and ``chunk`` need
+    the same channel count per group: speedup keeps extra (masked) channels
+    where the masks are uneven, so the result still equals
+    :func:`~compression_core.speedup.masked_reference`.
 
     ``speedup_model()`` modifies ``model`` in place (layers are replaced by
     new, smaller module objects on their parents) and returns it. Afterwards
@@ -154,6 +159,7 @@ class ModelSpeedup:
         confidence: int | None = None,
         graph_module: fx.GraphModule | None = None,
         logger: logging.Logger | None = None,  # noqa: A002 - NNI's name
+        strict: bool = False,
         **_nni_options: Any,
     ):
         if not isinstance(model, nn.Module):
@@ -166,19 +172,31 @@ class ModelSpeedup:
         self.plan: dict[str, dict[str, Any]] = {}
         self.warnings: list[str] = []
         self.analysis: ChannelAnalysis | None = None
+        self.strict = strict
+        self.removed: set[int] = set()
 
     # ------------------------------------------------------------------
+    def analyze(self) -> ChannelAnalysis:
+        """Validate the masks, trace the model and decide which channel classes go (no change to the model).
+
+        Sets :attr:`analysis` and :attr:`removed` (root channel ids of the
+        removed classes) and returns the analysis.
+        """
+        self._named = _validate_masks(self.model, self.masks)
+        normalize_inputs(self.dummy_input)
+        with torch.no_grad():
+            analysis = analyze_channels(self.model, self.dummy_input, self.graph_module)
+        self.analysis = analysis
+        self.warnings = list(analysis.warnings)
+        self.removed = self._removed_classes(analysis)
+        return analysis
+
     def speedup_model(self) -> nn.Module:
         """Compute the smaller layers, swap them into the model and return it."""
         model = self.model
-        named = _validate_masks(model, self.masks)
-        normalize_inputs(self.dummy_input)
+        analysis = self.analyze()
         with torch.no_grad():
-            analysis = analyze_channels(model, self.dummy_input, self.graph_module)
-            self.analysis = analysis
-            self.warnings = list(analysis.warnings)
-            removed = self._removed_classes(analysis)
-            replacements, tensors, plan = self._build(analysis, named, removed)
+            replacements, tensors, plan = self._build(analysis, self._named, self.removed)
             self._swap(replacements, tensors, analysis)
         self.plan = plan
         for message in self.warnings:
@@ -192,20 +210,37 @@ class ModelSpeedup:
         blocked: set[int] = set()
         for state in analysis.modules.values():
             mask = self.masks.get(state.name)
-            if state.kind in ("conv", "linear", "conv_transpose"):
-                out_dim = 1 if state.kind == "conv_transpose" else 0
+            if state.produces:
+                out_dim = {"conv_transpose": 1, "embedding": 1}.get(state.kind, 0)
                 dead = _dead_channels(state.module, mask, out_dim)
                 for x, is_dead in zip(state.out_ids, dead):
                     root = uf.find(x)
                     producing.add(root)
                     if not is_dead:
                         blocked.add(root)
-            elif state.kind == "depthwise" and mask:
+            elif state.kind in ("depthwise", "grouped") and mask:
                 dead = _dead_channels(state.module, mask, 0)
                 for x, is_dead in zip(state.out_ids, dead):
                     if not is_dead:
                         blocked.add(uf.find(x))
-        return {r for r in producing if r not in blocked and not uf.pinned[r]}
+        candidates = {r for r in producing if r not in blocked and not uf.pinned[r]}
+        if self.strict:
+            self._check_strict(analysis, candidates)
+        removed = {r for r in candidates if not uf.soft[r]}
+        _equalize(analysis, removed)
+        return removed
+
+    def _check_strict(self, analysis: ChannelAnalysis, candidates: set[int]) -> None:
+        uf = analysis.uf
+        for op in analysis.unknown_ops:
+            hit = [x for x in op.ids if uf.find(x) in candidates]
+            if hit:
+                raise SpeedupError(
+                    f"strict speedup: {op.op} at node '{op.node}' ({op.reason}) touches {len(hit)} channels "
+                    "that the masks remove; register how it treats channels with "
+                    "compression_core.speedup.register_channel_rule (and register_module_cutter), or use "
+                    "strict=False to keep those channels"
+                )
 
     def _build(self, analysis: ChannelAnalysis, named: dict[str, nn.Module], removed: set[int]):
         uf = analysis.uf
@@ -218,18 +253,16 @@ class ModelSpeedup:
         replacements: dict[str, nn.Module] = {}
         plan: dict[str, dict[str, Any]] = {}
         # producers first, so that an all-removed layer is named by its own mask
-        order = sorted(analysis.modules.values(), key=lambda s: s.kind not in ("conv", "linear", "conv_transpose"))
+        order = sorted(analysis.modules.values(), key=lambda s: not s.produces)
         for state in order:
             name, module = state.name, state.module
             if named.get(name) is not module:
                 raise SpeedupError(f"layer {name!r} of the traced graph is not a module of the model")
-            if state.kind == "fixed":
+            if state.kind == "fixed" or state.out_ids is None:
                 continue
-            if state.kind in ("depthwise", "norm", "prelu"):
-                kept_out = kept(state.out_ids)
-                kept_in = kept_out
-            else:
-                kept_out, kept_in = kept(state.out_ids), kept(state.in_ids)
+            kept_out = kept(state.out_ids)
+            kept_in = kept(state.in_ids) if state.in_ids is not None else None
+            in_ids = state.in_ids if state.in_ids is not None else []
             if not kept_out:
                 n = len(state.out_ids)
                 if name in self.masks:
@@ -241,12 +274,12 @@ class ModelSpeedup:
                     f"the masks would remove every channel of layer {name!r} ({n} of {n}): every layer "
                     "producing its channels is fully masked; keep at least one channel"
                 )
-            if not kept_in:
+            if kept_in is not None and not kept_in:
                 raise SpeedupError(
                     f"the masks would remove every input channel of layer {name!r} ({len(state.in_ids)} of "
                     f"{len(state.in_ids)}): all layers feeding it are fully masked"
                 )
-            changed = len(kept_out) < len(state.out_ids) or len(kept_in) < len(state.in_ids)
+            changed = len(kept_out) < len(state.out_ids) or (kept_in is not None and len(kept_in) < len(in_ids))
             if not changed and name not in self.masks:
                 continue
             new = cut_module(module, kept_out if changed else None, kept_in if changed else None, self.masks.get(name))
@@ -303,6 +336,36 @@ class ModelSpeedup:
         got = _output_shapes(summarize(out))
         if expected is not None and got != expected:
             raise RuntimeError(f"output shape changed from {expected} to {got}")
+
+
+def _equalize(analysis: ChannelAnalysis, removed: set[int]) -> None:
+    """Restore removed classes until every uniform constraint keeps equal counts per segment.
+
+    Grouped convolutions, GroupNorm and ``chunk`` need the same number of
+    channels in each group; a restored channel keeps its (masked, zero)
+    weights, so the result is still the masked model.
+    """
+    uf = analysis.uf
+    if not removed or not analysis.uniform:
+        return
+    changed = True
+    while changed:
+        changed = False
+        for constraint in analysis.uniform:
+            roots = [[uf.find(x) for x in seg] for seg in constraint.segments]
+            counts = [sum(1 for r in seg if r not in removed) for seg in roots]
+            target = max(counts)
+            if target == 0 or min(counts) == target:
+                continue
+            for seg, count in zip(roots, counts):
+                need = target - count
+                for r in seg:
+                    if need <= 0:
+                        break
+                    if r in removed:
+                        removed.discard(r)
+                        need -= sum(1 for q in seg if q == r)
+            changed = True
 
 
 def _resolve_attr(model: nn.Module, target: str) -> tuple[nn.Module, str]:
@@ -393,7 +456,7 @@ def apply_pruning_plan(model: nn.Module, plan: Mapping[str, Mapping[str, Any]]) 
                 module = model.get_submodule(name)
             except AttributeError:
                 raise SpeedupError(f"pruning plan names module {name!r}, which the model does not have") from None
-            if type(module).__name__ != kind or not isinstance(module, CUTTABLE_TYPES):
+            if type(module).__name__ != kind or not is_cuttable(module):
                 raise SpeedupError(
                     f"pruning plan entry {name!r} is a {kind}, but the model's {name!r} is a {type(module).__name__}"
                 )

@@ -298,7 +298,8 @@ def test_unknown_ops_pin_channels_and_warn():
     assert model.a.out_channels == 8 and model.c.out_channels == 6
     assert speedup.plan == {}
     assert any("roll" in w for w in speedup.warnings)
-    assert any("view" in w for w in speedup.warnings)
+    # the channel shuffle itself is understood: it ties channel i to channel i + 4, and 4..7 are kept
+    assert not any("view" in w for w in speedup.warnings)
     with torch.no_grad():
         assert rel_err(model(x), reference(x)) < 1e-6
 
@@ -322,8 +323,8 @@ def test_grouped_conv_and_shared_module():
     reference = masked_copy(model, masks)
     speedup = ModelSpeedup(model, x, masks)
     speedup.speedup_model()
-    assert model.a.out_channels == 8  # feeds a grouped conv: kept
-    assert any("grouped convolution" in w for w in speedup.warnings)
+    # feeds a grouped conv (groups=2): group 0 keeps 4 channels, group 1 none, so speedup keeps all 8
+    assert model.a.out_channels == 8
     # the shared conv's outputs feed its own input: in and out channels form one class
     assert model.shared.in_channels == model.shared.out_channels == 8
     with torch.no_grad():

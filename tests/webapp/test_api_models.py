@@ -123,3 +123,19 @@ def test_openapi_schema_and_catalogues(api):
     assert {"LevelPruner", "L1NormPruner"} <= {a["name"] for a in api.get("/api/v1/algorithms/").json()}
     assert {"digits_cnn", "resnet18"} <= {a["name"] for a in api.get("/api/v1/architectures/").json()}
     assert "digits" in {d["name"] for d in api.get("/api/v1/datasets/").json()}
+
+
+def test_model_summary_has_a_prunability_report(api, client, user):
+    response = api.post("/api/v1/models/", {"source": "builtin", "architecture": "resnet18"}, format="json")
+    report = response.json()["summary"]["prunability"]
+    groups = {tuple(g["layers"]): g for g in report["groups"]}
+    # conv1 feeds layer1's residual adds: one group with every conv that writes into that stream
+    stem = next(g for layers, g in groups.items() if "conv1" in layers)
+    assert {"layer1.0.conv2", "layer1.1.conv2"} <= set(stem["layers"]) and stem["channels"] == 64
+    assert stem["prunable"] is True
+    fc_group = next(g for layers, g in groups.items() if "fc" in layers)
+    assert fc_group["prunable"] is False and "output" in fc_group["reason"]
+
+    client.force_login(user)
+    html = client.get(f"/models/{response.json()['id']}/").content.decode()
+    assert 'id="group-table"' in html and "layer1.0.conv2" in html

@@ -1,0 +1,94 @@
+"""Prunability report: which channels of a model speedup can remove, and why not.
+
+Example::
+
+    >>> import torch, torchvision
+    >>> report = prunability_report(torchvision.models.resnet18(), torch.rand(1, 3, 64, 64))
+    >>> group = next(g for g in report["groups"] if "conv1" in g["layers"])
+    >>> group["prunable"], "layer1.0.conv2" in group["layers"]
+    (True, True)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.fx as fx
+import torch.nn as nn
+
+from .dependency import analyze_channels
+
+
+def _owner(node: fx.Node | None) -> str | None:
+    if node is None:
+        return None
+    if node.op == "call_module":
+        return str(node.target)
+    stack = node.meta.get("nn_module_stack") or {}
+    if stack:
+        return str(next(reversed(stack.values()))[0])
+    return None
+
+
+def prunability_report(model: nn.Module, dummy_input: Any) -> dict[str, Any]:
+    """A JSON-serialisable summary of the model's dependency groups.
+
+    Returns ``{"groups": [...], "unprunable": [...], "warnings": [...]}``:
+
+    - ``groups``: one entry per set of layers whose output channels are
+      coupled (they must lose the same channels): ``{"id", "layers"
+      (module names producing these channels), "channels", "prunable"
+      (can speedup remove any of them), "prunable_channels", "reason" (why
+      not, when some are kept)}``;
+    - ``unprunable``: every operation that keeps channels because speedup
+      does not understand it: ``{"layer" (the module it belongs to, if any),
+      "reason", "op", "node"}``;
+    - ``warnings``: the messages ``ModelSpeedup`` would log.
+
+    The model is not modified.
+    """
+    with torch.no_grad():
+        analysis = analyze_channels(model, dummy_input)
+    uf = analysis.uf
+    nodes = {n.name: n for n in analysis.graph_module.graph.nodes}
+    order = {name: i for i, (name, _) in enumerate(model.named_modules())}
+
+    by_key: dict[tuple[int, ...], list[str]] = {}
+    first_ids: dict[tuple[int, ...], list[int]] = {}
+    for state in sorted(analysis.modules.values(), key=lambda s: order.get(s.name, 1 << 30)):
+        if not state.produces or not state.out_ids:
+            continue
+        key = tuple(uf.find(x) for x in state.out_ids)
+        by_key.setdefault(key, []).append(state.name)
+        first_ids.setdefault(key, state.out_ids)
+
+    groups = []
+    for gid, (key, layers) in enumerate(by_key.items()):
+        free = sum(1 for r in key if not (uf.pinned[r] or uf.soft[r]))
+        reason = None
+        if free < len(key):
+            pinned = next(r for r in key if uf.pinned[r] or uf.soft[r])
+            reason = uf.reason.get(pinned) or "kept by a shape constraint"
+        groups.append({
+            "id": gid,
+            "layers": layers,
+            "channels": len(key),
+            "prunable": free > 0,
+            "prunable_channels": free,
+            "reason": reason,
+        })
+
+    unprunable = []
+    seen = set()
+    for op in analysis.unknown_ops:
+        key = (op.node, op.reason)
+        if key in seen:
+            continue
+        seen.add(key)
+        unprunable.append({"layer": _owner(nodes.get(op.node)), "reason": op.reason, "op": op.op, "node": op.node})
+    for name in analysis.leaves:
+        if not any(u["layer"] == name for u in unprunable):
+            unprunable.append({"layer": name, "reason": "torch.fx could not trace into it", "op": "module",
+                               "node": None})
+    return {"groups": groups, "unprunable": unprunable, "warnings": list(analysis.warnings)}
