@@ -234,7 +234,9 @@ def _layer_table(before: list[dict], after: list[dict], masks: dict, plan: dict)
         if name in plan:
             entry = plan[name]
             row["channels_before"] = entry.get("before", {})
-            row["channels_after"] = {k: v for k, v in entry.items() if k not in ("before", "kept_in", "kept_out", "type")}
+            row["channels_after"] = {
+                k: v for k, v in entry.items() if k not in ("before", "kept_in", "kept_out", "kept_heads", "kept", "type")
+            }
         rows.append(row)
     return rows
 

@@ -88,25 +88,34 @@ def _module_macs(m: nn.Module, inputs: tuple, output: Any, count_bias: bool) -> 
         return x.numel()
     if isinstance(m, _POOLS):
         return x.numel()
-    if isinstance(m, nn.MultiheadAttention):
+    if _is_attention(m):
         q = x
         k = first_tensor(inputs[1:]) if len(inputs) > 1 else q
         e = m.embed_dim
+        # Width of the projections: embed_dim, or fewer after head pruning.
+        inner = getattr(m, "num_heads", 1) * getattr(m, "head_dim", e // max(getattr(m, "num_heads", 1), 1))
         lq = q.numel() // e
         lk = k.numel() // m.kdim if k is not None else lq
         seq = q.shape[1] if m.batch_first and q.dim() == 3 else q.shape[0]
         seq_k = (k.shape[1] if m.batch_first and k.dim() == 3 else k.shape[0]) if k is not None else seq
-        return lq * e * e + lk * (m.kdim + m.vdim) * e + lq * seq_k * e * 2 + lq * e * e
+        return lq * e * inner + lk * (m.kdim + m.vdim) * inner + lq * seq_k * inner * 2 + lq * inner * e
     return 0
 
 
+def _is_attention(m: nn.Module) -> bool:
+    """nn.MultiheadAttention, or a module of the same shape (speedup's head-pruned one)."""
+    return isinstance(m, nn.MultiheadAttention) or all(
+        hasattr(m, attr) for attr in ("in_proj_weight", "out_proj", "num_heads", "embed_dim", "kdim", "vdim")
+    )
+
+
 def _own_params(m: nn.Module) -> int:
-    recurse = isinstance(m, nn.MultiheadAttention)
+    recurse = _is_attention(m)
     return sum(p.numel() for p in m.parameters(recurse=recurse))
 
 
 def _is_counted_leaf(m: nn.Module) -> bool:
-    return not any(True for _ in m.children()) or isinstance(m, nn.MultiheadAttention)
+    return not any(True for _ in m.children()) or _is_attention(m)
 
 
 def profile(model: nn.Module, dummy_input: Any, *, count_bias: bool = False) -> tuple[int, int, list[dict], Any]:
@@ -124,7 +133,7 @@ def profile(model: nn.Module, dummy_input: Any, *, count_bias: bool = False) -> 
     handles = []
     skip: set[int] = set()
     for m in model.modules():
-        if isinstance(m, nn.MultiheadAttention):
+        if _is_attention(m):
             skip.update(id(c) for c in m.modules() if c is not m)
 
     def make_hook(name: str):

@@ -12,6 +12,15 @@ given proper converters here (``Reduce*``-18/20 take ``axes`` as an input,
 ``Split``-18 has ``num_outputs``), as are a few common operators onnx2torch
 lacks (``Gelu``-20, ``Mish``-18, ``GlobalMaxPool``).
 
+More fixes: ``MatMul`` by a constant 2-D weight becomes ``nn.Linear`` (as
+``Gemm`` already does in onnx2torch), so the dense layers of transformers and
+ConvNeXt, which ``torch.onnx`` writes as ``MatMul`` + ``Add`` on 3-D/4-D
+tensors, have real parameters that pruning and speedup can work on;
+onnx2torch's ``get_onnx_version`` (used when its modules are exported to ONNX
+again) reads the exporter's opset where current PyTorch keeps it; and
+:func:`shapes_already_inferred` lets the caller skip onnx2torch's shape
+inference over the full weights when it has inferred the shapes without them.
+
 Nothing in site-packages is edited: :func:`install` swaps the function that
 ``onnx2torch.converter`` calls and registers the extra converters; it is
 idempotent and only ever widens what converts.
@@ -19,6 +28,7 @@ idempotent and only ever widens what converts.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from typing import Any, Callable, List, Optional, Tuple
 
@@ -26,10 +36,11 @@ import torch
 from onnx import defs
 from torch import nn
 
-__all__ = ["install", "find_converter", "UnsupportedOperator"]
+__all__ = ["install", "find_converter", "UnsupportedOperator", "shapes_already_inferred"]
 
 _LOCK = threading.Lock()
 _INSTALLED = False
+_LOCAL = threading.local()
 
 # Attribute values that mean "same as before this attribute existed".
 _NEUTRAL_ATTRIBUTE_VALUES = {
@@ -162,6 +173,10 @@ _REDUCE_FUNCTIONS = {
 }
 
 
+# Reductions onnx2torch's opset-13 module computes exactly for any constant, non-empty axes.
+_AS_STATIC_AXES = {"ReduceMean", "ReduceSumSquare", "ReduceL1", "ReduceL2"}
+
+
 def _reduce_prod(x: torch.Tensor, dim: List[int], keepdim: bool) -> torch.Tensor:
     dims = sorted((d % x.dim() for d in dim), reverse=True)
     for d in dims:
@@ -208,6 +223,14 @@ def _reduce_axes_input_converter(node, graph):
                 f"{node.operation_type} with axes computed at run time is not supported"
             ) from exc
         axes = [int(a) for a in torch.as_tensor(axes).reshape(-1).tolist()]
+    if axes and node.operation_type in _AS_STATIC_AXES:
+        # The same module as opset 13 gives, so opset-18 graphs look the same to speedup & co.
+        from onnx2torch.node_converters.reduce import OnnxReduceStaticAxes
+
+        return OperationConverterResult(
+            torch_module=OnnxReduceStaticAxes(operation_type=node.operation_type, axes=axes, keepdims=keepdims),
+            onnx_mapping=OnnxMapping(inputs=(inputs[0],), outputs=node.output_values),
+        )
     return OperationConverterResult(
         torch_module=OnnxReduceAxesInput(node.operation_type, axes, keepdims, noop),
         onnx_mapping=OnnxMapping(inputs=(inputs[0],), outputs=node.output_values),
@@ -272,6 +295,97 @@ def _gelu_module(node) -> nn.Module:
     return nn.GELU(approximate=approximate)
 
 
+class _ConstantMatMulConverter:
+    """``MatMul(x, W)`` with ``W`` a constant 2-D float matrix -> ``nn.Linear(bias=False)``; else onnx2torch's."""
+
+    def __init__(self, original: Callable):
+        self.original = original
+
+    def __call__(self, node, graph):
+        from onnx2torch.utils.common import OnnxMapping, OperationConverterResult
+
+        inputs = list(node.input_values)
+        if len(inputs) == 2 and inputs[1] in graph.initializers and inputs[0] not in graph.initializers:
+            weight = graph.initializers[inputs[1]].to_torch()
+            if weight.dim() == 2 and weight.is_floating_point() and weight.numel() > 0:
+                in_features, out_features = weight.shape
+                linear = nn.Linear(in_features, out_features, bias=False, dtype=weight.dtype)
+                with torch.no_grad():
+                    linear.weight.copy_(weight.t())
+                return OperationConverterResult(
+                    torch_module=linear,
+                    onnx_mapping=OnnxMapping(inputs=(inputs[0],), outputs=node.output_values),
+                )
+        return self.original(node, graph)
+
+
+def _onnx_export_opset_version() -> int:
+    """Opset of the ``torch.onnx.export`` in progress (onnx2torch's lookup fails on torch >= 2.9)."""
+    try:
+        from torch.onnx._internal.torchscript_exporter._globals import GLOBALS
+
+        return int(GLOBALS.export_onnx_opset_version)
+    except (ImportError, AttributeError):
+        pass
+    from torch.onnx import symbolic_helper
+
+    if hasattr(symbolic_helper, "GLOBALS"):
+        return int(symbolic_helper.GLOBALS.export_onnx_opset_version)
+    return int(symbolic_helper._export_onnx_opset_version)  # pylint: disable=protected-access
+
+
+def _patch_get_onnx_version() -> None:
+    import sys
+
+    import onnx2torch.node_converters  # noqa: F401 - loads every converter module
+    from onnx2torch.utils import common
+
+    original = common.get_onnx_version
+    for name, module in list(sys.modules.items()):
+        in_package = name == "onnx2torch" or name.startswith("onnx2torch.")
+        if in_package and getattr(module, "get_onnx_version", None) is original:
+            module.get_onnx_version = _onnx_export_opset_version
+
+
+def _wrap_matmul() -> None:
+    registry = _registry()
+    for desc in list(registry):
+        if desc.domain == defs.ONNX_DOMAIN and desc.operation_type == "MatMul":
+            original = registry[desc]
+            if not isinstance(original, _ConstantMatMulConverter):
+                registry[desc] = _ConstantMatMulConverter(original)
+
+
+@contextlib.contextmanager
+def shapes_already_inferred():
+    """Within this block ``onnx2torch.convert`` trusts the ``value_info`` of the model it is given.
+
+    onnx2torch runs ONNX shape inference on the whole model, weights included,
+    which for a model of hundreds of megabytes costs seconds of serialisation;
+    :func:`compression_core.io.onnx_import.onnx_to_torch` infers shapes on a
+    copy without the weights and stores them in the model first.
+    """
+    previous = getattr(_LOCAL, "skip_shape_inference", False)
+    _LOCAL.skip_shape_inference = True
+    try:
+        yield
+    finally:
+        _LOCAL.skip_shape_inference = previous
+
+
+def _patch_shape_inference(converter_module) -> None:
+    original = converter_module.safe_shape_inference
+
+    def safe_shape_inference(onnx_model_or_path, **kwargs):
+        from onnx import ModelProto
+
+        if getattr(_LOCAL, "skip_shape_inference", False) and isinstance(onnx_model_or_path, ModelProto):
+            return onnx_model_or_path
+        return original(onnx_model_or_path, **kwargs)
+
+    converter_module.safe_shape_inference = safe_shape_inference
+
+
 def _register(op_type: str, version: int, converter: Callable) -> None:
     from onnx2torch.node_converters.registry import OperationDescription
 
@@ -298,6 +412,9 @@ def install() -> None:
         _register("Gelu", 20, _simple_converter(_gelu_module))
         _register("Mish", 18, _simple_converter(lambda node: nn.Mish()))
         _register("GlobalMaxPool", 1, _simple_converter(lambda node: OnnxGlobalMaxPool()))
+        _wrap_matmul()
+        _patch_get_onnx_version()
+        _patch_shape_inference(converter_module)
 
         converter_module.get_converter = _get_converter
         node_converters_module.get_converter = _get_converter

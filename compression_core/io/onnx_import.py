@@ -25,6 +25,8 @@ __all__ = [
     "onnx_input_shapes",
     "verify_onnx_conversion",
     "random_onnx_inputs",
+    "check_onnx",
+    "weightless_copy",
 ]
 
 PathLike = Union[str, os.PathLike]
@@ -35,7 +37,12 @@ PathLike = Union[str, os.PathLike]
 _FOLDABLE_OPS = {
     "Identity", "Cast", "Transpose", "Reshape", "Squeeze", "Unsqueeze", "Flatten", "Concat",
     "Mul", "Add", "Sub", "Div", "Neg", "Sqrt", "Reciprocal",
+    # shape arithmetic that exporters leave behind on constants (class tokens, head splits)
+    "Mod", "ConstantOfShape", "Equal", "Where", "Expand", "Gather", "Slice", "Range", "Shape", "Size",
+    "Less", "Greater", "Not", "Abs", "Floor", "Ceil", "Min", "Max", "Pow",
 }
+# A folded constant may not be larger than this (Expand / ConstantOfShape / Range can blow up).
+_FOLD_MAX_NEW_ELEMENTS = 1 << 16
 _RESERVED_MODULE_NAMES = {"initializers", "training", "meta", "graph", "code"} | set(dir(torch.fx.GraphModule))
 _DEFAULT_OPSET_DOWNGRADE = 17
 
@@ -107,22 +114,129 @@ def _parse_onnx(path: PathLike):
 def check_onnx(model, name: str = "model") -> None:
     """Run ``onnx.checker`` and strict shape inference; raise :class:`ModelFormatError` on failure.
 
+    Both run on a copy without the large weights (:func:`weightless_copy`),
+    whose byte sizes are checked here instead, so a model of any size is
+    checked in a fraction of a second.
+
     Example::
 
         >>> check_onnx(onnx.load("model.onnx"), "model.onnx")   # None when valid
     """
     import onnx
 
+    _check_tensor_sizes(model, name)
+    lite = weightless_copy(model)
     try:
-        if model.ByteSize() < 2**31 - 1:
-            onnx.checker.check_model(model)
+        onnx.checker.check_model(lite)
     except Exception as exc:  # noqa: BLE001 - ValidationError, C++ errors
         raise ModelFormatError(f"{name} is not a valid ONNX model: {_short(exc)}") from exc
     try:
-        if model.ByteSize() < 2**31 - 1:
-            onnx.shape_inference.infer_shapes(model, check_type=False, strict_mode=True)
+        onnx.shape_inference.infer_shapes(lite, check_type=False, strict_mode=True)
     except Exception as exc:  # noqa: BLE001 - InferenceError
         raise ModelFormatError(f"{name} is not a valid ONNX model: shape inference failed: {_short(exc)}") from exc
+
+
+# Initializers at least this large are never shape data (Reshape targets, Slice bounds, ...).
+_WEIGHTLESS_MIN_ELEMENTS = 1024
+
+
+def _numel(dims) -> int:
+    total = 1
+    for d in dims:
+        total *= int(d)
+    return total
+
+
+def _is_repeated(field) -> bool:
+    flag = getattr(field, "is_repeated", None)
+    if flag is not None:
+        return bool(flag)
+    return field.label == field.LABEL_REPEATED
+
+
+def _copy_fields(target, source, skip: str) -> None:
+    for field, value in source.ListFields():
+        if field.name == skip:
+            continue
+        if _is_repeated(field):
+            getattr(target, field.name).extend(value)
+        elif field.message_type is not None:
+            getattr(target, field.name).CopyFrom(value)
+        else:
+            setattr(target, field.name, value)
+
+
+def weightless_copy(model):
+    """Copy of an ``onnx.ModelProto`` whose large initializers are graph inputs of the same type and shape.
+
+    The ONNX checker and shape inference need the weights' shapes, not their
+    values; on the copy they do not serialise hundreds of megabytes each time.
+
+    Example::
+
+        >>> weightless_copy(onnx.load("vgg11.onnx")).ByteSize() < 1_000_000
+        True
+    """
+    from onnx import ModelProto, TensorProto, helper
+
+    lite = ModelProto()
+    _copy_fields(lite, model, skip="graph")
+    graph = model.graph
+    _copy_fields(lite.graph, graph, skip="initializer")
+    inputs = {value.name for value in graph.input}
+    for tensor in graph.initializer:
+        if _numel(tensor.dims) >= _WEIGHTLESS_MIN_ELEMENTS and tensor.data_type != TensorProto.STRING:
+            if tensor.name not in inputs:
+                lite.graph.input.append(helper.make_tensor_value_info(tensor.name, tensor.data_type, list(tensor.dims)))
+                inputs.add(tensor.name)
+        else:
+            lite.graph.initializer.add().CopyFrom(tensor)
+    return lite
+
+
+_TYPED_FIELDS = ("float_data", "int32_data", "string_data", "int64_data", "double_data", "uint64_data")
+
+
+def _check_tensor_sizes(model, name: str) -> None:
+    """What ``onnx.checker`` verifies of an initializer's data, for those :func:`weightless_copy` drops.
+
+    One value field, and as many typed values as the shape says (the length of
+    ``raw_data`` is checked when the tensor is read, without copying it here).
+    """
+    from onnx import TensorProto
+
+    for tensor in model.graph.initializer:
+        count = _numel(tensor.dims)
+        if count < _WEIGHTLESS_MIN_ELEMENTS or tensor.data_type == TensorProto.STRING:
+            continue
+        if tensor.data_location == TensorProto.EXTERNAL:
+            continue
+        typed = [field for field in _TYPED_FIELDS if len(getattr(tensor, field))]
+        has_raw = tensor.HasField("raw_data")
+        if has_raw + len(typed) != 1:
+            raise ModelFormatError(
+                f"{name} is not a valid ONNX model: initializer {tensor.name!r} must hold its values "
+                f"in exactly one field (raw_data or a typed field)"
+            )
+        if typed and tensor.data_type not in _PACKED_TYPES:
+            held = len(getattr(tensor, typed[0]))
+            expected = count * (2 if tensor.data_type in _COMPLEX_TYPES else 1)
+            if held != expected:
+                raise ModelFormatError(
+                    f"{name} is not a valid ONNX model: initializer {tensor.name!r} of shape {list(tensor.dims)} "
+                    f"holds {held} values"
+                )
+
+
+def _type_set(*names: str) -> Set[int]:
+    from onnx import TensorProto
+
+    return {getattr(TensorProto, n) for n in names if hasattr(TensorProto, n)}
+
+
+# Types stored several to a typed value (sub-byte types), or as pairs of values (complex numbers).
+_PACKED_TYPES = _type_set("INT4", "UINT4", "FLOAT4E2M1", "INT2", "UINT2")
+_COMPLEX_TYPES = _type_set("COMPLEX64", "COMPLEX128")
 
 
 def _all_graph_tensors(graph):
@@ -248,6 +362,10 @@ def _fold_constant_chains(model) -> int:
                         opset_imports=[helper.make_opsetid("", opset)],
                     )
                     outputs = ReferenceEvaluator(one).run(None, {})
+                largest_input = max(_numel(initializers[name].dims) for name in inputs)
+                if any(np.asarray(v).size > max(largest_input, _FOLD_MAX_NEW_ELEMENTS) for v in outputs):
+                    kept.append(node)
+                    continue
             except Exception:  # noqa: BLE001 - leave the node for the converter
                 kept.append(node)
                 continue
@@ -305,7 +423,7 @@ def _matmul_add_to_gemm(model) -> int:
     if not any(n.op_type == "MatMul" for n in graph.node):
         return 0
     try:
-        inferred = onnx.shape_inference.infer_shapes(model, check_type=False, strict_mode=False)
+        inferred = onnx.shape_inference.infer_shapes(weightless_copy(model), check_type=False, strict_mode=False)
     except Exception:  # noqa: BLE001
         return 0
     ranks = {}
@@ -529,7 +647,7 @@ def onnx_to_torch(model, name: str = "model") -> torch.fx.GraphModule:
     """
     from onnx2torch import convert
 
-    from ._onnx2torch_compat import UnsupportedOperator, install
+    from ._onnx2torch_compat import UnsupportedOperator, install, shapes_already_inferred
 
     install()
     ready = preprocess_onnx(model)
@@ -548,6 +666,9 @@ def onnx_to_torch(model, name: str = "model") -> torch.fx.GraphModule:
     def _convert(proto):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
+            if _attach_inferred_shapes(proto):
+                with shapes_already_inferred():
+                    return convert(proto)
             return convert(proto)
 
     try:
@@ -564,8 +685,88 @@ def onnx_to_torch(model, name: str = "model") -> torch.fx.GraphModule:
             raise ModelFormatError(f"{name} cannot be converted to PyTorch: {_short(exc)}") from exc
     except (NotImplementedError, KeyError, ValueError, RuntimeError, TypeError, AttributeError) as exc:
         raise ModelFormatError(f"{name} cannot be converted to PyTorch: {_short(exc)}") from exc
+    _fold_linear_biases(module)
     module.eval()
     return module
+
+
+def _attach_inferred_shapes(model) -> bool:
+    """Store ONNX shape inference results in ``model.graph.value_info`` (computed without the weights)."""
+    import onnx
+
+    try:
+        inferred = onnx.shape_inference.infer_shapes(weightless_copy(model), check_type=False, strict_mode=False)
+    except Exception:  # noqa: BLE001 - let onnx2torch try its own way
+        return False
+    del model.graph.value_info[:]
+    model.graph.value_info.extend(inferred.graph.value_info)
+    if len(inferred.graph.output) == len(model.graph.output):
+        del model.graph.output[:]
+        model.graph.output.extend(inferred.graph.output)
+    return True
+
+
+def _is_onnx_add(module: nn.Module) -> bool:
+    return (
+        type(module).__name__ == "OnnxBinaryMathOperation"
+        and getattr(module, "math_op_function", None) is torch.add
+        and getattr(module, "broadcast", None) != 1
+    )
+
+
+def _fold_linear_biases(module: torch.fx.GraphModule) -> int:
+    """``Linear(bias=False)`` followed by ``Add`` of a constant 1-D vector -> one ``Linear`` with a bias (in place).
+
+    ``torch.onnx`` writes ``nn.Linear`` on 3-D/4-D inputs (transformer MLPs and
+    projections, ConvNeXt's pointwise layers) as ``MatMul`` + ``Add``; the
+    ``MatMul`` becomes a bias-free ``nn.Linear`` and here the ``Add`` is folded
+    into it, so the layer's bias is a parameter that pruning cuts with its rows.
+    Returns the number of layers folded.
+    """
+    graph = module.graph
+    modules = dict(module.named_modules())
+    folded = 0
+    for node in list(graph.nodes):
+        if node.op != "call_module" or not isinstance(modules.get(node.target), nn.Linear):
+            continue
+        linear = modules[node.target]
+        if linear.bias is not None or len(node.users) != 1:
+            continue
+        add = next(iter(node.users))
+        if add.op != "call_module" or not _is_onnx_add(modules.get(add.target)) or len(add.args) != 2 or add.kwargs:
+            continue
+        other = add.args[1] if add.args[0] is node else add.args[0]
+        if add.args[0] is add.args[1] or not isinstance(other, torch.fx.Node) or other.op != "get_attr":
+            continue
+        try:
+            bias = module.get_buffer(other.target)
+        except AttributeError:
+            continue
+        if bias.dim() != 1 or bias.shape[0] != linear.out_features or bias.dtype != linear.weight.dtype:
+            continue
+        linear.bias = nn.Parameter(bias.detach().clone())
+        add.replace_all_uses_with(node)
+        graph.erase_node(add)
+        _delete_submodule(module, add.target)
+        if not other.users:
+            graph.erase_node(other)
+            if not any(n.op == "get_attr" and n.target == other.target for n in graph.nodes):
+                owner, _, attr = other.target.rpartition(".")
+                holder = module.get_submodule(owner) if owner else module
+                if attr in holder._buffers:  # pylint: disable=protected-access
+                    del holder._buffers[attr]  # pylint: disable=protected-access
+        folded += 1
+    if folded:
+        graph.lint()
+        module.recompile()
+    return folded
+
+
+def _delete_submodule(module: nn.Module, target: str) -> None:
+    owner, _, attr = target.rpartition(".")
+    holder = module.get_submodule(owner) if owner else module
+    if hasattr(holder, attr):
+        delattr(holder, attr)
 
 
 def _try_downgrade(model, target: int):

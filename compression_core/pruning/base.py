@@ -8,6 +8,9 @@ expects to find.
 
 Masks are NNI's format: ``{module_name: {"weight": Tensor, "bias": Tensor}}``
 with float tensors of 0.0 (pruned) and 1.0 (kept) shaped like the parameter.
+An ``nn.MultiheadAttention`` layer's mask names its own parameters, dotted
+for its child: ``{"in_proj_weight": ..., "in_proj_bias": ..., "out_proj.weight":
+...}`` (see :mod:`compression_core.speedup.attention`).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import torch
 import torch.nn as nn
 
 from ..config import select_modules
+from ..speedup.attention import ATTENTION_TYPES, unsupported_reason
 
 Masks = dict[str, dict[str, torch.Tensor]]
 
@@ -30,6 +34,7 @@ PRUNABLE_TYPES: tuple[type, ...] = (
     nn.ConvTranspose2d,
     nn.ConvTranspose3d,
     nn.Linear,
+    *ATTENTION_TYPES,  # nn.MultiheadAttention (and speedup's PrunedMultiheadAttention): whole heads
 )
 
 
@@ -54,6 +59,17 @@ class Pruner:
         for name, settings in self.targets.items():
             if "sparse_ratio" not in settings:
                 raise ValueError(f"layer {name!r}: its config entry has no 'sparse_ratio' (alias 'sparsity')")
+        for name in self.targets:
+            module = model.get_submodule(name)
+            if isinstance(module, ATTENTION_TYPES):
+                why = unsupported_reason(module)
+                if why is not None:
+                    raise ValueError(f"layer {name!r} ({type(module).__name__}) cannot be pruned: {why}")
+                if f"{name}.out_proj" in self.targets:
+                    raise ValueError(
+                        f"layer {name!r}.out_proj is part of attention layer {name!r}, which is pruned by heads "
+                        "(its out_proj columns are masked with them); select one or the other"
+                    )
         if not self.targets:
             raise ValueError(
                 "config_list selects no layer this pruner can prune "
@@ -85,7 +101,13 @@ class Pruner:
 
     def sparsity_report(self) -> dict[str, float]:
         """Fraction of zeroed weights per pruned layer."""
-        return {name: 1.0 - float(mask["weight"].mean()) for name, mask in self.masks.items()}
+        report = {}
+        for name, mask in self.masks.items():
+            main = mask.get("weight", mask.get("in_proj_weight"))
+            if main is None:
+                main = next(iter(mask.values()))
+            report[name] = 1.0 - float(main.mean())
+        return report
 
     # -- for subclasses -------------------------------------------------
     def _compute_masks(self) -> Masks:
@@ -108,9 +130,20 @@ class _MaskHook:
             apply_masks_to_module(module, self.mask)
 
 
+def _get_tensor(module: nn.Module, name: str) -> torch.Tensor | None:
+    owner_name, _, attr = name.rpartition(".")
+    try:
+        owner = module.get_submodule(owner_name) if owner_name else module
+    except AttributeError:
+        return None
+    value = getattr(owner, attr, None)
+    return value if isinstance(value, torch.Tensor) else None
+
+
 def apply_masks_to_module(module: nn.Module, mask: Mapping[str, torch.Tensor]) -> None:
+    """Multiply the parameters named in ``mask`` by it, in place (dotted names reach into children)."""
     for param_name, param_mask in mask.items():
-        param = getattr(module, param_name, None)
+        param = _get_tensor(module, param_name)
         if param is not None:
             param.mul_(param_mask.to(device=param.device, dtype=param.dtype))
 

@@ -8,6 +8,13 @@ scored together, summing their channel norms, so they lose the same channels
 and speedup can really remove them. When such a group contains a grouped
 convolution (ResNeXt, RegNet), every convolution group keeps the same number
 of channels, which grouped convolutions require.
+
+``nn.MultiheadAttention`` layers (``op_types: ["MultiheadAttention"]``) are
+pruned by whole heads: L1NormPruner scores each head by the norm of its q, k
+and v rows of ``in_proj_weight`` and its ``out_proj`` columns and masks the
+weakest ones (see :mod:`compression_core.speedup.attention` for the mask
+format); LevelPruner masks ``in_proj_weight`` and ``out_proj.weight``
+element-wise.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from collections import defaultdict
 import torch
 import torch.nn as nn
 
+from ..speedup.attention import ATTENTION_TYPES, head_mask, head_scores
 from .base import Masks, Pruner, channel_mask, out_channel_dim
 
 
@@ -54,13 +62,21 @@ class LevelPruner(Pruner):
     def _compute_masks(self) -> Masks:
         masks: Masks = {}
         for name, settings in self.targets.items():
-            weight = self._modules[name].weight
-            kept = _kept_count(weight.numel(), settings["sparse_ratio"])
-            order = weight.detach().abs().flatten().argsort(descending=True, stable=True)
-            flat = torch.zeros(weight.numel(), dtype=weight.dtype, device=weight.device)
-            flat[order[:kept]] = 1.0
-            masks[name] = {"weight": flat.reshape(weight.shape)}
+            module = self._modules[name]
+            if isinstance(module, ATTENTION_TYPES):
+                params = {"in_proj_weight": module.in_proj_weight, "out_proj.weight": module.out_proj.weight}
+            else:
+                params = {"weight": module.weight}
+            masks[name] = {p: self._level_mask(w, settings["sparse_ratio"]) for p, w in params.items()}
         return masks
+
+    @staticmethod
+    def _level_mask(weight: torch.Tensor, ratio: float) -> torch.Tensor:
+        kept = _kept_count(weight.numel(), ratio)
+        order = weight.detach().abs().flatten().argsort(descending=True, stable=True)
+        flat = torch.zeros(weight.numel(), dtype=weight.dtype, device=weight.device)
+        flat[order[:kept]] = 1.0
+        return flat.reshape(weight.shape)
 
 
 class L1NormPruner(Pruner):
@@ -91,6 +107,10 @@ class L1NormPruner(Pruner):
 
         masks: Masks = {}
         for members in groups.values():
+            heads = [n for n in members if isinstance(self._modules[n], ATTENTION_TYPES)]
+            if heads:
+                self._head_masks(members, heads, masks)
+                continue
             widths = {self._modules[n].weight.shape[out_channel_dim(self._modules[n])] for n in members}
             if len(widths) != 1:
                 raise ValueError(
@@ -117,3 +137,26 @@ class L1NormPruner(Pruner):
             for name in members:
                 masks[name] = channel_mask(self._modules[name], kept)
         return masks
+
+    def _head_masks(self, members: list[str], heads: list[str], masks: Masks) -> None:
+        """Whole heads of attention layers (scored together when they share a dependency group)."""
+        if len(heads) != len(members):
+            others = [n for n in members if n not in heads]
+            raise ValueError(
+                f"attention layers ({', '.join(heads)}) and other layers ({', '.join(others)}) cannot share "
+                "a dependency_group_id: attention layers lose heads, not output channels"
+            )
+        counts = {self._modules[n].num_heads for n in heads}
+        if len(counts) != 1:
+            raise ValueError(
+                f"attention layers {', '.join(heads)} share a dependency_group_id but have different numbers "
+                f"of heads ({sorted(counts)})"
+            )
+        scores = sum(head_scores(self._modules[n], p=self.norm_order) for n in heads)
+        ratio = max(self.targets[n]["sparse_ratio"] for n in heads)
+        kept_count = _kept_count(scores.numel(), ratio)
+        order = scores.argsort(descending=True, stable=True)
+        kept = torch.zeros_like(scores, dtype=torch.bool)
+        kept[order[:kept_count]] = True
+        for name in heads:
+            masks[name] = head_mask(self._modules[name], kept)

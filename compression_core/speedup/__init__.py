@@ -10,7 +10,7 @@ Typical use (NNI 3.0 style)::
 
 What it handles: Conv1d/2d/3d (plain, depthwise and grouped: grouped
 convolutions keep the same channel count in every group), ConvTranspose,
-Linear, BatchNorm, InstanceNorm, LayerNorm (including torchvision's
+Linear, MultiheadAttention (by heads), BatchNorm, InstanceNorm, LayerNorm (including torchvision's
 channels-first LayerNorm2d), GroupNorm, PReLU, Embedding; residual
 add/sub/mul, concat, ``chunk`` on the channel dim, channel shuffle
 (``view(N, g, C/g, ...)`` + transpose), flatten/reshape into a Linear,
@@ -18,8 +18,12 @@ permutes, reductions and the usual activations. Channels that reach an op it
 does not understand are kept and reported (``ModelSpeedup.warnings``,
 :func:`prunability_report`); ``ModelSpeedup(..., strict=True)`` makes that an
 error naming the op and node. A submodule torch.fx cannot trace is kept whole
-as one opaque call. ``nn.MultiheadAttention`` is not pruned (its channels are
-kept); the MLP blocks around it are.
+as one opaque call. ``nn.MultiheadAttention`` (``kdim == vdim == embed_dim``,
+batch_first or not, with or without bias) is pruned by whole heads: select it
+with ``op_types: ["MultiheadAttention"]``; speedup replaces it by an
+:class:`~.attention.PrunedMultiheadAttention` with the kept heads (same call
+and return convention; its embedding width, the residual stream's channels,
+stays). The MLP blocks around it lose hidden channels as usual.
 
 Exactness: :func:`masked_reference` builds the model speedup must reproduce
 (masks applied, every removed channel zero through its whole group).
@@ -43,9 +47,11 @@ propagation), ``channels`` (union-find, layouts), ``rules`` (the per-op
 rules and the rule registry), ``dependency`` (``analyze_channels``,
 ``auto_set_dependency_group_ids``), ``replace`` (building smaller layers,
 cutter registry), ``speedup`` (``ModelSpeedup``, ``apply_pruning_plan``),
-``reference`` (``masked_reference``), ``report`` (``prunability_report``).
+``reference`` (``masked_reference``), ``report`` (``prunability_report``),
+``attention`` (head pruning: masks, ``PrunedMultiheadAttention``).
 """
 
+from .attention import PrunedMultiheadAttention
 from .dependency import ChannelAnalysis, analyze_channels, auto_set_dependency_group_ids
 from .errors import SpeedupError
 from .reference import MaskedReference, masked_reference
@@ -58,6 +64,7 @@ __all__ = [
     "ChannelAnalysis",
     "MaskedReference",
     "ModelSpeedup",
+    "PrunedMultiheadAttention",
     "SpeedupError",
     "analyze_channels",
     "apply_pruning_plan",

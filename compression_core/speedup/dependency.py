@@ -33,6 +33,7 @@ from typing import Any
 import torch.fx as fx
 import torch.nn as nn
 
+from .attention import ATTENTION_TYPES
 from .channels import AttrTie, ChannelAnalysis, ChannelUnionFind, Layout, ModuleChannels, UniformConstraint, UnknownOp
 from .graph import propagate_shapes, trace_model
 from .rules import Propagator, map_reshape
@@ -69,6 +70,7 @@ def analyze_channels(model: nn.Module, dummy_input: Any, graph_module: fx.GraphM
 
 DEPENDENCY_LAYER_TYPES: tuple[type, ...] = (
     nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d, nn.Linear,
+    *ATTENTION_TYPES,  # each attention layer is its own group (its heads are internal)
 )
 
 
@@ -78,8 +80,8 @@ def channel_groups(analysis: ChannelAnalysis, names: Iterable[str]) -> dict[str,
     groups: dict[str, int] = {}
     for name in names:
         state = analysis.modules.get(name)
-        if state is None or state.out_ids is None:
-            key: Any = ("alone", name)
+        if state is None or state.out_ids is None or state.kind == "attention":
+            key: Any = ("alone", name)  # an attention layer loses heads, which nothing else shares
         else:
             key = tuple(analysis.uf.find(x) for x in state.out_ids)
         if key not in keys:

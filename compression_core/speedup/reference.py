@@ -33,6 +33,7 @@ import torch.fx as fx
 import torch.nn as nn
 
 from .channels import Layout
+from .replace import get_tensor
 from .speedup import ModelSpeedup
 
 
@@ -92,7 +93,7 @@ def masked_reference(model: nn.Module, dummy_input: Any, masks: Any, **speedup_o
         for name, mask in speedup.masks.items():
             module = ref.get_submodule(name)
             for pname, pmask in mask.items():
-                tensor = getattr(module, pname)
+                tensor = get_tensor(module, pname)
                 tensor.mul_(pmask.to(device=tensor.device, dtype=tensor.dtype))
 
     cache: dict[int, torch.Tensor | None] = {}

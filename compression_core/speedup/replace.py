@@ -25,6 +25,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from .attention import ATTENTION_TYPES, attention_sizes
 from .errors import SpeedupError
 
 _HOOK_DICTS = (
@@ -46,6 +47,7 @@ CUTTABLE_TYPES: tuple[type, ...] = (
     nn.LayerNorm,
     nn.GroupNorm,
     nn.Embedding,
+    *ATTENTION_TYPES,  # heads, see .attention
 )
 
 # module class -> cutter(module, kept_out, kept_in, mask) -> new module
@@ -120,16 +122,41 @@ def _set_param(new: nn.Module, name: str, old: torch.Tensor | None, value: torch
         new._buffers[name] = value
 
 
+def get_tensor(module: nn.Module, name: str) -> torch.Tensor | None:
+    """Parameter or buffer ``name`` of ``module``; dotted names (``"out_proj.weight"``) reach into children."""
+    owner_name, _, attr = name.rpartition(".")
+    try:
+        owner = module.get_submodule(owner_name) if owner_name else module
+    except AttributeError:
+        return None
+    value = owner._parameters.get(attr)
+    if value is None:
+        value = owner._buffers.get(attr)
+    return value
+
+
 def apply_masks(module: nn.Module, mask: Mapping[str, torch.Tensor] | None) -> nn.Module:
-    """A copy of ``module`` whose parameters are multiplied by ``mask`` (shapes unchanged)."""
+    """A copy of ``module`` whose parameters are multiplied by ``mask`` (shapes unchanged).
+
+    Dotted names (``"out_proj.weight"``) mask a child's parameter (the child is copied too).
+    """
     new = shallow_copy(module)
+    nested: dict[str, dict[str, torch.Tensor]] = {}
     for pname, pmask in (mask or {}).items():
+        if "." in pname:
+            child, _, rest = pname.partition(".")
+            nested.setdefault(child, {})[rest] = pmask
+            continue
         old = module._parameters.get(pname)
         if old is None:
             old = module._buffers.get(pname)
         if old is None or pmask is None:
             continue
         _set_param(new, pname, old, _masked(old, pmask))
+    for child, sub in nested.items():
+        old_child = module._modules.get(child)
+        if old_child is not None:
+            new._modules[child] = apply_masks(old_child, sub)
     return new
 
 
@@ -149,6 +176,8 @@ def module_sizes(module: nn.Module) -> dict[str, int]:
         return {"num_channels": module.num_channels, "num_groups": module.num_groups}
     if isinstance(module, nn.Embedding):
         return {"num_embeddings": module.num_embeddings, "embedding_dim": module.embedding_dim}
+    if isinstance(module, ATTENTION_TYPES):
+        return attention_sizes(module)
     return {}
 
 
@@ -212,6 +241,13 @@ def cut_module(
                     )
                 new.num_channels = len(kept_out)
         return new
+    if isinstance(module, ATTENTION_TYPES):
+        # embedding channels are never cut (heads are: see .attention.cut_attention)
+        if (kept_out is not None and len(kept_out) != module.embed_dim) or (
+            kept_in is not None and len(kept_in) != module.embed_dim
+        ):
+            raise SpeedupError("speedup cannot change the embedding width of an attention layer (only its heads)")
+        return apply_masks(module, mask)
     if isinstance(module, nn.Embedding):
         new = shallow_copy(module)
         w = _select(_masked(module.weight, mask.get("weight")), 1, kept_out)

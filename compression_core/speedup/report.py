@@ -17,6 +17,7 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 
+from .attention import ATTENTION_TYPES, attention_dims, unsupported_reason
 from .dependency import analyze_channels
 
 
@@ -34,13 +35,17 @@ def _owner(node: fx.Node | None) -> str | None:
 def prunability_report(model: nn.Module, dummy_input: Any) -> dict[str, Any]:
     """A JSON-serialisable summary of the model's dependency groups.
 
-    Returns ``{"groups": [...], "unprunable": [...], "warnings": [...]}``:
+    Returns ``{"groups": [...], "attention": [...], "unprunable": [...],
+    "warnings": [...]}``:
 
     - ``groups``: one entry per set of layers whose output channels are
       coupled (they must lose the same channels): ``{"id", "layers"
       (module names producing these channels), "channels", "prunable"
       (can speedup remove any of them), "prunable_channels", "reason" (why
       not, when some are kept)}``;
+    - ``attention``: one entry per ``nn.MultiheadAttention`` layer, pruned by
+      whole heads (its embedding channels stay): ``{"layer", "heads",
+      "head_dim", "embed_dim", "prunable", "reason" (why not, if not)}``;
     - ``unprunable``: every operation that keeps channels because speedup
       does not understand it: ``{"layer" (the module it belongs to, if any),
       "reason", "op", "node"}``;
@@ -91,4 +96,16 @@ def prunability_report(model: nn.Module, dummy_input: Any) -> dict[str, Any]:
         if not any(u["layer"] == name for u in unprunable):
             unprunable.append({"layer": name, "reason": "torch.fx could not trace into it", "op": "module",
                                "node": None})
-    return {"groups": groups, "unprunable": unprunable, "warnings": list(analysis.warnings)}
+    attention = []
+    for name, module in model.named_modules():
+        if not isinstance(module, ATTENTION_TYPES):
+            continue
+        embed_dim, heads, head_dim = attention_dims(module)
+        state = analysis.modules.get(name)
+        reason = unsupported_reason(module)
+        if reason is None and (state is None or state.kind != "attention"):
+            reason = "torch.fx could not trace into it" if name in analysis.leaves else "not reached by the traced graph"
+        attention.append({"layer": name, "heads": heads, "head_dim": head_dim, "embed_dim": embed_dim,
+                          "prunable": reason is None and heads > 1, "reason": reason if reason or heads > 1
+                          else "it has a single head"})
+    return {"groups": groups, "attention": attention, "unprunable": unprunable, "warnings": list(analysis.warnings)}

@@ -5,7 +5,8 @@ a :class:`~.channels.Layout`. Producers (Conv, Linear, ConvTranspose,
 Embedding) create fresh ids for their outputs and consume their inputs;
 normalisation and depthwise/grouped convolutions pass ids through;
 elementwise ops union them; ``cat``/``split``/``chunk``/reshapes/permutes
-move them; anything unknown pins them (soft pin, see ``strict``). Users add
+move them; attention layers keep their embedding channels (their heads are
+pruned inside, see :mod:`.attention`); anything unknown pins them (soft pin, see ``strict``). Users add
 rules for their own modules or functions with :func:`register_channel_rule`.
 """
 
@@ -30,6 +31,7 @@ from .channels import (
     UniformConstraint,
     UnknownOp,
 )
+from .attention import ATTENTION_TYPES, attention_channels
 from .graph import TensorInfo
 
 # --------------------------------------------------------------------------
@@ -743,6 +745,8 @@ class Propagator:
             return self.apply_rule(node, rule, name, m, x)
         if name in self._leaves:
             return self.unknown(node, "torch.fx could not trace into it, so it is one opaque operation")
+        if isinstance(m, ATTENTION_TYPES):
+            return attention_channels(self, node, name, m)
         if isinstance(m, nn.modules.conv._ConvNd):
             if len(node.args) + len(node.kwargs) != 1:
                 return self.unknown(node, "it is called with an output size")

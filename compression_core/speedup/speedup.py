@@ -22,6 +22,7 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 
+from .attention import ATTENTION_TYPES, attention_sizes, cut_attention, merged_mask, speedup_attention
 from .dependency import ChannelAnalysis, analyze_channels
 from .errors import SpeedupError
 from .graph import TensorInfo, describe_input, normalize_inputs, set_training_flags, summarize
@@ -29,6 +30,7 @@ from .replace import (
     apply_masks,
     cut_module,
     cut_tensor,
+    get_tensor,
     is_cuttable,
     module_references,
     module_sizes,
@@ -71,7 +73,7 @@ def _validate_masks(model: nn.Module, masks: Masks) -> dict[str, nn.Module]:
         for pname, pmask in entry.items():
             if not isinstance(pmask, torch.Tensor):
                 raise SpeedupError(f"mask for {name!r}: {pname!r} must be a tensor, got {type(pmask).__name__}")
-            param = module._parameters.get(pname, module._buffers.get(pname))
+            param = get_tensor(module, pname)
             if not isinstance(param, torch.Tensor):
                 raise SpeedupError(f"mask for {name!r} names {pname!r}, which {type(module).__name__} {name!r} does not have")
             try:
@@ -252,12 +254,24 @@ class ModelSpeedup:
 
         replacements: dict[str, nn.Module] = {}
         plan: dict[str, dict[str, Any]] = {}
+        absorbed: set[str] = set()  # masks folded into an attention layer's replacement
         # producers first, so that an all-removed layer is named by its own mask
         order = sorted(analysis.modules.values(), key=lambda s: not s.produces)
         for state in order:
             name, module = state.name, state.module
             if named.get(name) is not module:
                 raise SpeedupError(f"layer {name!r} of the traced graph is not a module of the model")
+            if state.kind == "attention":
+                # heads go; the embedding channels stay (see .attention)
+                mask = merged_mask(name, self.masks)
+                if not mask:
+                    continue
+                absorbed.update({name, f"{name}.out_proj"})
+                new, entry = speedup_attention(name, module, mask)
+                replacements[name] = new if new is not None else apply_masks(module, mask)
+                if entry is not None:
+                    plan[name] = entry
+                continue
             if state.kind == "fixed" or state.out_ids is None:
                 continue
             kept_out = kept(state.out_ids)
@@ -290,7 +304,7 @@ class ModelSpeedup:
                               "before": before}
         # masks of layers the graph analysis did not resize (e.g. grouped convs, unused layers)
         for name, mask in self.masks.items():
-            if name not in replacements:
+            if name not in replacements and name not in absorbed:
                 replacements[name] = apply_masks(named[name], mask)
 
         tensors: dict[str, torch.Tensor] = {}
@@ -410,6 +424,23 @@ def _swap_in(model: nn.Module, replacements: dict[str, nn.Module], tensors: dict
     return undo
 
 
+def _plan_attention(name: str, module: nn.Module, entry: Mapping[str, Any]) -> nn.Module:
+    if type(module).__name__ != entry["type"]:
+        raise SpeedupError(
+            f"pruning plan entry {name!r} is a {entry['type']}, but the model's {name!r} is a {type(module).__name__}"
+        )
+    before = attention_sizes(module)
+    wanted = dict(entry.get("before", {}))
+    if {k: before.get(k) for k in wanted} != wanted:
+        raise SpeedupError(f"pruning plan entry {name!r} was made for {wanted}, the model's layer has {before}")
+    new = cut_attention(module, [int(i) for i in entry["kept_heads"]])
+    after = attention_sizes(new)
+    asked = {k: entry[k] for k in after if k in entry}
+    if {k: after[k] for k in asked} != asked:
+        raise SpeedupError(f"pruning plan entry {name!r} asks for {asked}, its kept heads give {after}")
+    return new
+
+
 def apply_pruning_plan(model: nn.Module, plan: Mapping[str, Mapping[str, Any]]) -> nn.Module:
     """Give a fresh instance of the original architecture the pruned shapes.
 
@@ -456,6 +487,9 @@ def apply_pruning_plan(model: nn.Module, plan: Mapping[str, Mapping[str, Any]]) 
                 module = model.get_submodule(name)
             except AttributeError:
                 raise SpeedupError(f"pruning plan names module {name!r}, which the model does not have") from None
+            if isinstance(module, ATTENTION_TYPES) and "kept_heads" in entry:
+                replacements[name] = _plan_attention(name, module, entry)
+                continue
             if type(module).__name__ != kind or not is_cuttable(module):
                 raise SpeedupError(
                     f"pruning plan entry {name!r} is a {kind}, but the model's {name!r} is a {type(module).__name__}"

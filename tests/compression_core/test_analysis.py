@@ -118,3 +118,23 @@ def test_output_fidelity():
     json.dumps(maps)
     with pytest.raises(ValueError, match="shape"):
         output_fidelity(torch.randn(2, 3), torch.randn(2, 4))
+
+
+def test_head_pruned_attention_is_counted_like_the_original():
+    from compression_core.analysis import count_flops_params
+    from compression_core.speedup.attention import PrunedMultiheadAttention
+
+    class SelfAttention(torch.nn.Module):
+        def __init__(self, attention):
+            super().__init__()
+            self.attention = attention
+
+        def forward(self, x):
+            return self.attention(x, x, x, need_weights=False)[0]
+
+    x = torch.randn(1, 10, 64)
+    full = count_flops_params(SelfAttention(torch.nn.MultiheadAttention(64, 4, batch_first=True)), x)
+    same = count_flops_params(SelfAttention(PrunedMultiheadAttention(64, 4, 16, batch_first=True)), x)
+    half = count_flops_params(SelfAttention(PrunedMultiheadAttention(64, 2, 16, batch_first=True)), x)
+    assert same[:2] == full[:2]
+    assert half[0] == full[0] // 2
