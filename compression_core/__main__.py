@@ -20,10 +20,14 @@ def main(argv: list[str] | None = None) -> int:
     run = commands.add_parser("run", help="run a job recipe (JSON file)")
     run.add_argument("recipe")
     run.add_argument("--out", help="output folder (overrides the recipe's output_dir)")
-    commands.add_parser("algorithms", help="list registered algorithms")
+    listing = commands.add_parser("algorithms", help="list registered algorithms")
+    listing.add_argument("--markdown", action="store_true", help="print the README's table")
     args = parser.parse_args(argv)
 
     if args.command == "algorithms":
+        if args.markdown:
+            print(registry.markdown_table())
+            return 0
         for spec in registry.all_algorithms():
             print(f"{spec.name:28} {spec.kind:13} {spec.description}")
         return 0

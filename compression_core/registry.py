@@ -84,6 +84,14 @@ def get_algorithm(name: str) -> AlgorithmSpec:
         raise ValueError(f"unknown algorithm {name!r}; available: {', '.join(sorted(_REGISTRY))}") from None
 
 
+def markdown_table() -> str:
+    """The README's algorithm table, generated from the registry."""
+    rows = ["| Name | Kind | What it does | Paper |", "|---|---|---|---|"]
+    for spec in all_algorithms():
+        rows.append(f"| {spec.name} | {spec.kind} | {spec.description} | [{spec.paper}]({spec.paper_url}) |")
+    return "\n".join(rows)
+
+
 # -- parameter validation -----------------------------------------------------
 # A deliberately small JSON Schema subset (type, enum, minimum, maximum,
 # exclusiveMaximum, items, properties, required, additionalProperties) is
@@ -196,7 +204,8 @@ def _register_builtins() -> None:
         AlgorithmSpec(
             name="LevelPruner",
             kind="pruning",
-            description="Zeroes the individual weights of smallest magnitude in each selected layer.",
+            description="Zeroes the individual weights of smallest magnitude in each selected layer "
+            "(fine-grained: speedup cannot remove channels).",
             paper="Zhu & Gupta, To prune, or not to prune (2017)",
             paper_url="https://arxiv.org/abs/1710.01878",
             factory=LevelPruner,
@@ -208,7 +217,8 @@ def _register_builtins() -> None:
         AlgorithmSpec(
             name="L1NormPruner",
             kind="pruning",
-            description="Removes the output channels (filters) whose weights have the smallest L1 norm.",
+            description="Removes the output channels (filters, rows, attention heads) whose weights have the "
+            "smallest L1 norm; dependency-aware by default.",
             paper="Li et al., Pruning Filters for Efficient ConvNets (ICLR 2017)",
             paper_url="https://arxiv.org/abs/1608.08710",
             factory=L1NormPruner,

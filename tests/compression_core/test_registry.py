@@ -36,3 +36,10 @@ def test_validate_params_errors(params, message):
 def test_unknown_algorithm():
     with pytest.raises(ValueError, match="unknown algorithm 'MagicPruner'"):
         registry.get_algorithm("MagicPruner")
+
+
+def test_readme_algorithm_table_is_generated_from_the_registry():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert registry.markdown_table() in readme
