@@ -284,7 +284,19 @@ def run_pipeline(recipe: Recipe, progress: Progress | None = None) -> dict[str, 
         config_list = params["config_list"]
         if params.get("dependency_aware") and spec.granularity == "out_channel":
             report(0.35, "finding coupled layers (dependency groups)")
+            asked = set(select_modules(model, config_list, supported_types=PRUNABLE_TYPES))
             config_list = auto_set_dependency_group_ids(model, config_list, example)
+            planned = {entry["op_names"][0] for entry in config_list}
+            if asked - planned:
+                warnings.append(
+                    "not pruned, since no channel of theirs can be removed (they produce the model's output "
+                    f"or a shape holds them): {', '.join(sorted(asked - planned))}"
+                )
+            if planned - asked:
+                warnings.append(
+                    "also pruned, since they write into the same channels as selected layers: "
+                    f"{', '.join(sorted(planned - asked))}"
+                )
 
         report(0.4, f"pruning with {recipe.algorithm}")
         t0 = time.perf_counter()

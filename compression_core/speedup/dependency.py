@@ -100,7 +100,13 @@ def auto_set_dependency_group_ids(
     "dependency_group_id": gid}``; layers whose output channels are coupled
     (the convolutions feeding one residual add, a conv and the depthwise conv
     after it) share ``gid``, so a pruner masks the same channels in all of
-    them and speedup can remove those channels.
+    them and speedup can remove those channels. Layers the config does not
+    select but that produce channels of such a group (the Linear layers
+    writing into ConvNeXt's residual stream when only ``Conv2d`` is selected)
+    join it with the same settings, unless an entry excludes them. Selected
+    layers none of whose channels speedup could remove (the classifier that
+    produces the model's output) are left out: masking them would only
+    damage the output.
 
     Example::
 
@@ -114,9 +120,17 @@ def auto_set_dependency_group_ids(
     """
     from ..config import select_modules
 
-    selected = select_modules(model, list(config_list), supported_types=DEPENDENCY_LAYER_TYPES)
+    config_list = list(config_list)
+    selected = select_modules(model, config_list, supported_types=DEPENDENCY_LAYER_TYPES)
     analysis = analyze_channels(model, dummy_input)
-    names = [name for name, _ in model.named_modules() if name in selected]
+    order = [name for name, _ in model.named_modules()]
+    names = [name for name in order if name in selected]
+    coupled = _coupled_producers(model, analysis, names, config_list)
+    for name, member in coupled.items():
+        selected[name] = selected[member]
+    # Masks on channels speedup can never remove (they reach the model's
+    # output, or a shape constraint holds them) would only zero outputs.
+    names = [name for name in order if name in selected and not _all_channels_kept(analysis, name)]
     groups = channel_groups(analysis, names)
     result = []
     for name in names:
@@ -125,6 +139,57 @@ def auto_set_dependency_group_ids(
         entry["dependency_group_id"] = groups[name]
         result.append(entry)
     return result
+
+
+def _all_channels_kept(analysis: ChannelAnalysis, name: str) -> bool:
+    state = analysis.modules.get(name)
+    if state is None or state.out_ids is None or state.kind == "attention" or not state.produces:
+        return False
+    uf = analysis.uf
+    return all(uf.pinned[r] or uf.soft[r] for r in (uf.find(x) for x in state.out_ids))
+
+
+def _coupled_producers(
+    model: nn.Module, analysis: ChannelAnalysis, names: list[str], config_list: list
+) -> dict[str, str]:
+    """Layers the config does not select that produce channels of a selected
+    layer's group, mapped to that selected layer.
+
+    A channel is removed only if every layer producing it loses it, so
+    "prune the Conv2d layers" of a ConvNeXt must also cut the Linear layers
+    writing into the same residual stream. Layers a config entry excludes by
+    name or with ``exclude: true`` stay out, and so do groups whose channels
+    cannot be removed (e.g. they reach the model output)."""
+    from ..config import canonicalize_config_list, select_modules
+
+    excluded: set[str] = set()
+    for entry in canonicalize_config_list(config_list):
+        excluded.update(entry.get("exclude_op_names", ()))
+        if entry.get("exclude"):
+            probe = {k: v for k, v in entry.items() if k != "exclude"}
+            probe["sparse_ratio"] = 0.0
+            excluded.update(select_modules(model, [probe], supported_types=DEPENDENCY_LAYER_TYPES, strict_names=False))
+
+    def key_of(name: str):
+        state = analysis.modules.get(name)
+        if state is None or state.out_ids is None or state.kind == "attention" or not state.produces:
+            return None
+        return tuple(analysis.uf.find(x) for x in state.out_ids)
+
+    members: dict[Any, str] = {}
+    for name in names:
+        key = key_of(name)
+        if key is not None and not any(analysis.uf.is_pinned(x) for x in key):
+            members.setdefault(key, name)
+    coupled: dict[str, str] = {}
+    chosen = set(names)
+    for name, module in model.named_modules():
+        if name in chosen or name in excluded or not isinstance(module, DEPENDENCY_LAYER_TYPES):
+            continue
+        key = key_of(name)
+        if key in members:
+            coupled[name] = members[key]
+    return coupled
 
 
 __all__ = [

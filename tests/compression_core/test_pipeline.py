@@ -97,3 +97,12 @@ def test_command_line_runs_a_recipe(tmp_path):
     done = subprocess.run([sys.executable, "-m", "compression_core", "run", str(path)], cwd=ROOT,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 2 and "error:" in done.stderr and "sparsity" in done.stderr
+
+
+def test_output_layer_is_left_out_and_the_user_is_told(tmp_path):
+    params = {"config_list": [{"op_types": ["Conv2d", "Linear"], "sparse_ratio": 0.5}]}
+    result = run_pipeline(_recipe(tmp_path, params=params, dataset=None))
+    output_layer = [layer for layer in result["layers"] if layer["type"] == "Linear"][-1]
+    assert any("not pruned" in w and output_layer["name"] in w for w in result["warnings"])
+    assert output_layer["sparsity"] == 0.0
+    assert output_layer["weight_shape_after"][0] == 10

@@ -303,3 +303,42 @@ def test_pruning_plan_replays_grouped_and_shuffled_models(arch):
     fresh.load_state_dict(model.state_dict(), strict=True)
     with torch.no_grad():
         assert rel_err(fresh(x), model(x)) < 1e-5
+
+
+class _ResidualWithLinear(nn.Module):
+    """A conv stream that a Linear layer (channels-last) writes back into, as in ConvNeXt."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.mix = nn.Linear(8, 8)
+        self.head = nn.Conv2d(8, 2, 1)
+
+    def forward(self, x):
+        x = self.stem(x)
+        x = x + self.mix(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        return self.head(x)
+
+
+def test_unselected_coupled_producers_join_the_group_unless_excluded():
+    from compression_core.pruning import L1NormPruner
+    from compression_core.speedup import ModelSpeedup, auto_set_dependency_group_ids
+
+    model = _ResidualWithLinear().eval()
+    x = torch.randn(1, 3, 6, 6)
+    config = auto_set_dependency_group_ids(model, [{"op_types": ["Conv2d"], "sparse_ratio": 0.5}], x)
+    by_name = {entry["op_names"][0]: entry for entry in config}
+    assert set(by_name) == {"stem", "mix"}  # "head" makes the model output: left out
+    assert by_name["mix"]["dependency_group_id"] == by_name["stem"]["dependency_group_id"]
+    assert by_name["mix"]["sparse_ratio"] == 0.5
+    pruner = L1NormPruner(model, config)
+    _, masks = pruner.compress()
+    pruner.unwrap_model()
+    ModelSpeedup(model, x, masks).speedup_model()
+    assert model.stem.out_channels == 4 and model.mix.out_features == 4 and model.head.in_channels == 4
+
+    kept = _ResidualWithLinear().eval()
+    config = auto_set_dependency_group_ids(
+        kept, [{"op_types": ["Conv2d"], "sparse_ratio": 0.5, "exclude_op_names": ["mix"]}], x
+    )
+    assert "mix" not in {entry["op_names"][0] for entry in config}
