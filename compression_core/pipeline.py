@@ -292,6 +292,11 @@ def run_pipeline(recipe: Recipe, progress: Progress | None = None) -> dict[str, 
                     "not pruned, since no channel of theirs can be removed (they produce the model's output "
                     f"or a shape holds them): {', '.join(sorted(asked - planned))}"
                 )
+            if not planned:
+                raise ValueError(
+                    "none of the selected layers has channels that speedup could remove; the model page's "
+                    "prunability report says which layers can be pruned"
+                )
             if planned - asked:
                 warnings.append(
                     "also pruned, since they write into the same channels as selected layers: "
