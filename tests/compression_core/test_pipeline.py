@@ -106,3 +106,11 @@ def test_output_layer_is_left_out_and_the_user_is_told(tmp_path):
     assert any("not pruned" in w and output_layer["name"] in w for w in result["warnings"])
     assert output_layer["sparsity"] == 0.0
     assert output_layer["weight_shape_after"][0] == 10
+
+
+def test_selecting_only_unremovable_channels_is_a_clear_error(tmp_path):
+    output_layer = [n for n, m in build_architecture("digits_cnn").named_modules()
+                    if isinstance(m, torch.nn.Linear)][-1]
+    params = {"config_list": [{"op_names": [output_layer], "sparse_ratio": 0.5}]}
+    with pytest.raises(ValueError, match="none of the selected layers has channels that speedup could remove"):
+        run_pipeline(_recipe(tmp_path, params=params, dataset=None))
