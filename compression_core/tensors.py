@@ -26,3 +26,24 @@ def first_tensor(value: Any) -> torch.Tensor | None:
     """The first tensor of a nested structure, or None."""
     tensors = flatten_tensors(value)
     return tensors[0] if tensors else None
+
+
+def get_tensor(module: torch.nn.Module, name: str) -> torch.Tensor | None:
+    """Parameter or buffer ``name`` of ``module``; dotted names (``"out_proj.weight"``) reach into children."""
+    owner_name, _, attr = name.rpartition(".")
+    try:
+        owner = module.get_submodule(owner_name) if owner_name else module
+    except AttributeError:
+        return None
+    value = owner._parameters.get(attr)
+    if value is None:
+        value = owner._buffers.get(attr)
+    return value
+
+
+def masked_data(tensor: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """``tensor`` (detached) times ``mask``, or unchanged without a mask."""
+    data = tensor.detach()
+    if mask is None:
+        return data
+    return data * mask.to(device=data.device, dtype=data.dtype)

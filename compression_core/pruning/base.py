@@ -22,6 +22,7 @@ import torch
 import torch.nn as nn
 
 from ..config import select_modules
+from ..tensors import get_tensor
 from ..speedup.attention import ATTENTION_TYPES, unsupported_reason
 
 Masks = dict[str, dict[str, torch.Tensor]]
@@ -130,20 +131,10 @@ class _MaskHook:
             apply_masks_to_module(module, self.mask)
 
 
-def _get_tensor(module: nn.Module, name: str) -> torch.Tensor | None:
-    owner_name, _, attr = name.rpartition(".")
-    try:
-        owner = module.get_submodule(owner_name) if owner_name else module
-    except AttributeError:
-        return None
-    value = getattr(owner, attr, None)
-    return value if isinstance(value, torch.Tensor) else None
-
-
 def apply_masks_to_module(module: nn.Module, mask: Mapping[str, torch.Tensor]) -> None:
     """Multiply the parameters named in ``mask`` by it, in place (dotted names reach into children)."""
     for param_name, param_mask in mask.items():
-        param = _get_tensor(module, param_name)
+        param = get_tensor(module, param_name)
         if param is not None:
             param.mul_(param_mask.to(device=param.device, dtype=param.dtype))
 

@@ -44,6 +44,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..tensors import masked_data
 from .errors import SpeedupError
 
 
@@ -243,13 +244,6 @@ def head_mask(module: nn.Module, kept: torch.Tensor) -> dict[str, torch.Tensor]:
     return mask
 
 
-def _masked(tensor: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    data = tensor.detach()
-    if mask is None:
-        return data
-    return data * mask.to(device=data.device, dtype=data.dtype)
-
-
 def dead_heads(module: nn.Module, mask: Mapping[str, torch.Tensor] | None) -> list[bool]:
     """Per head: does it contribute exactly zero (out_proj columns masked, or v rows and v bias zero)?"""
     e, h, d = attention_dims(module)
@@ -265,7 +259,7 @@ def dead_heads(module: nn.Module, mask: Mapping[str, torch.Tensor] | None) -> li
         vm = in_mask.expand(module.in_proj_weight.shape).reshape(3, h, d, e)[2]
         v_dead = (vm == 0).flatten(1).all(dim=1).cpu()
         if module.in_proj_bias is not None:
-            vb = _masked(module.in_proj_bias, mask.get("in_proj_bias")).reshape(3, h, d)[2]
+            vb = masked_data(module.in_proj_bias, mask.get("in_proj_bias")).reshape(3, h, d)[2]
             v_dead &= (vb == 0).all(dim=1).cpu()
         dead |= v_dead
     return dead.tolist()
@@ -290,16 +284,16 @@ def cut_attention(
         raise SpeedupError(f"kept heads {kept} do not fit an attention layer of {h} heads")
     mask = dict(mask or {})
     index = torch.as_tensor(kept, dtype=torch.long, device=module.in_proj_weight.device)
-    w = _masked(module.in_proj_weight, mask.get("in_proj_weight")).reshape(3, h, d, e)
+    w = masked_data(module.in_proj_weight, mask.get("in_proj_weight")).reshape(3, h, d, e)
     w = w.index_select(1, index).reshape(-1, e)
     b = None
     if module.in_proj_bias is not None:
-        b = _masked(module.in_proj_bias, mask.get("in_proj_bias")).reshape(3, h, d).index_select(1, index).reshape(-1)
-    ow = _masked(module.out_proj.weight, mask.get("out_proj.weight")).reshape(e, h, d).index_select(1, index)
+        b = masked_data(module.in_proj_bias, mask.get("in_proj_bias")).reshape(3, h, d).index_select(1, index).reshape(-1)
+    ow = masked_data(module.out_proj.weight, mask.get("out_proj.weight")).reshape(e, h, d).index_select(1, index)
     ow = ow.reshape(e, -1)
     ob = module.out_proj.bias
     if ob is not None:
-        ob = _masked(ob, mask.get("out_proj.bias"))
+        ob = masked_data(ob, mask.get("out_proj.bias"))
     if isinstance(module, PrunedMultiheadAttention):
         original, orig_kept = module.original_num_heads, [module.kept_heads[i] for i in kept]
     else:

@@ -26,6 +26,7 @@ import torch
 import torch.nn as nn
 
 from .attention import ATTENTION_TYPES, attention_sizes
+from ..tensors import get_tensor, masked_data
 from .errors import SpeedupError
 
 _HOOK_DICTS = (
@@ -96,13 +97,6 @@ def shallow_copy(module: nn.Module) -> nn.Module:
     return new
 
 
-def _masked(tensor: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    data = tensor.detach()
-    if mask is None:
-        return data
-    return data * mask.to(device=data.device, dtype=data.dtype)
-
-
 def _select(tensor: torch.Tensor, dim: int, kept: Sequence[int] | None) -> torch.Tensor:
     if kept is None or len(kept) == tensor.shape[dim]:
         return tensor
@@ -122,19 +116,6 @@ def _set_param(new: nn.Module, name: str, old: torch.Tensor | None, value: torch
         new._buffers[name] = value
 
 
-def get_tensor(module: nn.Module, name: str) -> torch.Tensor | None:
-    """Parameter or buffer ``name`` of ``module``; dotted names (``"out_proj.weight"``) reach into children."""
-    owner_name, _, attr = name.rpartition(".")
-    try:
-        owner = module.get_submodule(owner_name) if owner_name else module
-    except AttributeError:
-        return None
-    value = owner._parameters.get(attr)
-    if value is None:
-        value = owner._buffers.get(attr)
-    return value
-
-
 def apply_masks(module: nn.Module, mask: Mapping[str, torch.Tensor] | None) -> nn.Module:
     """A copy of ``module`` whose parameters are multiplied by ``mask`` (shapes unchanged).
 
@@ -152,7 +133,7 @@ def apply_masks(module: nn.Module, mask: Mapping[str, torch.Tensor] | None) -> n
             old = module._buffers.get(pname)
         if old is None or pmask is None:
             continue
-        _set_param(new, pname, old, _masked(old, pmask))
+        _set_param(new, pname, old, masked_data(old, pmask))
     for child, sub in nested.items():
         old_child = module._modules.get(child)
         if old_child is not None:
@@ -202,10 +183,10 @@ def cut_module(
         return _cut_conv(module, kept_out, kept_in, mask)
     if isinstance(module, nn.Linear):
         new = shallow_copy(module)
-        w = _select(_select(_masked(module.weight, mask.get("weight")), 0, kept_out), 1, kept_in)
+        w = _select(_select(masked_data(module.weight, mask.get("weight")), 0, kept_out), 1, kept_in)
         _set_param(new, "weight", module.weight, w)
         if module.bias is not None:
-            _set_param(new, "bias", module.bias, _select(_masked(module.bias, mask.get("bias")), 0, kept_out))
+            _set_param(new, "bias", module.bias, _select(masked_data(module.bias, mask.get("bias")), 0, kept_out))
         new.out_features = w.shape[0]
         new.in_features = w.shape[1]
         return new
@@ -214,13 +195,13 @@ def cut_module(
         for pname in ("weight", "bias", "running_mean", "running_var"):
             old = getattr(module, pname, None)
             if isinstance(old, torch.Tensor) and old.dim() == 1:
-                _set_param(new, pname, old, _select(_masked(old, mask.get(pname)), 0, kept_out))
+                _set_param(new, pname, old, _select(masked_data(old, mask.get(pname)), 0, kept_out))
         if kept_out is not None:
             new.num_features = len(kept_out)
         return new
     if isinstance(module, nn.PReLU):
         new = shallow_copy(module)
-        _set_param(new, "weight", module.weight, _select(_masked(module.weight, mask.get("weight")), 0, kept_out))
+        _set_param(new, "weight", module.weight, _select(masked_data(module.weight, mask.get("weight")), 0, kept_out))
         new.num_parameters = new.weight.shape[0]
         return new
     if isinstance(module, (nn.LayerNorm, nn.GroupNorm)):
@@ -228,7 +209,7 @@ def cut_module(
         for pname in ("weight", "bias"):
             old = getattr(module, pname, None)
             if isinstance(old, torch.Tensor):
-                _set_param(new, pname, old, _select(_masked(old, mask.get(pname)), 0, kept_out))
+                _set_param(new, pname, old, _select(masked_data(old, mask.get(pname)), 0, kept_out))
         if kept_out is not None:
             if isinstance(module, nn.LayerNorm):
                 if len(module.normalized_shape) != 1:
@@ -250,7 +231,7 @@ def cut_module(
         return apply_masks(module, mask)
     if isinstance(module, nn.Embedding):
         new = shallow_copy(module)
-        w = _select(_masked(module.weight, mask.get("weight")), 1, kept_out)
+        w = _select(masked_data(module.weight, mask.get("weight")), 1, kept_out)
         _set_param(new, "weight", module.weight, w)
         new.embedding_dim = w.shape[1]
         return new
@@ -261,7 +242,7 @@ def _cut_conv(module: nn.modules.conv._ConvNd, kept_out, kept_in, mask) -> nn.Mo
     new = shallow_copy(module)
     transposed = bool(module.transposed)
     groups = module.groups
-    w = _masked(module.weight, mask.get("weight"))
+    w = masked_data(module.weight, mask.get("weight"))
     depthwise = groups > 1 and groups == module.in_channels == module.out_channels and not transposed
     if depthwise:
         w = _select(w, 0, kept_out)
@@ -279,7 +260,7 @@ def _cut_conv(module: nn.modules.conv._ConvNd, kept_out, kept_in, mask) -> nn.Mo
         new.in_channels = w.shape[1] * groups
     _set_param(new, "weight", module.weight, w)
     if module.bias is not None:
-        _set_param(new, "bias", module.bias, _select(_masked(module.bias, mask.get("bias")), 0, kept_out))
+        _set_param(new, "bias", module.bias, _select(masked_data(module.bias, mask.get("bias")), 0, kept_out))
     return new
 
 
