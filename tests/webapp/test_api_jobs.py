@@ -82,6 +82,12 @@ def test_job_runs_through_the_service_and_artifacts_download(api, digits_model, 
     assert out.shape == (2, 10)
     assert api.get(f"/api/v1/jobs/{job_id}/artifacts/..%2Fsecret").status_code in (400, 404)
 
+    from webapp.jobs.services import job_output_dir
+
+    (job_output_dir(job_id) / "model.plan.json").unlink()
+    response = api.get(f"/api/v1/jobs/{job_id}/artifacts/model.plan.json")
+    assert response.status_code == 400 and "missing" in response.json()["detail"]
+
     # A second delivery of the same task finds a finished job and does nothing.
     job_execute(job_id, task_id="task-1")
     assert Job.objects.get(pk=job_id).attempts == 1

@@ -252,4 +252,7 @@ def job_artifact_path(job: Job, name: str) -> Path:
     names = {artifact["name"] for artifact in job.artifacts}
     if name not in names:
         raise ValidationError(f"job {job.pk} has no artifact {name!r}; it has {', '.join(sorted(names)) or 'none'}")
-    return job_output_dir(job.pk) / name
+    path = job_output_dir(job.pk) / name
+    if not path.is_file():
+        raise ValidationError(f"the file {name!r} of job {job.pk} is missing from the server's storage")
+    return path
