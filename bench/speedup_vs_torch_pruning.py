@@ -197,16 +197,23 @@ def compare_structures(original: nn.Module, a: nn.Module, b: nn.Module) -> dict[
     return {"condense_keeps_more": more_a, "tp_keeps_more": more_b}
 
 
-def why_condense_kept(original: nn.Module, cond: nn.Module, tpm: nn.Module, dummy: torch.Tensor) -> list[str]:
-    """For the dependency groups whose output channels Condense keeps and Torch-Pruning removes, the
-    reason Condense's own prunability report gives (or why the config left the group whole)."""
+def _condense_report(original: nn.Module, dummy: torch.Tensor) -> dict:
+    """Condense's prunability report, or {"failed": reason} (the report is optional detail here)."""
     try:
         from compression_core.speedup import prunability_report
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            report = prunability_report(original, dummy)
-    except Exception as exc:  # noqa: BLE001 - optional detail
-        return [f"prunability_report failed: {short_error(exc)}"]
+            return prunability_report(original, dummy)
+    except Exception as exc:  # noqa: BLE001
+        return {"failed": f"prunability_report failed: {short_error(exc)}"}
+
+
+def why_condense_kept(original: nn.Module, cond: nn.Module, tpm: nn.Module, dummy: torch.Tensor) -> list[str]:
+    """For the dependency groups whose output channels Condense keeps and Torch-Pruning removes, the
+    reason Condense's own prunability report gives (or why the config left the group whole)."""
+    report = _condense_report(original, dummy)
+    if "failed" in report:
+        return [report["failed"]]
     orig, cm, tm = dict(original.named_modules()), dict(cond.named_modules()), dict(tpm.named_modules())
 
     def out_dim(m: nn.Module | None) -> int | None:
@@ -238,13 +245,9 @@ def why_condense_kept(original: nn.Module, cond: nn.Module, tpm: nn.Module, dumm
 
 def unprunable_convs(original: nn.Module, dummy: torch.Tensor) -> list[str]:
     """Condense's own reasons for the Conv2d groups it will not prune (shown when Condense fails)."""
-    try:
-        from compression_core.speedup import prunability_report
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            report = prunability_report(original, dummy)
-    except Exception as exc:  # noqa: BLE001 - optional detail
-        return [f"prunability_report failed: {short_error(exc)}"]
+    report = _condense_report(original, dummy)
+    if "failed" in report:
+        return [report["failed"]]
     named = dict(original.named_modules())
     lines = []
     for group in report.get("groups", []):

@@ -39,6 +39,16 @@ def _channel_groups(modules) -> int:
     return groups
 
 
+def _keep_largest(scores: torch.Tensor, sparse_ratio: float, groups: int = 1) -> torch.Tensor:
+    """Boolean mask keeping the highest scores, the same count in each of ``groups`` equal slices."""
+    per_group = scores.view(groups, -1)
+    kept_count = _kept_count(per_group.shape[1], sparse_ratio)
+    order = per_group.argsort(dim=1, descending=True, stable=True)[:, :kept_count]
+    kept = torch.zeros_like(per_group, dtype=torch.bool)
+    kept.scatter_(1, order, True)
+    return kept.view(-1)
+
+
 def _kept_count(total: int, sparse_ratio: float) -> int:
     # NNI rounds the pruned count down, but never removes a whole layer.
     pruned = int(total * sparse_ratio)
@@ -121,19 +131,8 @@ class L1NormPruner(Pruner):
             # The group follows the strictest ratio any member asks for.
             ratio = max(self.targets[n]["sparse_ratio"] for n in members)
             groups = _channel_groups(self._modules[n] for n in members)
-            if groups > 1 and scores.numel() % groups == 0:
-                # a grouped convolution in the group: keep the same number of channels in each of its groups
-                per_group = scores.view(groups, -1)
-                kept_count = _kept_count(per_group.shape[1], ratio)
-                order = per_group.argsort(dim=1, descending=True, stable=True)[:, :kept_count]
-                kept = torch.zeros_like(per_group, dtype=torch.bool)
-                kept.scatter_(1, order, True)
-                kept = kept.view(-1)
-            else:
-                kept_count = _kept_count(scores.numel(), ratio)
-                order = scores.argsort(descending=True, stable=True)
-                kept = torch.zeros_like(scores, dtype=torch.bool)
-                kept[order[:kept_count]] = True
+            # A grouped convolution in the group keeps the same number of channels in each of its groups.
+            kept = _keep_largest(scores, ratio, groups if groups > 1 and scores.numel() % groups == 0 else 1)
             for name in members:
                 masks[name] = channel_mask(self._modules[name], kept)
         return masks
@@ -154,9 +153,6 @@ class L1NormPruner(Pruner):
             )
         scores = sum(head_scores(self._modules[n], p=self.norm_order) for n in heads)
         ratio = max(self.targets[n]["sparse_ratio"] for n in heads)
-        kept_count = _kept_count(scores.numel(), ratio)
-        order = scores.argsort(descending=True, stable=True)
-        kept = torch.zeros_like(scores, dtype=torch.bool)
-        kept[order[:kept_count]] = True
+        kept = _keep_largest(scores, ratio)
         for name in heads:
             masks[name] = head_mask(self._modules[name], kept)
