@@ -1,8 +1,11 @@
 """Condense's compression engine: pure PyTorch, usable without the web service.
 
 See ``compression_core.pruning``, ``compression_core.speedup``,
-``compression_core.io``, ``compression_core.analysis`` and
-``compression_core.pipeline``.
+``compression_core.evaluation``, ``compression_core.io``,
+``compression_core.analysis`` and ``compression_core.pipeline``.
 """
 
+from .evaluation import TorchEvaluator
+
 __version__ = "0.1.0"
+__all__ = ["TorchEvaluator"]

@@ -36,7 +36,9 @@ from . import registry
 from .analysis import count_flops_params, measure_latency, model_summary, output_fidelity
 from .architectures import ARCHITECTURES, build_architecture
 from .config import select_modules
-from .datasets import BUILTIN_DATASETS, evaluate_accuracy, load_builtin_dataset
+from .data import DatasetSource
+from .datasets import evaluate_accuracy
+from .evaluation import TrainingOptions
 from .io import load_model, onnx_input_shapes, save_model
 from .pruning.base import PRUNABLE_TYPES
 from .speedup import ModelSpeedup, SpeedupError, auto_set_dependency_group_ids, prunability_report
@@ -94,7 +96,8 @@ class Recipe:
     algorithm: str
     params: dict[str, Any]
     speedup: bool = True
-    dataset: str | None = None
+    # A built-in dataset name, or a DatasetSource (or its fields as a dict) for a file.
+    dataset: str | dict | DatasetSource | None = None
     device: str = "cpu"
     output_dir: str = "."
     latency_batch_sizes: tuple[int, ...] = (1, 16)
@@ -117,16 +120,10 @@ class Recipe:
         return asdict(self)
 
 
-def _check_dataset(dataset: str | None, input_shape: list[int]) -> None:
-    if not dataset:
-        return
-    if dataset not in BUILTIN_DATASETS:
-        raise ValueError(f"unknown dataset {dataset!r}; built-in datasets: {', '.join(BUILTIN_DATASETS)}")
-    expected = list(BUILTIN_DATASETS[dataset].input_shape)
-    if list(input_shape) != expected:
-        raise ValueError(
-            f"dataset {dataset!r} gives inputs of shape {expected}, but the model takes {list(input_shape)}"
-        )
+def _check_dataset(dataset: str | dict | DatasetSource | None, input_shape: list[int]) -> None:
+    source = DatasetSource.from_recipe(dataset)
+    if source is not None:
+        source.check_fits(input_shape)
 
 
 def inspect_model(
@@ -167,11 +164,50 @@ def validate_recipe(recipe: Recipe, model: nn.Module | None = None) -> dict[str,
     _check_dataset(recipe.dataset, recipe.input_shape)
     if spec.needs_data and not recipe.dataset:
         raise ValueError(f"{recipe.algorithm} needs data: choose a dataset")
+    check_config = getattr(spec.factory, "check_config", None)
+    if check_config is not None:
+        check_config(params["config_list"])
+    training = TrainingOptions.from_params(params.get("training"))
+    if training.finetune_epochs and not recipe.dataset:
+        raise ValueError("fine-tuning needs data: choose a dataset, or set finetune_epochs to 0")
     model = model if model is not None else recipe.model.load()
-    selected = select_modules(model, params["config_list"], supported_types=PRUNABLE_TYPES)
+    supported = getattr(spec.factory, "supported_types", PRUNABLE_TYPES)
+    selected = select_modules(model, params["config_list"], supported_types=supported)
     if not selected:
-        raise ValueError("the config list selects no prunable layer of this model (Conv*/Linear)")
+        names = ", ".join(t.__name__ for t in supported)
+        raise ValueError(f"the config list selects no layer {recipe.algorithm} can prune in this model ({names})")
     return params
+
+
+def _channel_pruning(spec: registry.AlgorithmSpec, params: dict[str, Any]) -> bool:
+    """Does this job remove whole output channels (so dependency groups apply)?"""
+    if not getattr(spec.factory, "uses_dependency_groups", True):
+        return False
+    granularity = spec.granularity
+    if "pruning_algorithm" in params:
+        granularity = registry.get_algorithm(params["pruning_algorithm"]).granularity
+    entries = {entry.get("granularity", "default") for entry in params["config_list"]}
+    return granularity == "out_channel" and entries <= {"default", "out_channel"}
+
+
+def _finetune(model: nn.Module, training: TrainingOptions, train_data, test_data, teacher, report,
+              timings: dict[str, float]) -> dict[str, Any]:
+    """Fine-tune the pruned model epoch by epoch (reporting each, so a job can be cancelled between them)."""
+    started = time.perf_counter()
+    evaluator = training.evaluator(train_data, test_data, teacher, for_finetuning=True)
+    metric = "accuracy" if train_data[1] is not None else "agreement with the original"
+    result: dict[str, Any] = {"epochs": training.finetune_epochs, "metric": metric,
+                              "distillation": evaluator.teacher is not None,
+                              "pruned": evaluator.evaluate(model), "per_epoch": []}
+    for epoch in range(1, training.finetune_epochs + 1):
+        report(0.55 + 0.05 * epoch / training.finetune_epochs,
+               f"fine-tuning: epoch {epoch} of {training.finetune_epochs}")
+        evaluator.train(model, max_epochs=1)
+        result["per_epoch"].append(evaluator.evaluate(model))
+    model.eval()
+    result["finetuned"] = result["per_epoch"][-1]
+    timings["finetune_s"] = time.perf_counter() - started
+    return result
 
 
 class _Reporter:
@@ -234,9 +270,8 @@ def _layer_table(before: list[dict], after: list[dict], masks: dict, plan: dict)
         if name in plan:
             entry = plan[name]
             row["channels_before"] = entry.get("before", {})
-            row["channels_after"] = {
-                k: v for k, v in entry.items() if k not in ("before", "kept_in", "kept_out", "kept_heads", "kept", "type")
-            }
+            indices = ("before", "kept_in", "kept_out", "kept_key", "kept_value", "kept_heads", "kept", "type")
+            row["channels_after"] = {k: v for k, v in entry.items() if k not in indices}
         rows.append(row)
     return rows
 
@@ -264,11 +299,18 @@ def run_pipeline(recipe: Recipe, progress: Progress | None = None) -> dict[str, 
     fidelity_inputs = torch.randn(
         FIDELITY_SAMPLES, *recipe.input_shape, generator=torch.Generator().manual_seed(FIDELITY_SEED)
     )
-    if recipe.dataset:
-        inputs, labels = load_builtin_dataset(recipe.dataset, split="test")
-        if BUILTIN_DATASETS[recipe.dataset].has_labels:
+    spec = registry.get_algorithm(recipe.algorithm)
+    training = TrainingOptions.from_params(params.get("training"))
+    dataset = DatasetSource.from_recipe(recipe.dataset)
+    train_data = test_data = None
+    if dataset is not None:
+        inputs, labels = dataset.load(recipe.input_shape, split="test")
+        test_data = (inputs, labels)
+        if labels is not None:
             eval_data = (inputs, labels)
         fidelity_inputs = inputs[:256]
+        if spec.needs_data or training.finetune_epochs:
+            train_data = dataset.load(recipe.input_shape, split="train")
     with torch.inference_mode():
         reference_outputs = model(fidelity_inputs)
     timings["load_s"] = time.perf_counter() - started
@@ -280,9 +322,8 @@ def run_pipeline(recipe: Recipe, progress: Progress | None = None) -> dict[str, 
         before = _measure(model, example, recipe, eval_data, workdir, "original")
         timings["measure_before_s"] = time.perf_counter() - t0
 
-        spec = registry.get_algorithm(recipe.algorithm)
         config_list = params["config_list"]
-        if params.get("dependency_aware") and spec.granularity == "out_channel":
+        if params.get("dependency_aware") and _channel_pruning(spec, params):
             report(0.35, "finding coupled layers (dependency groups)")
             asked = set(select_modules(model, config_list, supported_types=PRUNABLE_TYPES))
             config_list = auto_set_dependency_group_ids(model, config_list, example)
@@ -305,10 +346,22 @@ def run_pipeline(recipe: Recipe, progress: Progress | None = None) -> dict[str, 
 
         report(0.4, f"pruning with {recipe.algorithm}")
         t0 = time.perf_counter()
-        pruner = spec.factory(model, config_list)
+        # The original model, before pruning changes it in place: the teacher for distillation.
+        teacher = copy.deepcopy(model) if train_data is not None else None
+        kwargs = spec.constructor_kwargs(params)
+        if spec.needs_data:
+            kwargs["evaluator"] = training.evaluator(train_data, test_data, teacher)
+        try:
+            pruner = spec.factory(model, config_list, **kwargs)
+        except TypeError as exc:
+            raise ValueError(f"{recipe.algorithm}: {exc}") from None
         _, masks = pruner.compress()
-        pruner.unwrap_model()
         timings["compress_s"] = time.perf_counter() - t0
+        finetune = None
+        if training.finetune_epochs and not recipe.speedup:
+            # The masking hooks stay on while fine-tuning, so pruned weights stay zero.
+            finetune = _finetune(model, training, train_data, test_data, teacher, report, timings)
+        pruner.unwrap_model()
         masks = {name: {k: v.detach().cpu() for k, v in mask.items()} for name, mask in masks.items()}
 
         plan: dict[str, Any] = {}
@@ -325,6 +378,8 @@ def run_pipeline(recipe: Recipe, progress: Progress | None = None) -> dict[str, 
                     "speedup removed no channel: the masks zero single weights or no whole channel "
                     "could be removed, so the model keeps its shape (sparse weights only)"
                 )
+            if training.finetune_epochs:
+                finetune = _finetune(model, training, train_data, test_data, teacher, report, timings)
 
         report(0.6, "measuring the compressed model")
         t0 = time.perf_counter()
@@ -348,8 +403,11 @@ def run_pipeline(recipe: Recipe, progress: Progress | None = None) -> dict[str, 
     layers = _layer_table(before.pop("_layers"), after.pop("_layers"), masks, plan)
     timings["total_s"] = time.perf_counter() - started
     report(1.0, "done")
+    metrics = {"before": before, "after": after, "fidelity": fidelity}
+    if finetune is not None:
+        metrics["finetune"] = finetune
     return {
-        "metrics": {"before": before, "after": after, "fidelity": fidelity},
+        "metrics": metrics,
         "layers": layers,
         "artifacts": artifacts,
         "warnings": warnings,

@@ -22,6 +22,7 @@ from importlib.metadata import entry_points
 from typing import Any
 
 from .config import GRANULARITIES, canonicalize_config_list
+from .evaluation.options import TRAINING_SCHEMA
 
 ENTRY_POINT_GROUP = "condense.algorithms"
 
@@ -37,6 +38,10 @@ class AlgorithmSpec:
     params_schema: dict[str, Any] = field(default_factory=dict)
     needs_data: bool = False
     granularity: str = "fine_grained"
+
+    def constructor_kwargs(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """The validated ``params`` the algorithm's class takes (all but the pipeline's own)."""
+        return {k: v for k, v in params.items() if k not in PIPELINE_PARAMS}
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -120,6 +125,8 @@ def _check(value: Any, schema: Mapping[str, Any], where: str) -> None:
         raise ValueError(f"{where} must be >= {schema['minimum']}, got {value}")
     if "maximum" in schema and value > schema["maximum"]:
         raise ValueError(f"{where} must be <= {schema['maximum']}, got {value}")
+    if "exclusiveMinimum" in schema and value <= schema["exclusiveMinimum"]:
+        raise ValueError(f"{where} must be > {schema['exclusiveMinimum']}, got {value}")
     if "exclusiveMaximum" in schema and value >= schema["exclusiveMaximum"]:
         raise ValueError(f"{where} must be < {schema['exclusiveMaximum']}, got {value}")
     if expected == "array" and "items" in schema:
@@ -139,6 +146,17 @@ def _check(value: Any, schema: Mapping[str, Any], where: str) -> None:
                 _check(value[key], sub, f"{where}.{key}" if where else key)
 
 
+def _with_defaults(value: Mapping[str, Any], schema: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of ``value`` with the schema's defaults filled in, nested objects included."""
+    result = dict(value)
+    for key, sub in schema.get("properties", {}).items():
+        if key not in result and "default" in sub:
+            result[key] = sub["default"]
+        if sub.get("type") == "object" and "properties" in sub:
+            result[key] = _with_defaults(result.get(key) or {}, sub)
+    return result
+
+
 def validate_params(name: str, params: Mapping[str, Any]) -> dict[str, Any]:
     """Check ``params`` against the algorithm's schema; return them with defaults
     filled in and ``config_list`` canonicalised. Raises ``ValueError``."""
@@ -146,10 +164,7 @@ def validate_params(name: str, params: Mapping[str, Any]) -> dict[str, Any]:
     if not isinstance(params, Mapping):
         raise ValueError("params must be an object")
     _check(params, spec.params_schema, "params")
-    result = dict(params)
-    for key, sub in spec.params_schema.get("properties", {}).items():
-        if key not in result and "default" in sub:
-            result[key] = sub["default"]
+    result = _with_defaults(params, spec.params_schema)
     if "config_list" in result:
         result["config_list"] = canonicalize_config_list(result["config_list"])
     return result
@@ -180,6 +195,10 @@ CONFIG_ENTRY_SCHEMA: dict[str, Any] = {
 }
 
 
+# Parameters the job pipeline uses itself; every other parameter goes to the algorithm's constructor.
+PIPELINE_PARAMS = ("config_list", "dependency_aware", "training")
+
+
 def pruning_schema(extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
     properties = {
         "config_list": {
@@ -190,42 +209,19 @@ def pruning_schema(extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
         "dependency_aware": {
             "type": "boolean",
             "default": True,
-            "description": "Prune coupled layers (residual adds, concat) with the same channels",
+            "description": "Prune coupled layers (residual adds, concat) with the same channels "
+            "(for pruners that remove whole channels)",
         },
+        "training": TRAINING_SCHEMA,
     }
     properties.update(extra or {})
     return {"type": "object", "required": ["config_list"], "additionalProperties": False, "properties": properties}
 
 
 def _register_builtins() -> None:
-    from .pruning import L1NormPruner, LevelPruner
+    from .pruning.catalog import register_builtin_pruners
 
-    register(
-        AlgorithmSpec(
-            name="LevelPruner",
-            kind="pruning",
-            description="Zeroes the individual weights of smallest magnitude in each selected layer "
-            "(fine-grained: speedup cannot remove channels).",
-            paper="Zhu & Gupta, To prune, or not to prune (2017)",
-            paper_url="https://arxiv.org/abs/1710.01878",
-            factory=LevelPruner,
-            params_schema=pruning_schema(),
-            granularity="fine_grained",
-        )
-    )
-    register(
-        AlgorithmSpec(
-            name="L1NormPruner",
-            kind="pruning",
-            description="Removes the output channels (filters, rows, attention heads) whose weights have the "
-            "smallest L1 norm; dependency-aware by default.",
-            paper="Li et al., Pruning Filters for Efficient ConvNets (ICLR 2017)",
-            paper_url="https://arxiv.org/abs/1608.08710",
-            factory=L1NormPruner,
-            params_schema=pruning_schema(),
-            granularity="out_channel",
-        )
-    )
+    register_builtin_pruners()
 
 
 _register_builtins()

@@ -153,10 +153,27 @@
     });
   }
 
+  // -- uploads say they are busy; deletions ask first ------------------------------
+
+  function setupUploadForm(form) {
+    form.addEventListener("submit", function () {
+      var busy = form.querySelector("[data-busy-text]");
+      if (busy) busy.hidden = false;
+    });
+  }
+
+  function setupConfirm(form) {
+    form.addEventListener("submit", function (event) {
+      if (!window.confirm(form.getAttribute("data-confirm"))) event.preventDefault();
+    });
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
     var live = document.getElementById("job-live");
     if (live) watchJob(live);
     document.querySelectorAll("form[data-job-form]").forEach(setupJobForm);
     document.querySelectorAll("form[data-model-form]").forEach(setupModelForm);
+    document.querySelectorAll("form[data-upload-form]").forEach(setupUploadForm);
+    document.querySelectorAll("form[data-confirm]").forEach(setupConfirm);
   });
 })();

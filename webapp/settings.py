@@ -44,6 +44,7 @@ INSTALLED_APPS = [
     "rest_framework.authtoken",
     "drf_spectacular",
     "webapp.modelhub",
+    "webapp.datahub",
     "webapp.jobs",
     "webapp.dashboard",
 ]
@@ -108,6 +109,9 @@ MEDIA_ROOT = Path(os.environ.get("CONDENSE_MEDIA_ROOT", VAR_DIR / "media"))
 FILE_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 CONDENSE_MAX_UPLOAD_BYTES = int(os.environ.get("CONDENSE_MAX_UPLOAD_BYTES", 2 * 1024**3))
+# Caps on an uploaded dataset's content (zip bombs): unpacked bytes and image count.
+CONDENSE_DATASET_MAX_UNCOMPRESSED_BYTES = int(os.environ.get("CONDENSE_DATASET_MAX_UNCOMPRESSED_BYTES", 1024**3))
+CONDENSE_DATASET_MAX_IMAGES = int(os.environ.get("CONDENSE_DATASET_MAX_IMAGES", 50_000))
 
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "dashboard:home"

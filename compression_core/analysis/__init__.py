@@ -1,4 +1,4 @@
-"""Measuring models: FLOPs/params, per-layer summary, latency, output fidelity.
+"""Measuring models: FLOPs/params, per-layer summary, latency, output fidelity, pruning sensitivity.
 
 Example::
 
@@ -10,5 +10,13 @@ Example::
 from .fidelity import output_fidelity
 from .flops import count_flops_params, model_summary
 from .latency import measure_latency
+from .sensitivity import SensitivityAnalysis, sensitivity_csv
 
-__all__ = ["count_flops_params", "measure_latency", "model_summary", "output_fidelity"]
+__all__ = [
+    "SensitivityAnalysis",
+    "count_flops_params",
+    "measure_latency",
+    "model_summary",
+    "output_fidelity",
+    "sensitivity_csv",
+]

@@ -92,13 +92,14 @@ def _module_macs(m: nn.Module, inputs: tuple, output: Any, count_bias: bool) -> 
         q = x
         k = first_tensor(inputs[1:]) if len(inputs) > 1 else q
         e = m.embed_dim
+        qdim = getattr(m, "qdim", e)  # query width: embed_dim, unless speedup cut the inputs apart from the output
         # Width of the projections: embed_dim, or fewer after head pruning.
         inner = getattr(m, "num_heads", 1) * getattr(m, "head_dim", e // max(getattr(m, "num_heads", 1), 1))
-        lq = q.numel() // e
+        lq = q.numel() // qdim
         lk = k.numel() // m.kdim if k is not None else lq
         seq = q.shape[1] if m.batch_first and q.dim() == 3 else q.shape[0]
         seq_k = (k.shape[1] if m.batch_first and k.dim() == 3 else k.shape[0]) if k is not None else seq
-        return lq * e * inner + lk * (m.kdim + m.vdim) * inner + lq * seq_k * inner * 2 + lq * inner * e
+        return lq * qdim * inner + lk * (m.kdim + m.vdim) * inner + lq * seq_k * inner * 2 + lq * inner * e
     return 0
 
 

@@ -11,6 +11,7 @@ from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Uni
 import torch
 from torch import nn
 
+from ..pruning.attention_heads import PrunedMultiheadAttention, is_attention, projection_weights
 from .errors import ModelFormatError
 
 __all__ = [
@@ -241,13 +242,44 @@ def _resized(module: nn.Module, prefix: str, state_dict: Mapping[str, torch.Tens
             )
     if isinstance(module, nn.LayerNorm) and weight is not None and tuple(weight.shape) != module.normalized_shape:
         return nn.LayerNorm(tuple(weight.shape), eps=module.eps, elementwise_affine=module.elementwise_affine)
+    if is_attention(module):
+        return _resized_attention(module, prefix, state_dict)
     return None
+
+
+def _resized_attention(module: nn.Module, prefix: str, state_dict: Mapping[str, torch.Tensor]) -> Optional[nn.Module]:
+    """A ``PrunedMultiheadAttention`` shaped like the attention weights in ``state_dict``.
+
+    Speedup keeps the head width, so the head count is the projection width
+    over ``head_dim``. Which heads were kept is not in the weights: a 3-D
+    ``attn_mask`` given per original head does not fit the result.
+    """
+    names = list(projection_weights(module))
+    found = [state_dict.get(prefix + name) for name in names + ["out_proj.weight"]]
+    if any(w is None or w.dim() != 2 for w in found):
+        return None
+    current = [getattr(module, name).shape for name in names] + [module.out_proj.weight.shape]
+    if [w.shape for w in found] == current:
+        return None
+    out_weight = found[-1]
+    inner, head_dim = int(out_weight.shape[1]), int(module.head_dim)
+    if inner % head_dim:
+        return None
+    widths = [int(w.shape[1]) for w in found[:-1]]
+    packed = module._qkv_same_embed_dim
+    qdim, kdim, vdim = widths * 3 if packed else widths
+    return PrunedMultiheadAttention(
+        int(out_weight.shape[0]), inner // head_dim, head_dim, bias=module.in_proj_bias is not None,
+        dropout=module.dropout, batch_first=module.batch_first, out_bias=module.out_proj.bias is not None,
+        qdim=qdim, kdim=kdim, vdim=vdim, qkv_packed=packed, add_bias_kv=module.bias_k is not None,
+        add_zero_attn=module.add_zero_attn,
+    )
 
 
 def resize_modules_to_state_dict(
     model: nn.Module, state_dict: Mapping[str, torch.Tensor], names: Optional[Iterable[str]] = None
 ) -> List[str]:
-    """Rebuild Conv/Linear/BatchNorm/LayerNorm modules whose weights in ``state_dict`` have other shapes.
+    """Rebuild Conv/Linear/BatchNorm/LayerNorm/attention modules whose weights in ``state_dict`` have other shapes.
 
     This re-creates a channel-pruned model from the original architecture:
     only the layers named in ``names`` (all layers when ``None``) may change.
@@ -264,6 +296,8 @@ def resize_modules_to_state_dict(
     for name, module in list(model.named_modules()):
         if not name or (allowed is not None and name not in allowed):
             continue
+        if any(name.startswith(done + ".") for done in replaced):
+            continue  # a child of a rebuilt module (an attention layer's out_proj): rebuilt with it
         new = _resized(module, name + ".", state_dict)
         if new is None:
             continue

@@ -8,7 +8,30 @@ Example::
     pruner.unwrap_model()
 """
 
+from .activation import ActivationAPoZRankPruner, ActivationMeanRankPruner
+from .admm import ADMMPruner
 from .base import Masks, Pruner
-from .norm import L1NormPruner, LevelPruner
+from .iterative import AGPPruner, LotteryTicketPruner
+from .norm import FPGMPruner, L1NormPruner, L2NormPruner, LevelPruner
+from .search import AutoCompressPruner, NetAdaptPruner, SimulatedAnnealingPruner
+from .slim import SlimPruner
+from .taylor import TaylorFOWeightPruner
 
-__all__ = ["L1NormPruner", "LevelPruner", "Masks", "Pruner"]
+__all__ = [
+    "ADMMPruner",
+    "AGPPruner",
+    "ActivationAPoZRankPruner",
+    "ActivationMeanRankPruner",
+    "AutoCompressPruner",
+    "FPGMPruner",
+    "L1NormPruner",
+    "L2NormPruner",
+    "LevelPruner",
+    "LotteryTicketPruner",
+    "Masks",
+    "NetAdaptPruner",
+    "Pruner",
+    "SimulatedAnnealingPruner",
+    "SlimPruner",
+    "TaylorFOWeightPruner",
+]

@@ -10,7 +10,10 @@ Masks are NNI's format: ``{module_name: {"weight": Tensor, "bias": Tensor}}``
 with float tensors of 0.0 (pruned) and 1.0 (kept) shaped like the parameter.
 An ``nn.MultiheadAttention`` layer's mask names its own parameters, dotted
 for its child: ``{"in_proj_weight": ..., "in_proj_bias": ..., "out_proj.weight":
-...}`` (see :mod:`compression_core.speedup.attention`).
+...}`` (see :mod:`compression_core.pruning.attention_heads`). An attention
+layer's ``out_proj`` may be pruned too (its rows: the layer's output
+channels, e.g. a ViT's residual stream); its mask is applied by a hook on
+the attention layer, which uses ``out_proj``'s weights without calling it.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import torch.nn as nn
 
 from ..config import select_modules
 from ..tensors import get_tensor
-from ..speedup.attention import ATTENTION_TYPES, unsupported_reason
+from .attention_heads import ATTENTION_TYPES, is_attention, unsupported_reason
 
 Masks = dict[str, dict[str, torch.Tensor]]
 
@@ -35,7 +38,7 @@ PRUNABLE_TYPES: tuple[type, ...] = (
     nn.ConvTranspose2d,
     nn.ConvTranspose3d,
     nn.Linear,
-    *ATTENTION_TYPES,  # nn.MultiheadAttention (and speedup's PrunedMultiheadAttention): whole heads
+    *ATTENTION_TYPES,  # nn.MultiheadAttention (and PrunedMultiheadAttention): whole heads
 )
 
 
@@ -52,6 +55,9 @@ class Pruner:
     """
 
     supported_types: tuple[type, ...] = PRUNABLE_TYPES
+    # Whether the job pipeline should compute dependency groups for its channel masks
+    # (a pruner that finds the coupled layers itself says no).
+    uses_dependency_groups = True
 
     def __init__(self, model: nn.Module, config_list: Iterable[Mapping[str, Any]]):
         self.bound_model = model
@@ -66,11 +72,6 @@ class Pruner:
                 why = unsupported_reason(module)
                 if why is not None:
                     raise ValueError(f"layer {name!r} ({type(module).__name__}) cannot be pruned: {why}")
-                if f"{name}.out_proj" in self.targets:
-                    raise ValueError(
-                        f"layer {name!r}.out_proj is part of attention layer {name!r}, which is pruned by heads "
-                        "(its out_proj columns are masked with them); select one or the other"
-                    )
         if not self.targets:
             raise ValueError(
                 "config_list selects no layer this pruner can prune "
@@ -116,10 +117,22 @@ class Pruner:
 
     def _attach(self) -> None:
         for name, mask in self.masks.items():
-            module = self._modules[name]
+            module, mask = self._hook_target(name, mask)
             if name in self._hooks:
                 self._hooks[name].remove()
             self._hooks[name] = module.register_forward_pre_hook(_MaskHook(mask))
+
+    def _hook_target(self, name: str, mask: Mapping[str, torch.Tensor]):
+        """The module whose forward applies ``mask`` of layer ``name``, and the mask as that module names it.
+
+        nn.MultiheadAttention computes with its ``out_proj``'s weights without
+        calling it, so an ``out_proj``'s mask goes on a hook of the attention layer.
+        """
+        owner, _, child = name.rpartition(".")
+        parent = self._modules.get(owner)
+        if child == "out_proj" and is_attention(parent):
+            return parent, {f"out_proj.{pname}": pmask for pname, pmask in mask.items()}
+        return self._modules[name], mask
 
 
 class _MaskHook:
@@ -147,5 +160,6 @@ def channel_mask(module: nn.Module, kept: torch.Tensor) -> dict[str, torch.Tenso
     kept = kept.to(module.weight.dtype)
     mask = {"weight": kept.reshape(shape).expand_as(module.weight).clone()}
     if getattr(module, "bias", None) is not None:
-        mask["bias"] = kept.clone()
+        # a grouped ConvTranspose's weight has out/groups columns, column j feeding output j of every group
+        mask["bias"] = kept.repeat(module.bias.numel() // kept.numel()).clone()
     return mask

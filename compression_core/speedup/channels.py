@@ -19,8 +19,9 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from itertools import accumulate
 from typing import Any
 
 import torch.fx as fx
@@ -104,9 +105,9 @@ class ModuleChannels:
     ``embedding`` (producers of fresh channels), ``depthwise`` (a conv with
     groups == in == out channels), ``grouped`` (a grouped conv whose output
     channel i is tied to input channel i), ``norm`` (BatchNorm /
-    InstanceNorm / LayerNorm / GroupNorm), ``prelu``, ``custom`` (a module
-    handled by a registered rule) or ``fixed`` (a layer whose channels are all
-    pinned). ``out_ids`` / ``in_ids`` index the layer's output / input
+    InstanceNorm / LayerNorm / GroupNorm), ``prelu`` or ``custom`` (a module
+    handled by a registered rule); transposed convolutions count as
+    convolutions. ``out_ids`` / ``in_ids`` index the layer's output / input
     channels; for pass-through kinds they are the same list.
     """
 
@@ -133,6 +134,39 @@ class AttrTie:
     dim: int
     ids: list[int]
     valid: bool = True
+
+
+@dataclass
+class SizeAttr:
+    """A module attribute that forward reads as channel counts (fx traced its value as a literal).
+
+    An int attribute, ``x.reshape(n, self.hidden_dim, -1)`` or
+    ``x.split(self.piece, 1)``: speedup sets it to the number of kept
+    channels of ``ids``. A list or tuple attribute with ``pieces``:
+    ``torch.split(x, self.sizes, 1)`` gets the kept count of each piece,
+    ``torch.tensor_split(x, self.indices, 1)`` (``bounds``) the kept counts'
+    running sums. The module reads the attribute again on every call, so the
+    new value takes effect without rewriting forward.
+
+    Example::
+
+        >>> sizes = SizeAttr("block", "sizes", [7, 8, 9], pieces=[[7], [8, 9]])
+        >>> sizes.new_value(lambda ids: sum(x != 8 for x in ids))  # channel id 8 removed
+        [1, 1]
+    """
+
+    module: str  # qualified name of the module holding it ("" for the model itself)
+    attr: str
+    ids: list[int]
+    pieces: list[list[int]] | None = None
+    bounds: bool = False  # the numbers are where pieces start (tensor_split indices), not their sizes
+
+    def new_value(self, count: Callable[[list[int]], int]) -> int | list[int]:
+        """The attribute's value once ``count(ids)`` channels of each id list are kept."""
+        if self.pieces is None:
+            return count(self.ids)
+        counts = [count(piece) for piece in self.pieces]
+        return list(accumulate(counts))[:-1] if self.bounds else counts
 
 
 @dataclass
@@ -174,6 +208,7 @@ class ChannelAnalysis:
     unknown_ops: list[UnknownOp] = field(default_factory=list)
     uniform: list[UniformConstraint] = field(default_factory=list)
     leaves: list[str] = field(default_factory=list)
+    size_attrs: dict[str, SizeAttr] = field(default_factory=dict)
 
     def root(self, x: int) -> int:
         return self.uf.find(x)

@@ -36,6 +36,7 @@ import torch.nn as nn
 from .attention import ATTENTION_TYPES
 from .channels import AttrTie, ChannelAnalysis, ChannelUnionFind, Layout, ModuleChannels, UniformConstraint, UnknownOp
 from .graph import propagate_shapes, trace_model
+from .literals import bind_literal_uses
 from .rules import Propagator, map_reshape
 
 
@@ -48,8 +49,9 @@ def analyze_channels(model: nn.Module, dummy_input: Any, graph_module: fx.GraphM
     gm = graph_module if graph_module is not None else trace_model(model)
     leaves = list(gm.meta.get("condense_leaves", []))
     info = propagate_shapes(gm, dummy_input)
-    prop = Propagator(gm, info, leaves)
+    prop = Propagator(gm, info, leaves, root=model)
     prop.run()
+    bind_literal_uses(prop)
     return ChannelAnalysis(
         graph_module=gm,
         uf=prop.uf,
@@ -62,6 +64,7 @@ def analyze_channels(model: nn.Module, dummy_input: Any, graph_module: fx.GraphM
         unknown_ops=prop.unknown_ops,
         uniform=prop.uniform,
         leaves=leaves,
+        size_attrs=prop.size_attrs,
     )
 
 
@@ -74,16 +77,45 @@ DEPENDENCY_LAYER_TYPES: tuple[type, ...] = (
 )
 
 
+def produced_ids(analysis: ChannelAnalysis, name: str) -> list[int] | None:
+    """Ids of the channels layer ``name`` produces (``None`` if it produces none).
+
+    An attention layer's output channels are produced by its ``out_proj``
+    and listed under that name: the attention layer's own name stands for
+    its heads.
+    """
+    state = analysis.modules.get(name)
+    if state is not None:
+        return state.out_ids if state.produces else None
+    owner, _, child = name.rpartition(".")
+    attention = analysis.modules.get(owner)
+    if child == "out_proj" and attention is not None and attention.kind == "attention":
+        return attention.out_ids
+    return None
+
+
+def producers(analysis: ChannelAnalysis) -> dict[str, list[int]]:
+    """Every layer that produces channels, with their ids (attention layers as ``<name>.out_proj``)."""
+    result: dict[str, list[int]] = {}
+    for name, state in analysis.modules.items():
+        if state.kind == "attention" and state.out_ids is not None:
+            result[f"{name}.out_proj"] = state.out_ids
+        elif state.produces and state.out_ids is not None:
+            result[name] = state.out_ids
+    return result
+
+
 def channel_groups(analysis: ChannelAnalysis, names: Iterable[str]) -> dict[str, int]:
     """Group ids for ``names``: layers whose output channels are coupled share one."""
     keys: dict[Any, int] = {}
     groups: dict[str, int] = {}
     for name in names:
         state = analysis.modules.get(name)
-        if state is None or state.out_ids is None or state.kind == "attention":
+        ids = produced_ids(analysis, name) if state is None else state.out_ids
+        if ids is None or (state is not None and state.kind == "attention"):
             key: Any = ("alone", name)  # an attention layer loses heads, which nothing else shares
         else:
-            key = tuple(analysis.uf.find(x) for x in state.out_ids)
+            key = tuple(analysis.uf.find(x) for x in ids)
         if key not in keys:
             keys[key] = len(keys)
         groups[name] = keys[key]
@@ -103,7 +135,10 @@ def auto_set_dependency_group_ids(
     them and speedup can remove those channels. Layers the config does not
     select but that produce channels of such a group (the Linear layers
     writing into ConvNeXt's residual stream when only ``Conv2d`` is selected)
-    join it with the same settings, unless an entry excludes them. Selected
+    join it with the same settings, unless an entry excludes them; an
+    attention layer's output channels join as its ``out_proj`` (a ViT's
+    residual stream: patch embedding, MLP outputs, attention outputs), while
+    the attention layer itself, when selected, is its own group (its heads). Selected
     layers none of whose channels speedup could remove (the classifier that
     produces the model's output) are left out: masking them would only
     damage the output.
@@ -130,7 +165,8 @@ def auto_set_dependency_group_ids(
         selected[name] = selected[member]
     # Masks on channels speedup can never remove (they reach the model's
     # output, or a shape constraint holds them) would only zero outputs.
-    names = [name for name in order if name in selected and not _all_channels_kept(analysis, name)]
+    names = [name for name in order if name in selected and not _all_channels_kept(analysis, name)
+             and not _grouped_transposed_passthrough(analysis, name)]
     groups = channel_groups(analysis, names)
     result = []
     for name in names:
@@ -141,12 +177,24 @@ def auto_set_dependency_group_ids(
     return result
 
 
-def _all_channels_kept(analysis: ChannelAnalysis, name: str) -> bool:
+def _grouped_transposed_passthrough(analysis: ChannelAnalysis, name: str) -> bool:
+    """Is ``name`` a depthwise or grouped ConvTranspose whose channels pass through (in == out)?
+
+    It loses the channels of the layers feeding it, but cannot share their
+    group: pruners index a ConvTranspose's output channels by its weight's
+    columns, out/groups of them for a grouped one.
+    """
     state = analysis.modules.get(name)
-    if state is None or state.out_ids is None or state.kind == "attention" or not state.produces:
+    return state is not None and state.kind in ("depthwise", "grouped") \
+        and isinstance(state.module, nn.modules.conv._ConvTransposeNd)
+
+
+def _all_channels_kept(analysis: ChannelAnalysis, name: str) -> bool:
+    ids = produced_ids(analysis, name)
+    if ids is None:
         return False
     uf = analysis.uf
-    return all(uf.pinned[r] or uf.soft[r] for r in (uf.find(x) for x in state.out_ids))
+    return all(uf.pinned[r] or uf.soft[r] for r in (uf.find(x) for x in ids))
 
 
 def _coupled_producers(
@@ -171,10 +219,8 @@ def _coupled_producers(
             excluded.update(select_modules(model, [probe], supported_types=DEPENDENCY_LAYER_TYPES, strict_names=False))
 
     def key_of(name: str):
-        state = analysis.modules.get(name)
-        if state is None or state.out_ids is None or state.kind == "attention" or not state.produces:
-            return None
-        return tuple(analysis.uf.find(x) for x in state.out_ids)
+        ids = produced_ids(analysis, name)
+        return None if ids is None else tuple(analysis.uf.find(x) for x in ids)
 
     members: dict[Any, str] = {}
     for name in names:
@@ -203,4 +249,6 @@ __all__ = [
     "analyze_channels",
     "auto_set_dependency_group_ids",
     "channel_groups",
+    "produced_ids",
+    "producers",
 ]

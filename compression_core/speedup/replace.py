@@ -25,7 +25,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from .attention import ATTENTION_TYPES, attention_sizes
+from .attention import ATTENTION_TYPES, attention_dims, attention_sizes, cut_attention
 from ..tensors import get_tensor, masked_data
 from .errors import SpeedupError
 
@@ -48,7 +48,7 @@ CUTTABLE_TYPES: tuple[type, ...] = (
     nn.LayerNorm,
     nn.GroupNorm,
     nn.Embedding,
-    *ATTENTION_TYPES,  # heads, see .attention
+    *ATTENTION_TYPES,  # heads and embedding channels, see .attention
 )
 
 # module class -> cutter(module, kept_out, kept_in, mask) -> new module
@@ -223,12 +223,10 @@ def cut_module(
                 new.num_channels = len(kept_out)
         return new
     if isinstance(module, ATTENTION_TYPES):
-        # embedding channels are never cut (heads are: see .attention.cut_attention)
-        if (kept_out is not None and len(kept_out) != module.embed_dim) or (
-            kept_in is not None and len(kept_in) != module.embed_dim
-        ):
-            raise SpeedupError("speedup cannot change the embedding width of an attention layer (only its heads)")
-        return apply_masks(module, mask)
+        # all heads kept (speedup cuts heads with .attention.cut_attention); kept_in: the query channels
+        if kept_out is None and kept_in is None:
+            return apply_masks(module, mask)
+        return cut_attention(module, range(attention_dims(module)[1]), mask, kept_out=kept_out, kept_in=kept_in)
     if isinstance(module, nn.Embedding):
         new = shallow_copy(module)
         w = _select(masked_data(module.weight, mask.get("weight")), 1, kept_out)
@@ -243,8 +241,8 @@ def _cut_conv(module: nn.modules.conv._ConvNd, kept_out, kept_in, mask) -> nn.Mo
     transposed = bool(module.transposed)
     groups = module.groups
     w = masked_data(module.weight, mask.get("weight"))
-    depthwise = groups > 1 and groups == module.in_channels == module.out_channels and not transposed
-    if depthwise:
+    depthwise = groups > 1 and groups == module.in_channels == module.out_channels
+    if depthwise:  # weight (channels, 1, *k), transposed or not
         w = _select(w, 0, kept_out)
         new.in_channels = new.out_channels = new.groups = w.shape[0]
     elif groups == 1:
@@ -253,11 +251,14 @@ def _cut_conv(module: nn.modules.conv._ConvNd, kept_out, kept_in, mask) -> nn.Mo
         new.out_channels = w.shape[out_dim]
         new.in_channels = w.shape[in_dim]
     elif kept_out is not None and len(kept_out) != module.out_channels or kept_in is not None and len(kept_in) != module.in_channels:
-        if transposed:
-            raise SpeedupError(f"speedup cannot change the channels of a grouped transposed convolution (groups={groups})")
-        w = _cut_grouped(w, groups, module.out_channels, module.in_channels, kept_out, kept_in)
-        new.out_channels = w.shape[0]
-        new.in_channels = w.shape[1] * groups
+        if transposed:  # weight (in, out/groups, *k): the same blocks with the roles of the dims swapped
+            w = _cut_grouped(w, groups, module.in_channels, module.out_channels, kept_in, kept_out)
+            new.in_channels = w.shape[0]
+            new.out_channels = w.shape[1] * groups
+        else:
+            w = _cut_grouped(w, groups, module.out_channels, module.in_channels, kept_out, kept_in)
+            new.out_channels = w.shape[0]
+            new.in_channels = w.shape[1] * groups
     _set_param(new, "weight", module.weight, w)
     if module.bias is not None:
         _set_param(new, "bias", module.bias, _select(masked_data(module.bias, mask.get("bias")), 0, kept_out))
@@ -278,14 +279,37 @@ def _per_group_local(kept: Sequence[int] | None, total: int, groups: int) -> tor
     return (index - group_of * per).view(groups, -1)
 
 
-def _cut_grouped(w: torch.Tensor, groups: int, out_ch: int, in_ch: int, kept_out, kept_in) -> torch.Tensor:
-    """Weight (out, in/groups, *k) of a grouped conv cut to per-group uniform kept channels."""
-    out_idx = _per_group_local(kept_out, out_ch, groups)
-    in_idx = _per_group_local(kept_in, in_ch, groups)
-    w = w.reshape(groups, out_ch // groups, in_ch // groups, *w.shape[2:])
+def _cut_grouped(w: torch.Tensor, groups: int, rows: int, cols: int, kept_rows, kept_cols) -> torch.Tensor:
+    """Weight (rows, cols/groups, *k) of a grouped conv cut to per-group uniform kept channels.
+
+    A convolution's rows are its output channels, a transposed one's its input channels.
+    """
+    row_idx = _per_group_local(kept_rows, rows, groups)
+    col_idx = _per_group_local(kept_cols, cols, groups)
+    w = w.reshape(groups, rows // groups, cols // groups, *w.shape[2:])
     g = torch.arange(groups)[:, None, None]
-    w = w[g, out_idx[:, :, None], in_idx[:, None, :]]  # (groups, out_kept, in_kept, *k)
+    w = w[g, row_idx[:, :, None], col_idx[:, None, :]]  # (groups, rows_kept, cols_kept, *k)
     return w.reshape(-1, *w.shape[2:])
+
+
+def output_rows(module: nn.Module, tensor: torch.Tensor, out_dim: int) -> torch.Tensor:
+    """``tensor`` (shaped like ``module``'s weight) as one row per output channel.
+
+    ``out_dim`` is the weight dim that indexes output channels. A grouped
+    ConvTranspose's weight is (in, out/groups, *k): its output channel
+    ``g * out/groups + j`` is column ``j`` of group ``g``'s input rows.
+
+    Example::
+
+        >>> conv = nn.ConvTranspose2d(4, 6, 1, groups=2)
+        >>> output_rows(conv, conv.weight, 1).shape
+        torch.Size([6, 2])
+    """
+    if isinstance(module, nn.modules.conv._ConvTransposeNd) and module.groups > 1:
+        groups = module.groups
+        blocks = tensor.reshape(groups, tensor.shape[0] // groups, *tensor.shape[1:])  # (g, in/g, out/g, *k)
+        return blocks.transpose(1, 2).reshape(groups * tensor.shape[1], -1)
+    return tensor.transpose(0, out_dim).reshape(tensor.shape[out_dim], -1)
 
 
 def cut_tensor(tensor: torch.Tensor, dim: int, kept: Sequence[int]) -> torch.Tensor:

@@ -18,7 +18,7 @@ import torch.fx as fx
 import torch.nn as nn
 
 from .attention import ATTENTION_TYPES, attention_dims, unsupported_reason
-from .dependency import analyze_channels
+from .dependency import analyze_channels, producers
 
 
 def _owner(node: fx.Node | None) -> str | None:
@@ -44,8 +44,10 @@ def prunability_report(model: nn.Module, dummy_input: Any) -> dict[str, Any]:
       (can speedup remove any of them), "prunable_channels", "reason" (why
       not, when some are kept)}``;
     - ``attention``: one entry per ``nn.MultiheadAttention`` layer, pruned by
-      whole heads (its embedding channels stay): ``{"layer", "heads",
-      "head_dim", "embed_dim", "prunable", "reason" (why not, if not)}``;
+      whole heads: ``{"layer", "heads", "head_dim", "embed_dim", "prunable",
+      "reason" (why not, if not)}``; its output channels are in ``groups``
+      as ``<layer>.out_proj``, its input channels in the group of the
+      layers feeding it;
     - ``unprunable``: every operation that keeps channels because speedup
       does not understand it: ``{"layer" (the module it belongs to, if any),
       "reason", "op", "node"}``;
@@ -60,13 +62,11 @@ def prunability_report(model: nn.Module, dummy_input: Any) -> dict[str, Any]:
     order = {name: i for i, (name, _) in enumerate(model.named_modules())}
 
     by_key: dict[tuple[int, ...], list[str]] = {}
-    first_ids: dict[tuple[int, ...], list[int]] = {}
-    for state in sorted(analysis.modules.values(), key=lambda s: order.get(s.name, 1 << 30)):
-        if not state.produces or not state.out_ids:
+    for name, ids in sorted(producers(analysis).items(), key=lambda item: order.get(item[0], 1 << 30)):
+        if not ids:
             continue
-        key = tuple(uf.find(x) for x in state.out_ids)
-        by_key.setdefault(key, []).append(state.name)
-        first_ids.setdefault(key, state.out_ids)
+        key = tuple(uf.find(x) for x in ids)
+        by_key.setdefault(key, []).append(name)
 
     groups = []
     for gid, (key, layers) in enumerate(by_key.items()):

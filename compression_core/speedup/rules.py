@@ -5,15 +5,23 @@ a :class:`~.channels.Layout`. Producers (Conv, Linear, ConvTranspose,
 Embedding) create fresh ids for their outputs and consume their inputs;
 normalisation and depthwise/grouped convolutions pass ids through;
 elementwise ops union them; ``cat``/``split``/``chunk``/reshapes/permutes
-move them; attention layers keep their embedding channels (their heads are
-pruned inside, see :mod:`.attention`); anything unknown pins them (soft pin, see ``strict``). Users add
+move them; attention layers consume their query/key/value channels and
+produce their output channels (their heads are pruned inside, see
+:mod:`.attention`); a reshape to a literal channel count read from a module's
+int attribute (``x.reshape(n, self.hidden_dim, -1)``) ties that attribute to
+the channels; anything unknown pins them (soft pin, see ``strict``). Users add
 rules for their own modules or functions with :func:`register_channel_rule`.
+
+The rules for reshapes, ``cat``, indexing, permutes and reductions live in
+:mod:`.shape_rules` and those for layers in :mod:`.layer_rules`, as mixins of
+:class:`Propagator`; this module holds the propagator's state and helpers,
+the elementwise rules, the dispatch from graph nodes to rules and the rule
+registry.
 """
 
 from __future__ import annotations
 
 import builtins
-import math
 import operator
 from collections.abc import Iterable
 from typing import Any, Callable
@@ -28,11 +36,27 @@ from .channels import (
     ChannelUnionFind,
     Layout,
     ModuleChannels,
+    SizeAttr,
     UniformConstraint,
     UnknownOp,
 )
 from .attention import ATTENTION_TYPES, attention_channels
 from .graph import TensorInfo
+from .layer_rules import LayerRules
+from .literals import LiteralUse
+from .shape_rules import ShapeRules, map_reshape
+from .splits import split_channels
+
+__all__ = [
+    "CHANNEL_RULES",
+    "RULE_NAMES",
+    "Propagator",
+    "map_reshape",
+    "register_channel_rule",
+    "registered_module_types",
+    "rule_for_function",
+    "rule_for_module",
+]
 
 # --------------------------------------------------------------------------
 # op tables
@@ -71,7 +95,7 @@ _REDUCE_FUNCTIONS = {torch.mean, torch.sum, torch.amax, torch.amin, torch.std, t
 _REDUCE_METHODS = {"mean", "sum", "amax", "amin", "std", "var"}
 _PERMUTE_FUNCTIONS = {torch.permute, torch.transpose, torch.swapaxes, torch.swapdims}
 _PERMUTE_METHODS = {"permute", "transpose", "swapaxes", "swapdims"}
-_SPLIT_FUNCTIONS = {torch.split, torch.chunk, torch.tensor_split}
+_SPLIT_FUNCTIONS = {torch.split: "split", torch.chunk: "chunk", torch.tensor_split: "tensor_split"}
 _SPLIT_METHODS = {"split", "chunk", "tensor_split"}
 _SHAPE_METHODS = {"size", "dim", "numel", "ndimension", "nelement", "get_device", "is_contiguous"}
 _SHAPE_ATTRS = {"shape", "device", "dtype", "ndim", "is_cuda", "requires_grad"}
@@ -124,40 +148,31 @@ def _iter_nodes(value: Any) -> Iterable[fx.Node]:
         yield from _iter_nodes((value.start, value.stop, value.step))
 
 
-def _describe(node: fx.Node, gm: fx.GraphModule) -> str:
-    if node.op == "call_module":
-        try:
-            module = gm.get_submodule(node.target)
-            return f"module {node.target!r} ({type(module).__name__})"
-        except AttributeError:
-            return f"module {node.target!r}"
-    if node.op == "call_method":
-        return f"Tensor.{node.target}"
-    target = node.target
-    name = getattr(target, "__qualname__", None) or getattr(target, "__name__", None) or str(target)
-    module = getattr(target, "__module__", None)
-    return f"{module}.{name}" if module and module != "builtins" else name
-
-
 # --------------------------------------------------------------------------
 # the propagator
 
 
-class Propagator:
+class Propagator(ShapeRules, LayerRules):
     """Walks a traced graph once and gives every value a channel layout.
 
     Rules registered with :func:`register_channel_rule` receive this object;
     its public helpers (``layout``, ``tinfo``, ``passthrough``, ``nary``,
     ``unknown``, ``module_state``, ``consume``, ``uf``) are the API for them.
+    The shape and layer rules come from its mixins :class:`~.shape_rules.ShapeRules`
+    and :class:`~.layer_rules.LayerRules`.
     """
 
-    def __init__(self, gm: fx.GraphModule, info: dict[fx.Node, Any], leaves: Iterable[str] = ()):
+    def __init__(self, gm: fx.GraphModule, info: dict[fx.Node, Any], leaves: Iterable[str] = (),
+                 root: nn.Module | None = None):
         self.gm = gm
+        self.root = root if root is not None else gm  # the traced model, whose modules hold int attributes
         self.info = info
         self.uf = ChannelUnionFind()
         self.lay: dict[fx.Node, Any] = {}
         self.modules: dict[str, ModuleChannels] = {}
         self.attr_ties: dict[str, AttrTie] = {}
+        self.size_attrs: dict[str, SizeAttr] = {}
+        self.literal_uses: list[LiteralUse] = []  # literals to bind to size_attrs after the walk (see .literals)
         self.warnings: list[str] = []
         self.unknown_ops: list[UnknownOp] = []
         self.uniform: list[UniformConstraint] = []
@@ -168,10 +183,25 @@ class Propagator:
 
     # -- helpers ----------------------------------------------------------
     def warn(self, node: fx.Node, why: str) -> None:
-        msg = f"node '{node.name}' ({_describe(node, self.gm)}): {why}; the channels through it are kept"
+        msg = f"node '{node.name}' ({self.describe(node)}): {why}; the channels through it are kept"
         if msg not in self._warned:
             self._warned.add(msg)
             self.warnings.append(msg)
+
+    def describe(self, node: fx.Node) -> str:
+        """The operation of ``node`` as reports name it (``module 'conv1' (Conv2d)``, ``Tensor.view``, ...)."""
+        if node.op == "call_module":
+            try:
+                module = self.gm.get_submodule(node.target)
+                return f"module {node.target!r} ({type(module).__name__})"
+            except AttributeError:
+                return f"module {node.target!r}"
+        if node.op == "call_method":
+            return f"Tensor.{node.target}"
+        target = node.target
+        name = getattr(target, "__qualname__", None) or getattr(target, "__name__", None) or str(target)
+        module = getattr(target, "__module__", None)
+        return f"{module}.{name}" if module and module != "builtins" else name
 
     def tinfo(self, value: Any) -> TensorInfo | None:
         if isinstance(value, fx.Node):
@@ -221,7 +251,7 @@ class Propagator:
     def unknown(self, node: fx.Node, why: str = "not understood by speedup") -> Any:
         """Pin every channel that reaches ``node`` (soft pin, recorded for reports and ``strict``)."""
         inputs = [self.lay[a] for a in _iter_nodes((node.args, node.kwargs)) if self.lay.get(a) is not None]
-        op = _describe(node, self.gm)
+        op = self.describe(node)
         reason = f"{op} at node '{node.name}': {why}"
         ids = self.pin_args(node, reason, soft=True)
         if ids:
@@ -273,6 +303,18 @@ class Propagator:
             self.uf.pin(ids)
         return True
 
+    def tie_constant(self, value: Any, dim: int, ids: list[int]) -> bool:
+        """:meth:`tie` a constant operand, looking through ``expand`` (a class token expanded over the batch)."""
+        while isinstance(value, fx.Node) and value.op == "call_method" and value.target in ("expand", "expand_as"):
+            source, si, vi = value.args[0], self.tinfo(value.args[0]), self.tinfo(value)
+            if si is None or vi is None or si.ndim != vi.ndim:
+                return False
+            value = source
+        info = self.tinfo(value)
+        if info is None or not 0 <= dim < info.ndim or info.shape[dim] != len(ids):
+            return False
+        return self.tie(value, dim, ids)
+
     def passes_shape(self, node: fx.Node, x: Any, lay: Layout) -> Layout | None:
         """``lay`` for the output if the op keeps the channel dim and its size."""
         xi, oi = self.tinfo(x), self.tinfo(node)
@@ -280,7 +322,7 @@ class Propagator:
             return None
         return lay
 
-    # -- rules ------------------------------------------------------------
+    # -- elementwise rules ------------------------------------------------
     def passthrough(self, node: fx.Node, x: Any) -> Any:
         src = self.lay.get(x) if isinstance(x, fx.Node) else None
         if src is None:
@@ -339,348 +381,7 @@ class Propagator:
                     self.warn(node, "a computed constant varies along the channels")
         return Layout(cdim, ids)
 
-    def reshape(self, node: fx.Node, x: Any, literal_sizes: list | None = None, static_shape: Any = None) -> Any:
-        lay = self.layout(x)
-        xi, oi = self.tinfo(x), self.tinfo(node)
-        if lay is None:
-            return self.passthrough(node, x)
-        if xi is None or oi is None:
-            return self.unknown(node)
-        mapped = map_reshape(xi.shape, oi.shape, lay)
-        if mapped is None:
-            split = self._split_channels(node, xi.shape, oi.shape, lay, literal_sizes)
-            if split is not None:
-                return split
-            return self.unknown(node, "it splits or mixes the channel dimension")
-        new_dim, ids = mapped
-        if literal_sizes is not None and new_dim < len(literal_sizes):
-            size = literal_sizes[new_dim]
-            if isinstance(size, int) and size != -1:
-                return self.unknown(node, "it reshapes to a fixed channel count")
-        if static_shape is not None:
-            if new_dim < len(static_shape):
-                size = int(static_shape[new_dim])
-                if size != -1 and not (size == 0 and new_dim == lay.dim):
-                    return self.unknown(node, "it reshapes to a fixed channel count")
-        return Layout(new_dim, ids)
-
-    def _split_channels(self, node: fx.Node, in_shape, out_shape, lay: Layout, literal: list | None) -> Layout | None:
-        """``view(N, g, C/g, ...)`` with a literal ``g`` and a computed ``C/g`` (channel shuffle).
-
-        After pruning ``C/g`` shrinks and ``g`` stays, so channel j of every
-        group must be kept or removed together: their ids are united and the
-        layout moves to the ``C/g`` dim (the ``g`` dim holds no prunable ids).
-        """
-        c = lay.dim
-        if literal is None or len(out_shape) != len(in_shape) + 1:
-            return None
-        if tuple(out_shape[:c]) != tuple(in_shape[:c]) or tuple(out_shape[c + 2:]) != tuple(in_shape[c + 1:]):
-            return None
-        if len(literal) != len(out_shape):
-            return None
-        a, b = out_shape[c], out_shape[c + 1]
-        la, lb = literal[c], literal[c + 1]
-        fixed_a = isinstance(la, int) and la != -1
-        fixed_b = isinstance(lb, int) and lb != -1
-        if fixed_a == fixed_b or a * b != len(lay.ids):
-            return None
-        ids = lay.ids
-        if fixed_a:  # (g, C/g): index k * b + j
-            rows = [ids[k * b:(k + 1) * b] for k in range(a)]
-            for row in rows[1:]:
-                self.uf.union_lists(rows[0], row)
-            return Layout(c + 1, list(rows[0]))
-        cols = [ids[k::b] for k in range(b)]  # (C/g, g): index j * b + k
-        for col in cols[1:]:
-            self.uf.union_lists(cols[0], col)
-        return Layout(c, list(cols[0]))
-
-    def cat(self, node: fx.Node, tensors: Any, dim: int) -> Any:
-        out = self.tinfo(node)
-        if out is None or not isinstance(tensors, (list, tuple)):
-            return self.unknown(node)
-        dim = dim % out.ndim
-        lays = [self.layout(t) for t in tensors]
-        present = [lay for lay in lays if lay is not None]
-        if not present:
-            return self.unknown(node) if self._has_layout_args(node) else None
-        if any(lay.dim != present[0].dim for lay in present):
-            return self.unknown(node, "its inputs have their channels on different dimensions")
-        cdim = next(lay.dim for lay in lays if lay is not None)
-        if cdim == dim:
-            ids: list[int] = []
-            for t, lay in zip(tensors, lays):
-                if lay is None:
-                    ti = self.tinfo(t)
-                    if ti is None:
-                        return self.unknown(node)
-                    ids.extend(self.uf.new(ti.shape[dim], pinned=True))
-                else:
-                    ids.extend(lay.ids)
-            return Layout(cdim, ids)
-        if any(lay is None for lay in lays):
-            # e.g. a class token prepended along the tokens: the channels stay where they are, but kept
-            why = "a constant is concatenated to it"
-            op = _describe(node, self.gm)
-            ids = self.pin_args(node, f"{op} at node '{node.name}': {why}", soft=True)
-            self.unknown_ops.append(UnknownOp(node.name, op, why, ids))
-            self.warn(node, why)
-            return self.check(node, Layout(cdim, present[0].ids))
-        for lay in lays[1:]:
-            self.uf.union_lists(lays[0].ids, lay.ids)
-        return Layout(cdim, lays[0].ids)
-
-    def reduce(self, node: fx.Node, x: Any, dims: Any, keepdim: bool) -> Any:
-        lay = self.layout(x)
-        xi = self.tinfo(x)
-        if lay is None or xi is None:
-            return self.passthrough(node, x)
-        if dims is None or (isinstance(dims, (list, tuple)) and len(dims) == 0):
-            return self.unknown(node, "it reduces over the channels")
-        if isinstance(dims, int):
-            dims = [dims]
-        if not all(isinstance(d, int) for d in dims):
-            return self.unknown(node)
-        dims = [d % xi.ndim for d in dims]
-        if lay.dim in dims:
-            return self.unknown(node, "it reduces over the channels")
-        new_dim = lay.dim if keepdim else lay.dim - sum(1 for d in dims if d < lay.dim)
-        return self.check(node, Layout(new_dim, lay.ids))
-
-    def check(self, node: fx.Node, lay: Layout) -> Any:
-        oi = self.tinfo(node)
-        if oi is None or lay.dim >= oi.ndim or oi.shape[lay.dim] != len(lay.ids):
-            return self.unknown(node)
-        return lay
-
-    def permute(self, node: fx.Node, x: Any, perm: list[int] | None = None, swap: tuple | None = None) -> Any:
-        lay = self.layout(x)
-        xi = self.tinfo(x)
-        if lay is None or xi is None:
-            return self.passthrough(node, x)
-        if perm is not None:
-            if not all(isinstance(p, int) for p in perm) or len(perm) != xi.ndim:
-                return self.unknown(node)
-            perm = [p % xi.ndim for p in perm]
-            new_dim = perm.index(lay.dim)
-        else:
-            a, b = swap
-            if not isinstance(a, int) or not isinstance(b, int):
-                return self.unknown(node)
-            a, b = a % xi.ndim, b % xi.ndim
-            new_dim = b if lay.dim == a else a if lay.dim == b else lay.dim
-        return self.check(node, Layout(new_dim, lay.ids))
-
-    def split(self, node: fx.Node, x: Any, dim: Any, how: str = "split", size: Any = None) -> Any:
-        lay = self.layout(x)
-        xi, oi = self.tinfo(x), self.info.get(node)
-        if lay is None or xi is None:
-            return self.passthrough(node, x) if lay is None and self.lay.get(x) is None else self.unknown(node)
-        if not isinstance(dim, int) or not isinstance(oi, (tuple, list)):
-            return self.unknown(node)
-        if dim % xi.ndim != lay.dim:
-            return tuple(Layout(lay.dim, lay.ids) if isinstance(v, TensorInfo) else None for v in oi)
-        # on the channel dim: only chunk(n) with equal pieces stays valid when the pieces shrink
-        n = len(lay.ids)
-        if how != "chunk" or not isinstance(size, int) or size < 1 or n % size != 0 or len(oi) != size:
-            return self.unknown(node, "it splits the channels into pieces of fixed size")
-        per = n // size
-        pieces = [lay.ids[k * per:(k + 1) * per] for k in range(size)]
-        self.uniform.append(UniformConstraint(f"chunk at node '{node.name}'", pieces))
-        return tuple(Layout(lay.dim, p) for p in pieces)
-
-    def getitem(self, node: fx.Node, x: Any, index: Any) -> Any:
-        src = self.lay.get(x) if isinstance(x, fx.Node) else None
-        if src is None:
-            return None
-        if isinstance(src, (tuple, list)):
-            if isinstance(index, int) and -len(src) <= index < len(src):
-                return src[index]
-            return self.unknown(node)
-        lay = src
-        xi = self.tinfo(x)
-        if xi is None:
-            return self.unknown(node)
-        idx = index if isinstance(index, tuple) else (index,)
-        new_dim, dim = lay.dim, 0
-        for entry in idx:
-            if dim > lay.dim:
-                break
-            if isinstance(entry, slice):
-                if dim == lay.dim and not (entry.start in (None, 0) and entry.stop is None and entry.step in (None, 1)):
-                    return self.unknown(node, "it slices the channels")
-                dim += 1
-            elif isinstance(entry, int) and not isinstance(entry, bool):
-                if dim == lay.dim:
-                    return self.unknown(node, "it indexes the channels")
-                new_dim -= 1
-                dim += 1
-            else:
-                return self.unknown(node)
-        return self.check(node, Layout(new_dim, lay.ids))
-
-    # -- layers -----------------------------------------------------------
-    def module_state(self, name: str, kind: str, module: nn.Module) -> ModuleChannels:
-        """The record of layer ``name`` (created on its first call)."""
-        state = self.modules.get(name)
-        if state is None:
-            state = self.modules[name] = ModuleChannels(name, kind, module)
-        state.calls += 1
-        return state
-
-    def consume(self, node: fx.Node, state: ModuleChannels, lay: Layout | None, count: int, dim_ok: bool) -> list[int]:
-        """Input channel ids of a layer that reads ``count`` channels of ``lay``."""
-        if lay is None or not dim_ok or len(lay.ids) != count:
-            if lay is not None:
-                why = "its input channels are not where the layer reads them"
-                op = _describe(node, self.gm)
-                self.uf.pin(lay.ids, f"{op} at node '{node.name}': {why}", soft=True)
-                self.unknown_ops.append(UnknownOp(node.name, op, why, list(lay.ids)))
-                self.warn(node, why)
-            ids = self.uf.new(count, pinned=True, reason=f"inputs of layer {state.name!r}")
-        else:
-            ids = lay.ids
-        if state.in_ids is None:
-            state.in_ids = list(ids)
-        else:
-            self.uf.union_lists(state.in_ids, ids)
-        return state.in_ids
-
-    def uniform_groups(self, what: str, ids: list[int], groups: int) -> None:
-        """Require every one of ``groups`` equal slices of ``ids`` to keep the same number of channels."""
-        if groups <= 1 or len(ids) <= groups:
-            if groups > 1:
-                self.uf.pin(ids, f"{what}: one channel per group")
-            return
-        per = len(ids) // groups
-        self.uniform.append(UniformConstraint(what, [ids[k * per:(k + 1) * per] for k in range(groups)]))
-
-    def conv(self, node: fx.Node, name: str, m: nn.modules.conv._ConvNd, x: Any) -> Any:
-        lay = self.layout(x)
-        xi = self.tinfo(x)
-        transposed = bool(getattr(m, "transposed", False))
-        in_ch = m.in_channels
-        out_ch = m.out_channels
-        if "weight" not in m._parameters or m.weight is None:
-            return self.unknown(node, "its weight is not a plain parameter")
-        dim_ok = lay is not None and lay.dim == 1 and xi is not None and xi.ndim >= 3
-        if m.groups == 1:
-            state = self.module_state(name, "conv_transpose" if transposed else "conv", m)
-            self.consume(node, state, lay, in_ch, dim_ok)
-            if state.out_ids is None:
-                state.out_ids = self.uf.new(out_ch)
-            return Layout(1, state.out_ids)
-        if not transposed and m.groups == in_ch == out_ch:
-            state = self.module_state(name, "depthwise", m)
-            ids = self.consume(node, state, lay, in_ch, dim_ok)
-            state.out_ids = state.in_ids
-            return Layout(1, ids)
-        if not transposed and in_ch == out_ch:
-            # grouped conv: output channel i is tied to input channel i (same group, same place), and
-            # every group keeps the same number of channels
-            state = self.module_state(name, "grouped", m)
-            ids = self.consume(node, state, lay, in_ch, dim_ok)
-            state.out_ids = state.in_ids
-            if state.calls == 1:
-                self.uniform_groups(f"grouped convolution {name!r} (groups={m.groups})", ids, m.groups)
-            return Layout(1, ids)
-        if not transposed:
-            # grouped conv with different in/out widths: a producer with per-group uniform cuts on both sides
-            state = self.module_state(name, "conv", m)
-            self.consume(node, state, lay, in_ch, dim_ok)
-            if state.out_ids is None:
-                state.out_ids = self.uf.new(out_ch)
-                what = f"grouped convolution {name!r} (groups={m.groups})"
-                self.uniform_groups(what, state.in_ids, m.groups)
-                self.uniform_groups(what, state.out_ids, m.groups)
-            return Layout(1, state.out_ids)
-        state = self.module_state(name, "fixed", m)
-        self.consume(node, state, lay, in_ch, False)
-        self.uf.pin(state.in_ids, f"grouped transposed convolution {name!r}", soft=True)
-        if state.out_ids is None:
-            state.out_ids = self.uf.new(out_ch, pinned=True, reason=f"grouped transposed convolution {name!r}")
-        if lay is not None:
-            self.warn(node, f"grouped transposed convolution (groups={m.groups}) is not pruned")
-        return Layout(1, state.out_ids)
-
-    def linear(self, node: fx.Node, name: str, m: nn.Linear, x: Any) -> Any:
-        if "weight" not in m._parameters or m.weight is None:
-            return self.unknown(node, "its weight is not a plain parameter")
-        lay = self.layout(x)
-        xi, oi = self.tinfo(x), self.tinfo(node)
-        if oi is None or oi.ndim < 1:
-            return self.unknown(node)
-        state = self.module_state(name, "linear", m)
-        ok = lay is not None and xi is not None and lay.dim == xi.ndim - 1
-        self.consume(node, state, lay, m.in_features, ok)
-        if state.out_ids is None:
-            state.out_ids = self.uf.new(m.out_features)
-        if oi.ndim == 1:
-            self.uf.pin(state.out_ids, f"1-D output of layer {name!r}")
-            return None
-        return Layout(oi.ndim - 1, state.out_ids)
-
-    def embedding(self, node: fx.Node, name: str, m: nn.Embedding, x: Any) -> Any:
-        oi = self.tinfo(node)
-        if oi is None or oi.ndim < 2 or "weight" not in m._parameters:
-            return self.unknown(node)
-        if self.layout(x) is not None:
-            self.pin_args(node, f"indices of embedding {name!r}")
-        state = self.module_state(name, "embedding", m)
-        if state.out_ids is None:
-            state.out_ids = self.uf.new(m.embedding_dim)
-        return Layout(oi.ndim - 1, state.out_ids)
-
-    def norm(self, node: fx.Node, name: str, m: nn.Module, x: Any, count: int, kind: str, dim: int = 1) -> Any:
-        lay = self.layout(x)
-        xi = self.tinfo(x)
-        state = self.module_state(name, kind, m)
-        if xi is not None:
-            dim = dim % xi.ndim
-        ok = lay is not None and lay.dim == dim and xi is not None and self.passes_shape(node, x, lay) is not None
-        ids = self.consume(node, state, lay, count, ok)
-        state.out_ids = state.in_ids
-        return Layout(dim, ids)
-
-    def layer_norm(self, node: fx.Node, name: str, m: nn.LayerNorm, x: Any, channel_dim: int | None) -> Any:
-        """nn.LayerNorm (``channel_dim`` None: last dims) or a channels-first LayerNorm2d (dim 1)."""
-        lay, xi = self.layout(x), self.tinfo(x)
-        shape = tuple(m.normalized_shape)
-        if lay is None or xi is None:
-            return self.passthrough(node, x)
-        if channel_dim is None:
-            normed = list(range(xi.ndim - len(shape), xi.ndim))
-            if lay.dim not in normed:
-                return self.passthrough(node, x)
-            if len(shape) != 1:
-                return self.unknown(node, "it normalises over the channels and other dims together")
-            channel_dim = xi.ndim - 1
-        elif len(shape) != 1 or lay.dim != channel_dim % xi.ndim:
-            return self.unknown(node, "it normalises over the channels")
-        if not m.elementwise_affine or getattr(m, "weight", None) is None:
-            return self.passthrough(node, x)
-        return self.norm(node, name, m, x, shape[0], "norm", dim=channel_dim)
-
-    def group_norm(self, node: fx.Node, name: str, m: nn.GroupNorm, x: Any) -> Any:
-        out = self.norm(node, name, m, x, m.num_channels, "norm")
-        state = self.modules[name]
-        if state.calls == 1:
-            self.uniform_groups(f"GroupNorm {name!r} (num_groups={m.num_groups})", state.in_ids, m.num_groups)
-        return out
-
-    def functional_norm(self, node: fx.Node, x: Any, attrs: list[Any]) -> Any:
-        lay = self.layout(x)
-        out = self.passthrough(node, x)
-        if lay is None or out is None or lay.dim != 1:
-            return self.unknown(node) if lay is not None else out
-        for a in attrs:
-            ai = self.tinfo(a)
-            if ai is not None and ai.ndim == 1 and ai.shape[0] == len(lay.ids):
-                if not self.tie(a, 0, lay.ids):
-                    self.uf.pin(lay.ids)
-                    self.warn(node, "its statistics are computed tensors")
-        return out
-
+    # -- registered rules -------------------------------------------------
     def apply_rule(self, node: fx.Node, rule: Any, name: str | None, m: nn.Module | None, x: Any) -> Any:
         """Apply a rule registered with :func:`register_channel_rule`."""
         if callable(rule) and not isinstance(rule, str):
@@ -690,7 +391,7 @@ class Propagator:
             return self.passthrough(node, x)
         if rule == "pin":
             why = "registered as keeping its channels"
-            reason = f"{_describe(node, self.gm)} at node '{node.name}': {why}"
+            reason = f"{self.describe(node)} at node '{node.name}': {why}"
             self.pin_args(node, reason)
             return self.fresh(self.info.get(node), pinned=True, reason=reason)
         if rule == "channelwise":
@@ -846,8 +547,7 @@ class Propagator:
         if f in _PERMUTE_FUNCTIONS:
             return self.permute(node, x, swap=(_arg(node, 1, "dim0"), _arg(node, 2, "dim1")))
         if f in _SPLIT_FUNCTIONS:
-            how = "chunk" if f is torch.chunk else "split"
-            return self.split(node, x, _arg(node, 2, "dim", 0), how, _arg(node, 1, "chunks"))
+            return split_channels(self, node, x, _arg(node, 2, "dim", 0), _SPLIT_FUNCTIONS[f])
         if f is F.batch_norm:
             attrs = [_arg(node, 1, "running_mean"), _arg(node, 2, "running_var"),
                      _arg(node, 3, "weight"), _arg(node, 4, "bias")]
@@ -898,8 +598,7 @@ class Propagator:
         if name in _PERMUTE_METHODS:
             return self.permute(node, x, swap=(_arg(node, 1, "dim0"), _arg(node, 2, "dim1")))
         if name in _SPLIT_METHODS:
-            how = "chunk" if name == "chunk" else "split"
-            return self.split(node, x, _arg(node, 2, "dim", 0), how, _arg(node, 1, "chunks"))
+            return split_channels(self, node, x, _arg(node, 2, "dim", 0), name)
         if name == "expand_as":
             return self.nary(node, [x])
         if name == "expand":
@@ -968,57 +667,3 @@ def rule_for_function(f: Any) -> Any:
 
 def registered_module_types() -> tuple[type, ...]:
     return tuple(t for t in CHANNEL_RULES if isinstance(t, type))
-
-
-def map_reshape(in_shape: tuple[int, ...], out_shape: tuple[int, ...], lay: Layout) -> tuple[int, list[int]] | None:
-    """Where the channels of ``lay`` land after a row-major reshape.
-
-    Returns ``(new_dim, ids)`` when the channel dim stays whole (possibly
-    merged with neighbours, ids repeated in row-major order) or ``None``
-    when the reshape splits the channel dim.
-    """
-    c = lay.dim
-    if in_shape[c] <= 1:
-        return None
-    if 0 in in_shape:
-        return None
-    ins = [(i, s) for i, s in enumerate(in_shape) if s != 1]
-    outs = [(j, s) for j, s in enumerate(out_shape) if s != 1]
-    a = b = 0
-    while a < len(ins) and b < len(outs):
-        gi, gj = [ins[a]], [outs[b]]
-        pi, pj = ins[a][1], outs[b][1]
-        a += 1
-        b += 1
-        while pi != pj:
-            if pi < pj:
-                if a >= len(ins):
-                    return None
-                gi.append(ins[a])
-                pi *= ins[a][1]
-                a += 1
-            else:
-                if b >= len(outs):
-                    return None
-                gj.append(outs[b])
-                pj *= outs[b][1]
-                b += 1
-        dims = [i for i, _ in gi]
-        if c in dims:
-            if len(gj) != 1:
-                return None
-            pos = dims.index(c)
-            outer = 1
-            for _, s in gi[:pos]:
-                outer *= s
-            inner = 1
-            for _, s in gi[pos + 1:]:
-                inner *= s
-            ids = lay.ids
-            if inner > 1:
-                ids = [x for x in ids for _ in range(inner)]
-            if outer > 1:
-                ids = ids * outer
-            return gj[0][0], ids
-    return None
-

@@ -26,6 +26,7 @@ from .attention import ATTENTION_TYPES, attention_sizes, cut_attention, merged_m
 from .dependency import ChannelAnalysis, analyze_channels
 from .errors import SpeedupError
 from .graph import TensorInfo, describe_input, normalize_inputs, set_training_flags, summarize
+from .literals import plain_sizes, sizes_like
 from .replace import (
     apply_masks,
     cut_module,
@@ -34,6 +35,7 @@ from .replace import (
     is_cuttable,
     module_references,
     module_sizes,
+    output_rows,
     set_attr_tensor,
 )
 
@@ -91,11 +93,10 @@ def _validate_masks(model: nn.Module, masks: Masks) -> dict[str, nn.Module]:
 def _dead_channels(module: nn.Module, mask: Mapping[str, torch.Tensor] | None, out_dim: int) -> list[bool]:
     """Per output channel: is it fully masked (weight slice zero and effective bias zero)?"""
     weight = module.weight
-    n = weight.shape[out_dim]
     if not mask or mask.get("weight") is None:
-        return [False] * n
+        return [False] * output_rows(module, weight, out_dim).shape[0]
     wm = mask["weight"].to(weight.device).expand(weight.shape)
-    dead = (wm.transpose(0, out_dim).reshape(n, -1) == 0).all(dim=1)
+    dead = (output_rows(module, wm, out_dim) == 0).all(dim=1)
     bias = getattr(module, "bias", None)
     if isinstance(bias, torch.Tensor):
         value = bias.detach()
@@ -134,7 +135,11 @@ class ModelSpeedup:
     ``speedup_model()`` modifies ``model`` in place (layers are replaced by
     new, smaller module objects on their parents) and returns it. Afterwards
     ``plan`` holds the JSON-serialisable per-layer new shapes for
-    :func:`apply_pruning_plan`, and ``warnings`` lists the operations that kept
+    :func:`apply_pruning_plan` (and the new value of every int attribute a
+    fixed-size reshape reads its channel count from, e.g. a ViT's
+    ``hidden_dim``: ``{"type": "int", "value": 384, "before": {"value":
+    768}}``, and of every list of split sizes ``torch.split`` reads:
+    ``"type": "list"``), and ``warnings`` lists the operations that kept
     channels. On any error a :class:`SpeedupError` is raised and the model is
     left unchanged.
 
@@ -198,8 +203,8 @@ class ModelSpeedup:
         model = self.model
         analysis = self.analyze()
         with torch.no_grad():
-            replacements, tensors, plan = self._build(analysis, self._named, self.removed)
-            self._swap(replacements, tensors, analysis)
+            replacements, tensors, sizes, plan = self._build(analysis, self._named, self.removed)
+            self._swap(replacements, tensors, sizes, analysis)
         self.plan = plan
         for message in self.warnings:
             self.logger.info("speedup: %s", message)
@@ -212,7 +217,17 @@ class ModelSpeedup:
         blocked: set[int] = set()
         for state in analysis.modules.values():
             mask = self.masks.get(state.name)
-            if state.produces:
+            if state.kind == "attention":
+                # its output channels are out_proj's rows (masked through "<name>.out_proj" or "out_proj.weight")
+                merged = merged_mask(state.name, self.masks)
+                out_mask = {"weight": merged.get("out_proj.weight"), "bias": merged.get("out_proj.bias")}
+                dead = _dead_channels(state.module.out_proj, out_mask, 0)
+                for x, is_dead in zip(state.out_ids, dead):
+                    root = uf.find(x)
+                    producing.add(root)
+                    if not is_dead:
+                        blocked.add(root)
+            elif state.produces:
                 out_dim = {"conv_transpose": 1, "embedding": 1}.get(state.kind, 0)
                 dead = _dead_channels(state.module, mask, out_dim)
                 for x, is_dead in zip(state.out_ids, dead):
@@ -262,17 +277,19 @@ class ModelSpeedup:
             if named.get(name) is not module:
                 raise SpeedupError(f"layer {name!r} of the traced graph is not a module of the model")
             if state.kind == "attention":
-                # heads go; the embedding channels stay (see .attention)
+                # heads go by the mask, channels by the analysis (see .attention)
                 mask = merged_mask(name, self.masks)
-                if not mask:
-                    continue
                 absorbed.update({name, f"{name}.out_proj"})
-                new, entry = speedup_attention(name, module, mask)
-                replacements[name] = new if new is not None else apply_masks(module, mask)
-                if entry is not None:
-                    plan[name] = entry
+                new, entry = speedup_attention(
+                    name, module, mask, kept_out=kept(state.out_ids), kept_in=kept(state.in_ids),
+                    kept_key=kept(state.key_ids), kept_value=kept(state.value_ids),
+                )
+                if new is not None:
+                    replacements[name], plan[name] = new, entry
+                elif mask:
+                    replacements[name] = apply_masks(module, mask)
                 continue
-            if state.kind == "fixed" or state.out_ids is None:
+            if state.out_ids is None:
                 continue
             kept_out = kept(state.out_ids)
             kept_in = kept(state.in_ids) if state.in_ids is not None else None
@@ -324,11 +341,21 @@ class ModelSpeedup:
                 "kept": idx,
                 "before": {"shape": list(old.shape)},
             }
-        return replacements, tensors, plan
 
-    def _swap(self, replacements: dict[str, nn.Module], tensors: dict[str, torch.Tensor], analysis: ChannelAnalysis):
+        sizes: dict[str, Any] = {}
+        for target, size_attr in analysis.size_attrs.items():
+            old = getattr(self.model.get_submodule(size_attr.module), size_attr.attr)
+            value = size_attr.new_value(lambda ids: len(kept(ids)))
+            if value == plain_sizes(old):
+                continue
+            sizes[target] = sizes_like(old, value)
+            plan[target] = {"type": type(old).__name__, "value": value, "before": {"value": plain_sizes(old)}}
+        return replacements, tensors, sizes, plan
+
+    def _swap(self, replacements: dict[str, nn.Module], tensors: dict[str, torch.Tensor], sizes: dict[str, Any],
+              analysis: ChannelAnalysis):
         model = self.model
-        undo = _swap_in(model, replacements, tensors)
+        undo = _swap_in(model, replacements, tensors, sizes)
         try:
             self._check(analysis)
         except Exception as exc:
@@ -393,17 +420,36 @@ def _resolve_attr(model: nn.Module, target: str) -> tuple[nn.Module, str]:
     return owner, attr
 
 
-def _swap_in(model: nn.Module, replacements: dict[str, nn.Module], tensors: dict[str, torch.Tensor]):
-    """Put new modules / tensors into ``model``; returns a function that undoes it."""
+def _resolve_size_attr(model: nn.Module, target: str) -> tuple[nn.Module, str]:
+    owner_name, _, attr = target.rpartition(".")
+    try:
+        owner = model.get_submodule(owner_name) if owner_name else model
+    except AttributeError as exc:
+        raise SpeedupError(f"{target!r} names no module of the model") from exc
+    if plain_sizes(getattr(owner, attr, None)) is None:
+        raise SpeedupError(f"{target!r} names no int (or int list) attribute of the model")
+    return owner, attr
+
+
+def _swap_in(
+    model: nn.Module,
+    replacements: dict[str, nn.Module],
+    tensors: dict[str, torch.Tensor],
+    sizes: Mapping[str, Any] | None = None,
+):
+    """Put new modules / tensors / int attribute values into ``model``; returns a function that undoes it."""
     refs = module_references(model)
     done_modules: list[tuple[nn.Module, str, nn.Module]] = []
     done_tensors: list[tuple[nn.Module, str, Any]] = []
+    done_sizes: list[tuple[nn.Module, str, Any]] = []
 
     def undo() -> None:
         for parent, attr, old in reversed(done_modules):
             parent._modules[attr] = old
         for owner, attr, old in reversed(done_tensors):
             set_attr_tensor(owner, attr, old)
+        for owner, attr, old in reversed(done_sizes):
+            setattr(owner, attr, old)
 
     try:
         resolved = []
@@ -418,6 +464,10 @@ def _swap_in(model: nn.Module, replacements: dict[str, nn.Module], tensors: dict
             owner, attr = _resolve_attr(model, target)
             done_tensors.append((owner, attr, getattr(owner, attr)))
             set_attr_tensor(owner, attr, value)
+        for target, value in (sizes or {}).items():
+            owner, attr = _resolve_size_attr(model, target)
+            done_sizes.append((owner, attr, getattr(owner, attr)))
+            setattr(owner, attr, value)
     except Exception:
         undo()
         raise
@@ -433,11 +483,15 @@ def _plan_attention(name: str, module: nn.Module, entry: Mapping[str, Any]) -> n
     wanted = dict(entry.get("before", {}))
     if {k: before.get(k) for k in wanted} != wanted:
         raise SpeedupError(f"pruning plan entry {name!r} was made for {wanted}, the model's layer has {before}")
-    new = cut_attention(module, [int(i) for i in entry["kept_heads"]])
+    def indices(key: str) -> list[int] | None:
+        return [int(i) for i in entry[key]] if entry.get(key) is not None else None
+
+    new = cut_attention(module, indices("kept_heads"), kept_out=indices("kept_out"), kept_in=indices("kept_in"),
+                        kept_key=indices("kept_key"), kept_value=indices("kept_value"))
     after = attention_sizes(new)
     asked = {k: entry[k] for k in after if k in entry}
     if {k: after[k] for k in asked} != asked:
-        raise SpeedupError(f"pruning plan entry {name!r} asks for {asked}, its kept heads give {after}")
+        raise SpeedupError(f"pruning plan entry {name!r} asks for {asked}, its kept heads and channels give {after}")
     return new
 
 
@@ -446,11 +500,13 @@ def apply_pruning_plan(model: nn.Module, plan: Mapping[str, Mapping[str, Any]]) 
 
     ``plan`` is :attr:`ModelSpeedup.plan` (possibly after a JSON round trip).
     Every layer it names is replaced by a smaller module of the same class
-    (its weights are the kept slices of the fresh ones, to be overwritten by
-    ``load_state_dict``), so the pruned model's state_dict loads with
-    ``strict=True``. Returns ``model`` (modified in place); on a plan that
-    does not fit the model a :class:`SpeedupError` is raised and the model is
-    unchanged.
+    (an attention layer by a ``PrunedMultiheadAttention``; its weights are the
+    kept slices of the fresh ones, to be overwritten by ``load_state_dict``),
+    parameters and buffers it names are cut, and int attributes it names
+    (``"type": "int"``) take their new values, so the pruned model's
+    state_dict loads with ``strict=True`` and its forward runs. Returns
+    ``model`` (modified in place); on a plan that does not fit the model a
+    :class:`SpeedupError` is raised and the model is unchanged.
 
     Example::
 
@@ -468,11 +524,21 @@ def apply_pruning_plan(model: nn.Module, plan: Mapping[str, Mapping[str, Any]]) 
         raise SpeedupError(f"a pruning plan must be a dict {{module_name: {{...}}}}, got {type(plan).__name__}")
     replacements: dict[str, nn.Module] = {}
     tensors: dict[str, torch.Tensor] = {}
+    sizes: dict[str, Any] = {}
     with torch.no_grad():
         for name, entry in plan.items():
             if not isinstance(entry, Mapping) or "type" not in entry:
                 raise SpeedupError(f"pruning plan entry {name!r} must be a dict with a 'type'")
             kind = entry["type"]
+            if kind in ("int", "list", "tuple"):
+                owner, attr = _resolve_size_attr(model, name)
+                if plain_sizes(getattr(owner, attr)) != entry["before"]["value"]:
+                    raise SpeedupError(
+                        f"pruning plan entry {name!r} expects {entry['before']['value']}, the model has "
+                        f"{getattr(owner, attr)}"
+                    )
+                sizes[name] = sizes_like(getattr(owner, attr), entry["value"])
+                continue
             if kind in ("Parameter", "Buffer"):
                 owner, attr = _resolve_attr(model, name)
                 old = getattr(owner, attr)
@@ -507,5 +573,5 @@ def apply_pruning_plan(model: nn.Module, plan: Mapping[str, Mapping[str, Any]]) 
             if {k: after[k] for k in wanted} != wanted:
                 raise SpeedupError(f"pruning plan entry {name!r} asks for {wanted}, its kept indices give {after}")
             replacements[name] = new
-        _swap_in(model, replacements, tensors)
+        _swap_in(model, replacements, tensors, sizes)
     return model

@@ -114,3 +114,74 @@ def test_selecting_only_unremovable_channels_is_a_clear_error(tmp_path):
     params = {"config_list": [{"op_names": [output_layer], "sparse_ratio": 0.5}]}
     with pytest.raises(ValueError, match="none of the selected layers has channels that speedup could remove"):
         run_pipeline(_recipe(tmp_path, params=params, dataset=None))
+
+
+def test_data_dependent_pruner_runs_on_the_dataset(tmp_path):
+    params = {**L1_HALF, "training_steps": 5}
+    result = run_pipeline(_recipe(tmp_path, algorithm="TaylorFOWeightPruner", params=params))
+    convs = [layer for layer in result["layers"] if layer["type"] == "Conv2d"]
+    assert [layer["weight_shape_after"][0] for layer in convs] == [8, 16]
+    assert "finetune" not in result["metrics"]
+
+
+def test_fine_tuning_recovers_accuracy_and_is_reported(tmp_path):
+    from compression_core.datasets import train_digits_cnn
+    from safetensors.torch import save_file
+
+    weights = tmp_path / "trained.safetensors"
+    save_file(train_digits_cnn(epochs=10).state_dict(), str(weights))
+    params = {**L1_HALF, "training": {"finetune_epochs": 3, "distillation": True, "lr": 3e-3}}
+    source = ModelSource(path=str(weights), architecture="digits_cnn")
+    progress = []
+    result = run_pipeline(_recipe(tmp_path, model=source, params=params),
+                          progress=lambda f, msg: progress.append(msg))
+    finetune = result["metrics"]["finetune"]
+    assert finetune["epochs"] == 3 and finetune["distillation"] is True and finetune["metric"] == "accuracy"
+    assert len(finetune["per_epoch"]) == 3
+    assert finetune["finetuned"] > finetune["pruned"] + 0.1
+    assert result["metrics"]["after"]["accuracy"] == pytest.approx(finetune["finetuned"])
+    assert result["metrics"]["after"]["accuracy"] > 0.9
+    assert "fine-tuning: epoch 3 of 3" in progress
+
+
+def test_fine_tuning_without_speedup_keeps_the_masks(tmp_path):
+    params = {**L1_HALF, "training": {"finetune_epochs": 1}}
+    result = run_pipeline(_recipe(tmp_path, params=params, speedup=False))
+    convs = [layer for layer in result["layers"] if layer["type"] == "Conv2d"]
+    assert all(layer["sparsity"] == pytest.approx(0.5) for layer in convs)
+
+
+def test_unlabelled_data_distils_from_the_original(tmp_path):
+    x = np.random.default_rng(0).random((120, 1, 8, 8), dtype=np.float32)
+    np.savez(tmp_path / "unlabelled.npz", x=x)
+    params = {**L1_HALF, "training": {"finetune_epochs": 2}}
+    result = run_pipeline(_recipe(tmp_path, params=params, dataset={"path": str(tmp_path / "unlabelled.npz")}))
+    finetune = result["metrics"]["finetune"]
+    assert finetune["metric"] == "agreement with the original" and finetune["distillation"] is True
+    assert "accuracy" not in result["metrics"]["after"]
+
+
+def test_slim_prunes_batch_norm_channels_with_their_convolutions(tmp_path):
+    x = np.random.default_rng(0).random((64, 1, 28, 28), dtype=np.float32)
+    np.savez(tmp_path / "mnist_like.npz", x=x, y=np.arange(64) % 10)
+    params = {"config_list": [{"op_types": ["BatchNorm2d"], "sparse_ratio": 0.5}], "training_steps": 3}
+    result = run_pipeline(_recipe(tmp_path, model=ModelSource(architecture="mnist_cnn"), input_shape=[1, 28, 28],
+                                  algorithm="SlimPruner", params=params,
+                                  dataset={"path": str(tmp_path / "mnist_like.npz")}))
+    before, after = result["metrics"]["before"], result["metrics"]["after"]
+    assert after["flops"] < before["flops"]
+    norms = [layer for layer in result["layers"] if layer["type"] == "BatchNorm2d"]
+    assert sum(layer["weight_shape_after"][0] for layer in norms) == sum(
+        layer["weight_shape_before"][0] for layer in norms) // 2
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"algorithm": "ActivationAPoZRankPruner", "dataset": None}, "ActivationAPoZRankPruner needs data"),
+    ({"params": {**L1_HALF, "training": {"finetune_epochs": 2}}, "dataset": None}, "fine-tuning needs data"),
+    ({"algorithm": "SlimPruner"}, "selects no layer SlimPruner can prune"),
+    ({"algorithm": "NetAdaptPruner", "params": {"config_list": [{"op_types": ["Conv2d"], "sparse_ratio": 0.99}]}},
+     "cannot be reached"),
+])
+def test_training_errors_before_any_work(tmp_path, overrides, message):
+    with pytest.raises(ValueError, match=message):
+        validate_recipe(_recipe(tmp_path, **overrides))

@@ -21,9 +21,11 @@ from compression_core.speedup import (
 )
 from compression_core.speedup.attention import PrunedMultiheadAttention, cut_attention, head_mask
 
+# Heads and MLP hidden channels only: selecting the MLP's output Linear (it writes into the
+# residual stream) would prune the embedding width too, see test_speedup_vit_width.py.
 CONFIG = [
     {"op_types": ["MultiheadAttention"], "sparse_ratio": 0.5},
-    {"op_types": ["Linear"], "sparse_ratio": 0.5, "exclude_op_names": ["heads.head"]},
+    {"op_types": ["Linear"], "op_names_re": [r".*\.mlp\.0"], "sparse_ratio": 0.5},
 ]
 
 
@@ -86,9 +88,13 @@ def test_level_pruner_masks_attention_projections():
 
 
 def test_unsupported_attention_is_a_clear_error():
-    model = nn.Sequential(nn.MultiheadAttention(8, 2, kdim=4, vdim=4))
-    with pytest.raises(ValueError, match="kdim"):
-        L1NormPruner(model, [{"op_types": ["MultiheadAttention"], "sparse_ratio": 0.5}])
+    class ScaledAttention(nn.MultiheadAttention):
+        def forward(self, query, key, value, **kwargs):
+            return super().forward(query * 2, key, value, **kwargs)
+
+    model = nn.Sequential(ScaledAttention(8, 2))
+    with pytest.raises(ValueError, match="its own forward"):
+        L1NormPruner(model, [{"op_types": ["ScaledAttention"], "sparse_ratio": 0.5}])
 
 
 # --------------------------------------------------------------------------

@@ -45,3 +45,63 @@ def no_enqueue(monkeypatch):
     calls = []
     monkeypatch.setattr("webapp.jobs.services.job_enqueue", lambda job_id, device: calls.append((job_id, device)))
     return calls
+
+
+def _npz_bytes(**arrays) -> bytes:
+    import numpy as np
+
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def _zip_bytes(files: dict[str, bytes]) -> bytes:
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for name, content in files.items():
+            archive.writestr(name, content)
+    return buffer.getvalue()
+
+
+def _png_bytes(value: int, size=(12, 10)) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("L", size, value).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def make_npz():
+    """``make_npz(x=..., y=...)`` -> the bytes of an .npz file."""
+    return _npz_bytes
+
+
+@pytest.fixture
+def make_zip():
+    """``make_zip({"cat/1.png": b"..."})`` -> the bytes of a zip file."""
+    return _zip_bytes
+
+
+@pytest.fixture
+def make_png():
+    """``make_png(grey_value, size=(w, h))`` -> the bytes of a grey PNG."""
+    return _png_bytes
+
+
+@pytest.fixture(scope="session")
+def digits_npz() -> bytes:
+    """120 digits as N x 8 x 8 uint8 with labels: fits the digits_cnn model."""
+    from compression_core.datasets import load_builtin_dataset
+
+    x, y = load_builtin_dataset("digits", "test")
+    return _npz_bytes(x=(x[:120, 0].numpy() * 255).astype("uint8"), y=y[:120].numpy())
+
+
+@pytest.fixture
+def digits_dataset(user, upload, digits_npz):
+    from webapp.datahub.services import dataset_create
+
+    return dataset_create(owner=user, name="my digits", upload=upload("digits.npz", digits_npz))

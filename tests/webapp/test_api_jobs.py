@@ -35,7 +35,7 @@ def test_create_job_queues_it_and_enqueues_on_commit(api, digits_model, no_enque
         ({"params": {"config_list": [{"op_types": ["Conv2d"], "sparsity": 1.0}]}}, "must be < 1"),
         ({"params": {"config_list": [{"op_types": ["Conv2d"], "sparsity": -0.5}]}}, "must be >= 0"),
         ({"params": {"config_list": [{"op_names": ["layer9"], "sparsity": 0.5}]}}, "'layer9' matches no layer"),
-        ({"params": {"config_list": [{"op_types": ["LSTM"], "sparsity": 0.5}]}}, "selects no prunable layer"),
+        ({"params": {"config_list": [{"op_types": ["LSTM"], "sparsity": 0.5}]}}, "selects no layer L1NormPruner can prune"),
         ({"algorithm": "MagicPruner"}, "unknown algorithm 'MagicPruner'"),
         ({"dataset": "imagenet"}, "unknown dataset 'imagenet'"),
         ({"device": "tpu"}, "not a valid choice"),

@@ -76,6 +76,8 @@ def _finish(job, *, tmp_onnx: bytes = b"onnx-bytes"):
                   "latency_cpu_b1_ms": 5.0, "latency_cpu_b16_ms": 40.0, "accuracy": 0.93},
         "fidelity": {"cosine_similarity": 0.987654, "top1_agreement": 0.9, "max_abs_diff": 0.5, "mean_abs_diff": 0.01},
         "timings": {"load_s": 0.1, "total_s": 2.5},
+        "finetune": {"epochs": 2, "metric": "accuracy", "distillation": True, "pruned": 0.412,
+                     "per_epoch": [0.871, 0.93], "finetuned": 0.93},
     }
     layers = [{
         "name": "conv1", "type": "Conv2d", "params_before": 160, "params_after": 80, "flops_before": 10240,
@@ -246,6 +248,38 @@ def test_job_form_unchecked_boxes_turn_options_off(client_in, digits, enqueued, 
     assert enqueued == [(job.pk, "gpu")]
 
 
+def test_job_form_sends_training_options_and_each_algorithms_own_parameters(client_in, digits, enqueued,
+                                                                             django_capture_on_commit_callbacks):
+    page = client_in.get(f"/jobs/new/?model={digits.pk}").content.decode()
+    assert 'id="training-options"' in page and 'name="training_finetune_epochs"' in page
+    # AGP and Lottery Ticket both have total_iteration, with other defaults: each gets its own field
+    agp = re.search(r'data-algorithms="([^"]*)"[^>]*>\s*<label[^>]*for="id_total_iteration"', page)
+    assert agp and "AGPPruner" in agp.group(1).split() and "LotteryTicketPruner" not in agp.group(1).split()
+    assert 'name="total_iteration__LotteryTicketPruner"' in page
+
+    data = _job_post(digits, algorithm="LotteryTicketPruner", total_iteration__LotteryTicketPruner="2",
+                     training_steps="7", training_finetune_epochs="2", training_distillation="on",
+                     training_lr="0.01", training_optimizer="sgd", training_batch_size="32")
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client_in.post("/jobs/new/", data)
+    assert response.status_code == 302, response.content.decode()[:3000]
+    job = Job.objects.get()
+    assert job.params["total_iteration"] == 2 and job.params["training_steps"] == 7
+    assert job.params["pruning_algorithm"] == "LevelPruner"  # the Lottery Ticket default, not AGP's
+    training = job.params["training"]
+    assert (training["finetune_epochs"], training["distillation"], training["lr"], training["optimizer"],
+            training["batch_size"]) == (2, True, 0.01, "sgd", 32)
+
+
+def test_job_form_data_pruner_without_dataset_is_refused(client_in, digits, enqueued,
+                                                         django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client_in.post("/jobs/new/", _job_post(digits, algorithm="TaylorFOWeightPruner", dataset=""))
+    assert response.status_code == 200
+    assert "TaylorFOWeightPruner needs data" in response.content.decode()
+    assert Job.objects.count() == 0 and enqueued == []
+
+
 def test_job_form_invalid_json_shows_the_message(client_in, digits, enqueued, django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks(execute=True):
         response = client_in.post("/jobs/new/", _job_post(digits, config_list='[{"op_types": ["Conv2d"],'))
@@ -265,7 +299,7 @@ def test_job_form_shows_service_validation_errors(client_in, digits, enqueued, d
     assert "must be &lt; 1" in response.content.decode()
     none_selected = json.dumps([{"op_types": ["LSTM"], "sparse_ratio": 0.5}])
     response = client_in.post("/jobs/new/", _job_post(digits, config_list=none_selected))
-    assert "selects no prunable layer" in response.content.decode()
+    assert "selects no layer L1NormPruner can prune" in response.content.decode()
     assert Job.objects.count() == 0 and enqueued == []
 
 
@@ -291,6 +325,8 @@ def test_finished_job_page_shows_results_and_downloads(client_in, digits, enqueu
     assert "2.00×" in html and "-2.0 pts" in html
     assert "0.9877" in html and "90.0 %" in html  # fidelity
     assert "a made-up warning" in html
+    assert 'id="finetune-table"' in html and "distillation from the original" in html
+    assert "Accuracy right after pruning" in html and "41.2 %" in html and "After epoch 2" in html
     assert 'data-layer="conv1"' in html and "16 × 1 × 3 × 3 → 8 × 1 × 3 × 3" in html
     assert "out_channels 16 → 8" in html
     link = f"/jobs/{job.pk}/download/model.onnx"

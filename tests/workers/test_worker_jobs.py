@@ -27,6 +27,31 @@ def test_worker_runs_a_job_to_success(api, user, wait_job):
     assert any("pruning with L1NormPruner" in s for s in stages)
 
 
+def test_worker_runs_a_job_on_an_uploaded_npz_dataset(api, user, wait_job):
+    import io
+
+    import numpy as np
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from compression_core.datasets import load_builtin_dataset
+    from webapp.modelhub.services import model_create
+
+    x, y = load_builtin_dataset("digits", "test")
+    buffer = io.BytesIO()
+    np.savez(buffer, x=x[:100].numpy(), y=y[:100].numpy())
+    upload = SimpleUploadedFile("digits.npz", buffer.getvalue(), content_type="application/octet-stream")
+    dataset = api.post("/api/v1/datasets/", {"name": "digits npz", "file": upload})
+    assert dataset.status_code == 201, dataset.json()
+    model = model_create(owner=user, name="digits", source="builtin", architecture="digits_cnn")
+    response = api.post("/api/v1/jobs/", {"model": model.pk, "algorithm": "L1NormPruner", "params": L1_HALF,
+                                          "dataset_id": dataset.json()["id"]}, format="json")
+    assert response.status_code == 201, response.json()
+    job = wait_job(response.json()["id"])
+    assert job.status == "succeeded", job.error
+    assert job.dataset_upload_id == dataset.json()["id"]
+    assert 0.0 <= job.metrics["before"]["accuracy"] <= 1.0 and 0.0 <= job.metrics["after"]["accuracy"] <= 1.0
+
+
 def test_worker_reports_failure_instead_of_hanging(api, user, wait_job):
     from webapp.modelhub.services import model_create
 

@@ -4,6 +4,7 @@ import json
 
 from rest_framework import serializers
 
+from webapp.datahub.models import Dataset
 from webapp.jobs.models import Job, JobLog
 from webapp.modelhub.models import ModelArtifact
 
@@ -55,16 +56,64 @@ class ModelCreateSerializer(serializers.Serializer):
     input_shape = JsonListField(required=False, allow_null=True)
 
 
+class DatasetOutputSerializer(serializers.ModelSerializer):
+    builtin = serializers.SerializerMethodField()
+    description = serializers.SerializerMethodField()
+    input_shape = serializers.ListField(source="summary.sample_shape", child=serializers.IntegerField(), read_only=True)
+    num_classes = serializers.IntegerField(source="summary.num_classes", read_only=True)
+    has_labels = serializers.BooleanField(source="summary.labelled", read_only=True)
+
+    class Meta:
+        model = Dataset
+        fields = ["id", "name", "builtin", "format", "description", "input_shape", "num_classes", "has_labels",
+                  "size_bytes", "summary", "created_at"]
+
+    def get_builtin(self, dataset) -> bool:
+        return False
+
+    def get_description(self, dataset) -> str:
+        summary = dataset.summary
+        labels = f"{summary['num_classes']} classes" if summary.get("labelled") else "unlabelled"
+        return f"{dataset.get_format_display()}: {summary.get('samples')} samples, {labels}"
+
+
+class DatasetListItemSerializer(serializers.Serializer):
+    """One row of ``GET /datasets/``: a built-in dataset (``id`` null, ``builtin`` true) or an upload."""
+
+    id = serializers.IntegerField(allow_null=True)
+    name = serializers.CharField()
+    builtin = serializers.BooleanField()
+    format = serializers.CharField()
+    description = serializers.CharField()
+    input_shape = serializers.ListField(child=serializers.IntegerField())
+    num_classes = serializers.IntegerField()
+    has_labels = serializers.BooleanField()
+    size_bytes = serializers.IntegerField(allow_null=True)
+    summary = serializers.JSONField()
+    created_at = serializers.DateTimeField(allow_null=True)
+
+
+class DatasetCreateSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
+    file = serializers.FileField(help_text="a .npz (arrays x and optional y) or a .zip of images in class folders")
+
+
 class JobOutputSerializer(serializers.ModelSerializer):
     model_name = serializers.CharField(source="model.name", read_only=True)
+    dataset_id = serializers.IntegerField(source="dataset_upload_id", read_only=True, allow_null=True)
+    dataset_name = serializers.SerializerMethodField()
 
     class Meta:
         model = Job
         fields = [
-            "id", "name", "model", "model_name", "algorithm", "params", "speedup", "dataset", "device",
+            "id", "name", "model", "model_name", "algorithm", "params", "speedup", "dataset", "dataset_id",
+            "dataset_name", "device",
             "status", "progress", "stage", "error", "cancel_requested", "attempts",
             "metrics", "layers", "warnings", "artifacts", "created_at", "started_at", "finished_at",
         ]
+
+    def get_dataset_name(self, job) -> str:
+        return job.dataset_upload.name if job.dataset_upload_id else job.dataset
 
 
 class JobListSerializer(serializers.ModelSerializer):
@@ -81,7 +130,10 @@ class JobCreateSerializer(serializers.Serializer):
     algorithm = serializers.CharField()
     params = serializers.JSONField()
     speedup = serializers.BooleanField(default=True)
-    dataset = serializers.CharField(required=False, allow_blank=True, default="")
+    dataset = serializers.CharField(required=False, allow_blank=True, default="",
+                                    help_text="a built-in dataset's name (see /datasets/)")
+    dataset_id = serializers.IntegerField(required=False, allow_null=True, default=None,
+                                          help_text="an uploaded dataset's id, instead of 'dataset'")
     device = serializers.ChoiceField(choices=Job.Device.choices, default=Job.Device.CPU)
     name = serializers.CharField(required=False, allow_blank=True, default="")
 

@@ -17,5 +17,6 @@ urlpatterns = [
     path("jobs/<int:job_id>/artifacts/<str:name>", views.JobArtifactDownloadView.as_view(), name="api-job-artifact"),
     path("algorithms/", views.AlgorithmListView.as_view(), name="api-algorithms"),
     path("architectures/", views.ArchitectureListView.as_view(), name="api-architectures"),
-    path("datasets/", views.DatasetListView.as_view(), name="api-datasets"),
+    path("datasets/", views.DatasetListCreateView.as_view(), name="api-datasets"),
+    path("datasets/<int:dataset_id>/", views.DatasetDetailView.as_view(), name="api-dataset"),
 ]

@@ -11,7 +11,8 @@ from rest_framework.views import APIView
 
 from compression_core import registry
 from compression_core.architectures import architecture_choices
-from compression_core.datasets import BUILTIN_DATASETS
+from webapp.datahub import selectors as dataset_selectors
+from webapp.datahub import services as dataset_services
 from webapp.jobs import selectors as job_selectors
 from webapp.jobs import services as job_services
 from webapp.modelhub import selectors as model_selectors
@@ -67,6 +68,9 @@ class JobListCreateView(_ListView):
         form.is_valid(raise_exception=True)
         data = dict(form.validated_data)
         model = model_selectors.model_get(user=request.user, model_id=data.pop("model"))
+        dataset_id = data.pop("dataset_id")
+        if dataset_id is not None:
+            data["dataset_upload"] = dataset_selectors.dataset_get(user=request.user, dataset_id=dataset_id)
         job = job_services.job_create(owner=request.user, model=model, **data)
         return Response(s.JobOutputSerializer(job).data, status=status.HTTP_201_CREATED)
 
@@ -125,10 +129,30 @@ class ArchitectureListView(APIView):
         return Response(architecture_choices())
 
 
-class DatasetListView(APIView):
+class DatasetListCreateView(APIView):
+    parser_classes = [MultiPartParser, FormParser]
+
+    @extend_schema(responses=s.DatasetListItemSerializer(many=True))
     def get(self, request):
-        return Response([
-            {"name": name, "description": spec.description, "input_shape": list(spec.input_shape),
-             "num_classes": spec.num_classes, "has_labels": spec.has_labels, "builtin": True}
-            for name, spec in BUILTIN_DATASETS.items()
-        ])
+        uploads = s.DatasetOutputSerializer(dataset_selectors.dataset_list(user=request.user), many=True).data
+        return Response(dataset_selectors.builtin_dataset_list() + list(uploads))
+
+    @extend_schema(request=s.DatasetCreateSerializer, responses={201: s.DatasetOutputSerializer})
+    def post(self, request):
+        form = s.DatasetCreateSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        dataset = dataset_services.dataset_create(owner=request.user, name=form.validated_data["name"],
+                                                  upload=form.validated_data["file"])
+        return Response(s.DatasetOutputSerializer(dataset).data, status=status.HTTP_201_CREATED)
+
+
+class DatasetDetailView(APIView):
+    @extend_schema(responses=s.DatasetOutputSerializer)
+    def get(self, request, dataset_id: int):
+        dataset = dataset_selectors.dataset_get(user=request.user, dataset_id=dataset_id)
+        return Response(s.DatasetOutputSerializer(dataset).data)
+
+    @extend_schema(responses={204: None})
+    def delete(self, request, dataset_id: int):
+        dataset_services.dataset_delete(dataset=dataset_selectors.dataset_get(user=request.user, dataset_id=dataset_id))
+        return Response(status=status.HTTP_204_NO_CONTENT)

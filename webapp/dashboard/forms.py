@@ -1,6 +1,7 @@
 """Dashboard forms. They only turn browser input into the values the services
-take (parsing JSON, shapes, checkboxes); every rule about models and jobs is
-checked by ``webapp.modelhub.services`` / ``webapp.jobs.services``."""
+take (parsing JSON, shapes, checkboxes); every rule about models, datasets and
+jobs is checked by ``webapp.modelhub.services`` / ``webapp.datahub.services`` /
+``webapp.jobs.services``."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ import re
 from django import forms
 
 from compression_core import registry
+from compression_core.evaluation import TRAINING_SCHEMA
 from compression_core.architectures import architecture_choices
 from compression_core.datasets import BUILTIN_DATASETS
+from webapp.datahub import selectors as dataset_selectors
 from webapp.jobs.models import Job
 from webapp.modelhub import selectors as model_selectors
 from webapp.modelhub.models import ModelArtifact
@@ -78,6 +81,30 @@ class ModelUploadForm(forms.Form):
             "num_classes": data["num_classes"],
             "input_shape": data["input_shape"],
         }
+
+
+# -- datasets --------------------------------------------------------------------
+
+
+class DatasetUploadForm(forms.Form):
+    name = forms.CharField(max_length=200, required=False, help_text="Defaults to the file name.")
+    file = forms.FileField(
+        help_text="A .npz with an input array x (float, or uint8 images) and optional integer labels y; "
+        "or a .zip of images (png, jpg, bmp, gif, webp) in one folder per class, or without folders "
+        "for unlabelled data.",
+        widget=forms.ClearableFileInput(attrs={"accept": ".npz,.zip"}),
+    )
+
+    def service_kwargs(self) -> dict:
+        """Keyword arguments for ``webapp.datahub.services.dataset_create`` (besides owner)."""
+        return {"name": self.cleaned_data["name"], "upload": self.cleaned_data["file"]}
+
+
+def _dataset_label(dataset) -> str:
+    summary = dataset.summary
+    shape = " \u00d7 ".join(str(d) for d in summary.get("sample_shape", []))
+    labels = f"{summary.get('num_classes')} classes" if summary.get("labelled") else "unlabelled"
+    return f"{dataset.name} \u2014 {summary.get('samples')} samples of {shape}, {labels}"
 
 
 # -- jobs ------------------------------------------------------------------------
@@ -152,36 +179,61 @@ class JobForm(forms.Form):
         self.fields["algorithm"].choices = list(groups.items())
         if self.algorithms and "L1NormPruner" in {s.name for s in self.algorithms}:
             self.fields["algorithm"].initial = "L1NormPruner"
-        self.fields["dataset"].choices = [("", "None (random inputs)")] + [
+        # Uploads are "upload:<id>" among the built-in names; only the user's own are offered.
+        self.uploaded_datasets = {
+            f"upload:{dataset.pk}": dataset for dataset in dataset_selectors.dataset_list(user=user)
+        }
+        dataset_choices = [("", "None (random inputs)"), ("Built-in", [
             (name, f"{name} \u2014 {spec.description}") for name, spec in BUILTIN_DATASETS.items()
-        ]
+        ])]
+        if self.uploaded_datasets:
+            dataset_choices.append(("Your uploads", [
+                (key, _dataset_label(dataset)) for key, dataset in self.uploaded_datasets.items()
+            ]))
+        self.fields["dataset"].choices = dataset_choices
 
-        # One field per scalar parameter of any algorithm (besides config_list);
-        # the page shows those of the chosen algorithm.
-        self.param_fields: dict[str, str] = {}  # parameter -> form field name
-        self.param_algorithms: dict[str, list[str]] = {}
+        # One field per scalar parameter of any algorithm (besides config_list and
+        # training); algorithms whose parameter has the same schema share it, one
+        # with another default or choices gets its own. The page shows those of
+        # the chosen algorithm.
+        self.spec_fields: dict[str, dict[str, str]] = {}  # algorithm -> parameter -> form field name
+        self.param_algorithms: dict[str, list[str]] = {}  # form field name -> algorithms
+        by_schema: dict[tuple[str, str], str] = {}
         for spec in self.algorithms:
+            fields = self.spec_fields.setdefault(spec.name, {})
             for prop, schema in spec.params_schema.get("properties", {}).items():
-                if prop == "config_list":
+                if prop in ("config_list", "training"):
                     continue
-                if prop in self.param_fields:
-                    self.param_algorithms[prop].append(spec.name)
+                key = (prop, json.dumps(schema, sort_keys=True))
+                if key in by_schema:
+                    fields[prop] = by_schema[key]
+                    self.param_algorithms[by_schema[key]].append(spec.name)
                     continue
                 field = _param_field(schema)
                 if field is None:
                     continue
                 field.label = prop.replace("_", " ").capitalize()
                 field_name = f"param_{prop}" if prop in _FIXED_FIELDS else prop
+                if field_name in self.fields:
+                    field_name = f"{field_name}__{spec.name}"
                 self.fields[field_name] = field
-                self.param_fields[prop] = field_name
-                self.param_algorithms[prop] = [spec.name]
+                by_schema[key] = field_name
+                fields[prop] = field_name
+                self.param_algorithms[field_name] = [spec.name]
+        # Training: the evaluator of data-dependent pruners and fine-tuning after pruning.
+        self.training_fields: dict[str, str] = {}
+        for prop, schema in TRAINING_SCHEMA["properties"].items():
+            field = _param_field(schema)
+            field.label = prop.replace("_", " ").capitalize()
+            self.fields[f"training_{prop}"] = field
+            self.training_fields[prop] = f"training_{prop}"
 
     def param_bound_fields(self):
         """(bound field, space-separated algorithm names) for the template."""
-        return [
-            (self[field_name], " ".join(self.param_algorithms[prop]))
-            for prop, field_name in self.param_fields.items()
-        ]
+        return [(self[field_name], " ".join(names)) for field_name, names in self.param_algorithms.items()]
+
+    def training_bound_fields(self):
+        return [self[field_name] for field_name in self.training_fields.values()]
 
     def algorithm_infos(self):
         return [spec.as_dict() for spec in self.algorithms]
@@ -202,27 +254,29 @@ class JobForm(forms.Form):
         """The chosen algorithm's ``params``: the config list plus the parameters
         its schema names (empty number fields are left to the schema default)."""
         data = self.cleaned_data
-        spec = next(s for s in self.algorithms if s.name == data["algorithm"])
         params = {"config_list": data["config_list"]}
-        for prop in spec.params_schema.get("properties", {}):
-            field_name = self.param_fields.get(prop)
-            if field_name is None:
-                continue
+        for prop, field_name in self.spec_fields[data["algorithm"]].items():
             value = data.get(field_name)
             if value is None or value == "":
                 continue
             params[prop] = value
+        training = {prop: data.get(field_name) for prop, field_name in self.training_fields.items()}
+        training = {prop: value for prop, value in training.items() if value is not None and value != ""}
+        if training:
+            params["training"] = training
         return params
 
     def service_kwargs(self) -> dict:
         """Keyword arguments for ``webapp.jobs.services.job_create`` (besides owner)."""
         data = self.cleaned_data
+        upload = self.uploaded_datasets.get(data["dataset"])
         return {
             "model": data["model"],
             "algorithm": data["algorithm"],
             "params": self.params(),
             "speedup": data["speedup"],
-            "dataset": data["dataset"] or "",
+            "dataset": "" if upload is not None else (data["dataset"] or ""),
+            "dataset_upload": upload,
             "device": data["device"],
             "name": data["name"],
         }

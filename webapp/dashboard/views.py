@@ -1,5 +1,6 @@
 """Browser dashboard. Each view reads a form, calls one service or selector and
-renders a template; the rules live in ``webapp.modelhub`` and ``webapp.jobs``."""
+renders a template; the rules live in ``webapp.modelhub``, ``webapp.datahub``
+and ``webapp.jobs``."""
 
 from __future__ import annotations
 
@@ -12,12 +13,14 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
 from webapp.common.exceptions import ServiceConflict
+from webapp.datahub import selectors as dataset_selectors
+from webapp.datahub import services as dataset_services
 from webapp.jobs import selectors as job_selectors
 from webapp.jobs import services as job_services
 from webapp.modelhub import selectors as model_selectors
 from webapp.modelhub import services as model_services
 
-from .forms import JobForm, ModelUploadForm
+from .forms import DatasetUploadForm, JobForm, ModelUploadForm
 
 RECENT = 10
 PAGE_SIZE = 50
@@ -63,6 +66,40 @@ def model_detail(request, model_id: int):
 
 
 @login_required
+def dataset_list(request):
+    """The user's datasets and the built-in ones, with the upload form (which posts here)."""
+    form = DatasetUploadForm(request.POST or None, request.FILES or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            dataset = dataset_services.dataset_create(owner=request.user, **form.service_kwargs())
+        except ValidationError as exc:
+            form.add_error(None, exc.messages)
+        else:
+            messages.success(request, f"Dataset \u201c{dataset.name}\u201d inspected and stored.")
+            return redirect("dashboard:dataset-list")
+    page = Paginator(dataset_selectors.dataset_list(user=request.user), PAGE_SIZE).get_page(request.GET.get("page"))
+    return render(request, "dashboard/dataset_list.html", {
+        "form": form,
+        "page": page,
+        "datasets": page.object_list,
+        "builtin_datasets": dataset_selectors.builtin_dataset_list(),
+    })
+
+
+@login_required
+@require_POST
+def dataset_delete(request, dataset_id: int):
+    dataset = dataset_selectors.dataset_get(user=request.user, dataset_id=dataset_id)
+    try:
+        dataset_services.dataset_delete(dataset=dataset)
+    except ServiceConflict as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, f"Dataset \u201c{dataset.name}\u201d deleted.")
+    return redirect("dashboard:dataset-list")
+
+
+@login_required
 def job_list(request):
     page = Paginator(job_selectors.job_list(user=request.user), PAGE_SIZE).get_page(request.GET.get("page"))
     return render(request, "dashboard/job_list.html", {"page": page, "jobs": page.object_list})
@@ -81,7 +118,8 @@ def job_create(request):
                 messages.success(request, f"Job #{job.pk} queued.")
                 return redirect("dashboard:job-detail", job_id=job.pk)
     else:
-        form = JobForm(user=request.user, initial={"model": request.GET.get("model")})
+        form = JobForm(user=request.user, initial={"model": request.GET.get("model"),
+                                                   "dataset": request.GET.get("dataset")})
     return render(request, "dashboard/job_form.html", {"form": form})
 
 

@@ -22,7 +22,12 @@ class Job(models.Model):
     algorithm = models.CharField(max_length=64)
     params = models.JSONField(default=dict)
     speedup = models.BooleanField(default=True)
-    dataset = models.CharField(max_length=64, blank=True)
+    dataset = models.CharField(max_length=64, blank=True)  # a built-in dataset's name
+    # An uploaded dataset instead of a built-in one. Deleting it is refused while
+    # the job is queued or running; a finished job keeps its results without it.
+    dataset_upload = models.ForeignKey(
+        "datahub.Dataset", null=True, blank=True, on_delete=models.SET_NULL, related_name="jobs"
+    )
     device = models.CharField(max_length=8, choices=Device.choices, default=Device.CPU)
 
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED, db_index=True)

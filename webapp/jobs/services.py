@@ -16,7 +16,9 @@ from compression_core import registry
 from compression_core.pipeline import JobCancelled, Recipe, run_pipeline, validate_recipe
 
 from webapp.common.exceptions import ServiceConflict
+from webapp.datahub.models import Dataset
 from webapp.modelhub.models import ModelArtifact
+from webapp.datahub.services import dataset_source
 from webapp.modelhub.services import model_source
 
 from .models import Job, JobLog
@@ -48,7 +50,7 @@ def job_recipe(job: Job) -> Recipe:
         algorithm=job.algorithm,
         params=job.params,
         speedup=job.speedup,
-        dataset=job.dataset or None,
+        dataset=dataset_source(job.dataset_upload) if job.dataset_upload_id else (job.dataset or None),
         device=job.device,
         output_dir=str(job_output_dir(job.pk)),
     )
@@ -90,22 +92,37 @@ def job_create(
     params: dict,
     speedup: bool = True,
     dataset: str = "",
+    dataset_upload: Dataset | None = None,
     device: str = Job.Device.CPU,
     name: str = "",
 ) -> Job:
-    """Validate the recipe against the model, store the job and enqueue it on commit."""
+    """Validate the recipe against the model, store the job and enqueue it on commit.
+
+    The evaluation data is a built-in ``dataset`` name or an uploaded
+    ``dataset_upload`` (the owner's), not both; its samples must fit the
+    model's input (``ValidationError`` naming both shapes otherwise).
+    """
     if model.owner_id != owner.pk:
         raise ValidationError("model not found")
+    if dataset_upload is not None:
+        if dataset_upload.owner_id != owner.pk:
+            raise ValidationError("dataset not found")
+        if dataset:
+            raise ValidationError("choose either a built-in dataset or an uploaded one, not both")
     if device not in Job.Device.values:
         raise ValidationError(f"device must be one of {', '.join(Job.Device.values)}")
     try:
         spec = registry.get_algorithm(algorithm)
         draft = Job(owner=owner, model=model, algorithm=algorithm, params=params, speedup=speedup,
-                    dataset=dataset or "", device=device)
+                    dataset=dataset or "", dataset_upload=dataset_upload, device=device)
         params = validate_recipe(job_recipe(draft))
     except ValueError as exc:
         raise ValidationError(str(exc)) from exc
     with transaction.atomic():
+        # The row lock makes a concurrent dataset_delete either finish first
+        # (then this job is refused) or wait until the job exists (then it refuses).
+        if dataset_upload is not None and not Dataset.objects.select_for_update().filter(pk=dataset_upload.pk):
+            raise ValidationError("dataset not found: it has just been deleted")
         job = Job.objects.create(
             owner=owner,
             model=model,
@@ -114,6 +131,7 @@ def job_create(
             params=params,
             speedup=speedup,
             dataset=dataset or "",
+            dataset_upload=dataset_upload,
             device=device,
         )
         job_log(job.pk, "status: queued")

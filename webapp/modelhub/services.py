@@ -20,6 +20,7 @@ from compression_core.io import detect_format, verify_onnx_conversion
 from compression_core.pipeline import ModelSource, inspect_model
 
 from webapp.common.exceptions import ServiceConflict
+from webapp.common.uploads import copy_upload
 
 from .models import ModelArtifact
 
@@ -34,17 +35,6 @@ def model_source(model: ModelArtifact) -> ModelSource:
         num_classes=model.num_classes,
         trusted=settings.CONDENSE_TRUSTED_PICKLES,
     )
-
-
-def _copy_upload(upload, target: Path) -> int:
-    size = 0
-    with open(target, "wb") as handle:
-        for chunk in upload.chunks():
-            size += len(chunk)
-            if size > settings.CONDENSE_MAX_UPLOAD_BYTES:
-                raise ValidationError(f"the file is larger than the {settings.CONDENSE_MAX_UPLOAD_BYTES} byte limit")
-            handle.write(chunk)
-    return size
 
 
 def _validate_shape(input_shape) -> list[int] | None:
@@ -90,7 +80,7 @@ def model_create(
         file_format = ""
         if upload is not None:
             local_path = Path(tmp) / Path(upload.name).name
-            size = _copy_upload(upload, local_path)
+            size = copy_upload(upload, local_path)
             file_format = detect_format(local_path)
         engine_source = ModelSource(
             path=str(local_path) if local_path else None,

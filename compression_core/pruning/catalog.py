@@ -1,0 +1,158 @@
+"""The registry entries of the built-in pruners: names, papers, parameter schemas.
+
+The web form, the API's validation and the README's algorithm table come
+from these entries (see :mod:`compression_core.registry`). Parameters
+shared by several pruners keep one meaning and one default everywhere.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..registry import AlgorithmSpec, pruning_schema, register
+
+DATA_FREE_BASES = ["LevelPruner", "L1NormPruner", "L2NormPruner", "FPGMPruner"]
+SCHEDULABLE_BASES = DATA_FREE_BASES + ["ActivationAPoZRankPruner", "ActivationMeanRankPruner", "TaylorFOWeightPruner"]
+
+
+def _int(default: int, description: str, minimum: int = 1) -> dict[str, Any]:
+    return {"type": "integer", "minimum": minimum, "default": default, "description": description}
+
+
+def _number(default: float, description: str, **bounds: float) -> dict[str, Any]:
+    return {"type": "number", "default": default, "description": description, **bounds}
+
+
+TRAINING_STEPS = _int(100, "Optimizer steps of the evaluator's training loop the pruner runs (per round)")
+PRUNING_PARAMS = {"type": "object", "default": {}, "description": "Keyword arguments for the base pruner"}
+SEED = _int(0, "Random seed of the search", minimum=0)
+ANNEALING = {
+    "start_temperature": _number(100.0, "Initial temperature of simulated annealing", minimum=0),
+    "stop_temperature": _number(20.0, "Annealing stops below this temperature", minimum=0),
+    "cool_down_rate": _number(0.9, "Temperature factor per step", minimum=0, exclusiveMaximum=1),
+    "perturbation_magnitude": _number(0.35, "Largest change of a layer's ratio per step (at the start "
+                                            "temperature)", minimum=0, exclusiveMaximum=1),
+}
+
+
+def _base(default: str, choices: list[str]) -> dict[str, Any]:
+    return {"type": "string", "enum": choices, "default": default,
+            "description": "The pruner that makes each step's masks"}
+
+
+def register_builtin_pruners() -> None:
+    from . import (
+        ADMMPruner,
+        AGPPruner,
+        ActivationAPoZRankPruner,
+        ActivationMeanRankPruner,
+        AutoCompressPruner,
+        FPGMPruner,
+        L1NormPruner,
+        L2NormPruner,
+        LevelPruner,
+        LotteryTicketPruner,
+        NetAdaptPruner,
+        SimulatedAnnealingPruner,
+        SlimPruner,
+        TaylorFOWeightPruner,
+    )
+
+    def spec(name, factory, description, paper, url, extra=None, needs_data=False, granularity="out_channel"):
+        register(AlgorithmSpec(
+            name=name, kind="pruning", description=description, paper=paper, paper_url=url, factory=factory,
+            params_schema=pruning_schema(extra), needs_data=needs_data, granularity=granularity,
+        ))
+
+    spec("LevelPruner", LevelPruner,
+         "Zeroes the individual weights (or blocks) of smallest magnitude in each selected layer; balanced mode "
+         "prunes every block of balance_gran equally (fine-grained: speedup cannot remove channels).",
+         "Zhu & Gupta, To prune, or not to prune (2017)", "https://arxiv.org/abs/1710.01878",
+         {"mode": {"type": "string", "enum": ["normal", "balance"], "default": "normal",
+                   "description": "balance: the same sparsity in every block of balance_gran"},
+          "balance_gran": {"type": "array", "items": {"type": "integer", "minimum": 1},
+                           "description": "Block sizes over the weight's last dims, e.g. [4]"}},
+         granularity="fine_grained")
+    spec("L1NormPruner", L1NormPruner,
+         "Removes the output channels (filters, rows, attention heads) whose weights have the smallest L1 norm; "
+         "dependency-aware by default.",
+         "Li et al., Pruning Filters for Efficient ConvNets (ICLR 2017)", "https://arxiv.org/abs/1608.08710")
+    spec("L2NormPruner", L2NormPruner,
+         "Removes the output channels (filters, rows, attention heads) whose weights have the smallest L2 norm.",
+         "Li et al., Pruning Filters for Efficient ConvNets (ICLR 2017)", "https://arxiv.org/abs/1608.08710")
+    spec("FPGMPruner", FPGMPruner,
+         "Removes the filters nearest the geometric median of their layer (smallest summed distance to the "
+         "others): the most replaceable ones, whatever their norm.",
+         "He et al., Filter Pruning via Geometric Median (CVPR 2019)", "https://arxiv.org/abs/1811.00250")
+    activation = {"training_steps": TRAINING_STEPS,
+                  "activation": {"type": "string", "enum": ["relu", "relu6", "gelu", "identity"], "default": "relu",
+                                 "description": "Applied to each layer's output before the statistic"}}
+    spec("ActivationAPoZRankPruner", ActivationAPoZRankPruner,
+         "Removes the output channels whose activations are most often zero on the data (highest Average "
+         "Percentage of Zeros).",
+         "Hu et al., Network Trimming (2016)", "https://arxiv.org/abs/1607.03250", activation, needs_data=True)
+    spec("ActivationMeanRankPruner", ActivationMeanRankPruner,
+         "Removes the output channels with the smallest mean activation on the data.",
+         "Molchanov et al., Pruning CNNs for Resource Efficient Inference (ICLR 2017)",
+         "https://arxiv.org/abs/1611.06440", activation, needs_data=True)
+    spec("TaylorFOWeightPruner", TaylorFOWeightPruner,
+         "Removes the channels of smallest first-order Taylor importance, the sum of (weight x gradient)^2 "
+         "accumulated over training steps.",
+         "Molchanov et al., Importance Estimation for Neural Network Pruning (CVPR 2019)",
+         "https://arxiv.org/abs/1906.10771", {"training_steps": TRAINING_STEPS}, needs_data=True)
+    spec("SlimPruner", SlimPruner,
+         "Trains with an L1 penalty on the batch-norm scales (select BatchNorm2d layers), then removes the "
+         "channels of smallest scale, ranked over all selected layers, with the convolutions that produce them.",
+         "Liu et al., Learning Efficient Convolutional Networks through Network Slimming (ICCV 2017)",
+         "https://arxiv.org/abs/1708.06519",
+         {"training_steps": TRAINING_STEPS,
+          "regular_scale": _number(1e-4, "Weight of the L1 penalty on the batch-norm scales", minimum=0),
+          "mode": {"type": "string", "enum": ["global", "normal"], "default": "global",
+                   "description": "global: rank the scales of all selected layers together"}},
+         needs_data=True)
+    spec("ADMMPruner", ADMMPruner,
+         "Alternates training with an ADMM penalty that pulls the weights toward a sparse copy and projecting "
+         "that copy onto the sparsity constraint; prunes to the copy's support.",
+         "Zhang et al., A Systematic DNN Weight Pruning Framework using ADMM (ECCV 2018)",
+         "https://arxiv.org/abs/1804.03294",
+         {"iterations": _int(10, "ADMM rounds"), "training_steps": TRAINING_STEPS,
+          "rho": _number(1e-4, "Penalty weight of the ADMM term", exclusiveMinimum=0)},
+         needs_data=True, granularity="fine_grained")
+    stepped = {"total_iteration": _int(10, "Pruning steps"), "training_steps": TRAINING_STEPS,
+               "pruning_params": PRUNING_PARAMS}
+    spec("AGPPruner", AGPPruner,
+         "Automated gradual pruning: raises the sparsity along a cubic schedule over total_iteration steps, "
+         "training between steps; a base pruner chooses what goes at each step.",
+         "Zhu & Gupta, To prune, or not to prune (2017)", "https://arxiv.org/abs/1710.01878",
+         {**stepped, "pruning_algorithm": _base("L1NormPruner", SCHEDULABLE_BASES)}, needs_data=True)
+    spec("LotteryTicketPruner", LotteryTicketPruner,
+         "Iterative pruning: train, prune the same fraction of the survivors each round, rewind the survivors "
+         "to their initial values (the winning ticket).",
+         "Frankle & Carbin, The Lottery Ticket Hypothesis (ICLR 2019)", "https://arxiv.org/abs/1803.03635",
+         {**stepped, "total_iteration": _int(5, "Pruning rounds"),
+          "reset_weights": {"type": "boolean", "default": True,
+                            "description": "Rewind the surviving weights to their initial values after each round"},
+          "pruning_algorithm": _base("LevelPruner", DATA_FREE_BASES)},
+         needs_data=True, granularity="fine_grained")
+    search = {"pruning_algorithm": _base("LevelPruner", DATA_FREE_BASES), "pruning_params": PRUNING_PARAMS}
+    spec("SimulatedAnnealingPruner", SimulatedAnnealingPruner,
+         "Searches per-layer sparsities meeting one overall sparsity by simulated annealing on the metric.",
+         "Liu et al., AutoCompress (AAAI 2020)", "https://arxiv.org/abs/1907.03141",
+         {**ANNEALING, **search, "seed": SEED}, needs_data=True, granularity="fine_grained")
+    spec("NetAdaptPruner", NetAdaptPruner,
+         "Prunes step by step until the overall sparsity is met: each step tries every layer, fine-tunes "
+         "briefly and keeps the best.",
+         "Yang et al., NetAdapt (ECCV 2018)", "https://arxiv.org/abs/1804.03230",
+         {"sparsity_per_iteration": _number(0.05, "Share of the weights each step removes", exclusiveMinimum=0,
+                                            exclusiveMaximum=1),
+          "training_steps": TRAINING_STEPS, **search, "pruning_algorithm": _base("L1NormPruner", DATA_FREE_BASES)},
+         needs_data=True)
+    spec("AutoCompressPruner", AutoCompressPruner,
+         "Rounds of simulated annealing (per-layer sparsities) then ADMM (pruning to them), each round closer "
+         "to the overall sparsity.",
+         "Liu et al., AutoCompress (AAAI 2020)", "https://arxiv.org/abs/1907.03141",
+         {"total_iteration": _int(3, "Rounds"), "admm_iterations": _int(5, "ADMM rounds per round"),
+          "training_steps": TRAINING_STEPS, "rho": _number(1e-4, "Penalty weight of the ADMM term",
+                                                           exclusiveMinimum=0),
+          **ANNEALING, **search, "seed": SEED},
+         needs_data=True, granularity="fine_grained")

@@ -1,0 +1,7 @@
+from django.apps import AppConfig
+
+
+class DatahubConfig(AppConfig):
+    name = "webapp.datahub"
+    label = "datahub"
+    verbose_name = "Datasets"

@@ -1,0 +1,103 @@
+"""Writes for uploaded datasets. A dataset row exists only if inspection succeeded."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.files import File
+from django.db import transaction
+
+from compression_core.data import DatasetSource, inspect_dataset
+
+from webapp.common.exceptions import ServiceConflict
+from webapp.common.uploads import copy_upload
+from webapp.jobs.models import Job
+
+from .models import Dataset
+
+logger = logging.getLogger(__name__)
+
+ACTIVE_JOB_STATUSES = (Job.Status.QUEUED, Job.Status.RUNNING)
+
+
+def _limits() -> dict:
+    return {
+        "max_uncompressed_bytes": settings.CONDENSE_DATASET_MAX_UNCOMPRESSED_BYTES,
+        "max_images": settings.CONDENSE_DATASET_MAX_IMAGES,
+    }
+
+
+def dataset_source(dataset: Dataset) -> DatasetSource:
+    """The engine's view of a stored dataset (plain values, no Django objects)."""
+    return DatasetSource(path=dataset.file.path, format=dataset.format, **_limits())
+
+
+def dataset_create(*, owner, name: str = "", upload=None) -> Dataset:
+    """Inspect an uploaded .npz or .zip of images and store it.
+
+    Raises ``ValidationError`` with the engine's message when the file cannot
+    be used; then nothing is stored (no row, no file).
+    """
+    if upload is None:
+        raise ValidationError("upload a dataset file: a .npz of arrays or a .zip of images")
+    with tempfile.TemporaryDirectory(prefix="condense-dataset-") as tmp:
+        local_path = Path(tmp) / (Path(upload.name or "").name or "dataset")
+        size = copy_upload(upload, local_path)
+        try:
+            summary = inspect_dataset(local_path, **_limits())
+        except ValueError as exc:
+            raise ValidationError(str(exc)) from exc
+        except (RuntimeError, OSError, MemoryError) as exc:
+            # Still the user's file (an archive the readers choke on): a 400 that
+            # says what happened, not a 500.
+            logger.exception("dataset inspection failed")
+            raise ValidationError(f"the dataset could not be read: {type(exc).__name__}: {exc}") from exc
+
+        dataset = Dataset(
+            uid=uuid.uuid4(),
+            owner=owner,
+            name=(name or Path(local_path.name).stem)[:200],
+            format=summary["format"],
+            size_bytes=size,
+            summary=summary,
+        )
+        with open(local_path, "rb") as handle:
+            dataset.file.save(local_path.name, File(handle), save=False)
+        try:
+            dataset.save()
+        except Exception:
+            shutil.rmtree(Path(dataset.file.path).parent, ignore_errors=True)
+            raise
+    return dataset
+
+
+def dataset_delete(*, dataset: Dataset) -> None:
+    """Delete a dataset and its file, unless a queued or running job still needs it.
+
+    Finished jobs keep their results; their link to the dataset is cleared.
+    Raises :class:`ServiceConflict` (HTTP 409) while a job uses it.
+    """
+    with transaction.atomic():
+        # Locks the row, so a job created at the same moment waits and then
+        # finds the dataset gone (see jobs.services.job_create).
+        locked = Dataset.objects.select_for_update().filter(pk=dataset.pk).first()
+        if locked is None:
+            return
+        active = list(
+            Job.objects.filter(dataset_upload=locked, status__in=ACTIVE_JOB_STATUSES).values_list("pk", flat=True)
+        )
+        if active:
+            jobs = ", ".join(f"#{pk}" for pk in active)
+            raise ServiceConflict(
+                f"{'job' if len(active) == 1 else 'jobs'} {jobs} {'is' if len(active) == 1 else 'are'} queued or "
+                "running on this dataset; cancel or let them end, then delete the dataset"
+            )
+        folder = Path(locked.file.path).parent
+        locked.delete()
+        transaction.on_commit(lambda: shutil.rmtree(folder, ignore_errors=True))
