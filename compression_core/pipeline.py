@@ -33,12 +33,13 @@ import torch
 import torch.nn as nn
 
 from . import registry
-from .analysis import count_flops_params, measure_latency, model_summary, output_fidelity
+from .analysis import count_flops_params, measure_latency, model_summary, output_fidelity, sensitivity_csv
 from .architectures import ARCHITECTURES, build_architecture
 from .config import select_modules
 from .data import DatasetSource
 from .datasets import evaluate_accuracy
 from .evaluation import TrainingOptions
+from .sensitivity_job import run_sensitivity_job
 from .io import load_model, onnx_input_shapes, save_model
 from .pruning.base import PRUNABLE_TYPES
 from .speedup import ModelSpeedup, SpeedupError, auto_set_dependency_group_ids, prunability_report
@@ -190,6 +191,15 @@ def _channel_pruning(spec: registry.AlgorithmSpec, params: dict[str, Any]) -> bo
     return granularity == "out_channel" and entries <= {"default", "out_channel"}
 
 
+def _holdout(data, fraction: float = 0.2):
+    """``data`` split into (fit, validation); the dataset's own split is already shuffled."""
+    inputs, labels = data
+    cut = max(1, min(len(inputs) - 1, round(len(inputs) * (1 - fraction))))
+    fit = (inputs[:cut], None if labels is None else labels[:cut])
+    validation = (inputs[cut:], None if labels is None else labels[cut:])
+    return fit, validation
+
+
 def _finetune(model: nn.Module, training: TrainingOptions, train_data, test_data, teacher, report,
               timings: dict[str, float]) -> dict[str, Any]:
     """Fine-tune the pruned model epoch by epoch (reporting each, so a job can be cancelled between them)."""
@@ -208,6 +218,30 @@ def _finetune(model: nn.Module, training: TrainingOptions, train_data, test_data
     result["finetuned"] = result["per_epoch"][-1]
     timings["finetune_s"] = time.perf_counter() - started
     return result
+
+
+def _check_floor(auto: dict[str, Any], after: dict[str, Any], fidelity: dict[str, Any],
+                 finetune: dict[str, Any] | None, warnings: list[str]) -> dict[str, Any]:
+    """Say whether an automatic compression met its target and accuracy floor."""
+    met = auto["reached_ratio"] <= auto["target_ratio"] + 1e-9
+    auto["target_met"] = met
+    if not met:
+        warnings.append(f"the {auto['target']} target was not met: {auto['reached_ratio']:.1%} of the original "
+                        f"left, {auto['target_ratio']:.1%} asked")
+    floor = auto.get("accuracy_floor")
+    if floor is not None:
+        # The evaluator's metric: accuracy on labelled data, agreement with the original otherwise.
+        if finetune:
+            final = finetune["finetuned"]
+        else:
+            final = after["accuracy"] if "accuracy" in after else fidelity.get("top1_agreement") or 0.0
+        auto["final_metric"] = final
+        auto["accuracy_floor_met"] = final >= floor
+        if final < floor:
+            warnings.append(f"the accuracy floor was not met: {final:.1%} after "
+                            f"{'fine-tuning' if finetune else 'pruning'}, {floor:.1%} asked; fine-tune longer, "
+                            "or relax the target")
+    return auto
 
 
 class _Reporter:
@@ -321,6 +355,17 @@ def run_pipeline(recipe: Recipe, progress: Progress | None = None) -> dict[str, 
         t0 = time.perf_counter()
         before = _measure(model, example, recipe, eval_data, workdir, "original")
         timings["measure_before_s"] = time.perf_counter() - t0
+        if spec.kind == "analysis":
+            t0 = time.perf_counter()
+            evaluator = training.evaluator(test_data, test_data, copy.deepcopy(model))
+            sensitivity, csv_artifact = run_sensitivity_job(model, params, evaluator, example, out_dir, report)
+            timings["sensitivity_s"] = time.perf_counter() - t0
+            timings["total_s"] = time.perf_counter() - started
+            report(1.0, "done")
+            before.pop("_layers")
+            return {"metrics": {"before": before, "sensitivity": sensitivity}, "layers": [],
+                    "artifacts": [csv_artifact], "warnings": warnings,
+                    "timings": {k: round(v, 3) for k, v in timings.items()}, "log": report.log}
 
         config_list = params["config_list"]
         if params.get("dependency_aware") and _channel_pruning(spec, params):
@@ -350,13 +395,16 @@ def run_pipeline(recipe: Recipe, progress: Progress | None = None) -> dict[str, 
         teacher = copy.deepcopy(model) if train_data is not None else None
         kwargs = spec.constructor_kwargs(params)
         if spec.needs_data:
-            kwargs["evaluator"] = training.evaluator(train_data, test_data, teacher)
+            # Pruners that compare candidates by the metric must not see the test split the job reports on.
+            fit, validation = _holdout(train_data)
+            kwargs["evaluator"] = training.evaluator(fit, validation, teacher)
         try:
             pruner = spec.factory(model, config_list, **kwargs)
         except TypeError as exc:
             raise ValueError(f"{recipe.algorithm}: {exc}") from None
         _, masks = pruner.compress()
         timings["compress_s"] = time.perf_counter() - t0
+        auto = dict(getattr(pruner, "report", None) or {})
         finetune = None
         if training.finetune_epochs and not recipe.speedup:
             # The masking hooks stay on while fine-tuning, so pruned weights stay zero.
@@ -399,6 +447,11 @@ def run_pipeline(recipe: Recipe, progress: Progress | None = None) -> dict[str, 
         plan_path = out_dir / "model.plan.json"
         if plan_path.exists():
             artifacts.append({"name": plan_path.name, "kind": "plan", "bytes": plan_path.stat().st_size})
+    if auto.get("sensitivity"):
+        csv_path = out_dir / "sensitivity.csv"
+        csv_path.write_text(sensitivity_csv({label: dict(zip(auto["sparsities"], values))
+                                             for label, values in auto["sensitivity"].items()}, auto["sparsities"]))
+        artifacts.append({"name": csv_path.name, "kind": "csv", "bytes": csv_path.stat().st_size})
 
     layers = _layer_table(before.pop("_layers"), after.pop("_layers"), masks, plan)
     timings["total_s"] = time.perf_counter() - started
@@ -406,6 +459,8 @@ def run_pipeline(recipe: Recipe, progress: Progress | None = None) -> dict[str, 
     metrics = {"before": before, "after": after, "fidelity": fidelity}
     if finetune is not None:
         metrics["finetune"] = finetune
+    if auto:
+        metrics["auto"] = _check_floor(auto, after, fidelity, finetune, warnings)
     return {
         "metrics": metrics,
         "layers": layers,

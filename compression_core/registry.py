@@ -30,7 +30,7 @@ ENTRY_POINT_GROUP = "condense.algorithms"
 @dataclass(frozen=True)
 class AlgorithmSpec:
     name: str
-    kind: str  # "pruning" | "quantization"
+    kind: str  # "pruning" | "quantization" | "analysis"
     description: str
     paper: str
     paper_url: str
@@ -220,8 +220,10 @@ def pruning_schema(extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
 
 def _register_builtins() -> None:
     from .pruning.catalog import register_builtin_pruners
+    from .sensitivity_job import register_sensitivity_analysis
 
     register_builtin_pruners()
+    register_sensitivity_analysis()
 
 
 _register_builtins()

@@ -98,28 +98,36 @@ class SensitivityAnalysis:
         wanted = set(op_types)
         return [name for name, m in self.model.named_modules() if name and type(m).__name__ in wanted]
 
-    def analysis(self, specified_layers: Sequence[str] | None = None, progress: Progress | None = None
-                 ) -> dict[str, dict[float, float]]:
-        """``{layer: {sparsity: metric}}`` (``progress(done, total, layer, sparsity)`` after each trial)."""
+    def analysis(self, specified_layers: Sequence[str | Sequence[str]] | None = None,
+                 progress: Progress | None = None) -> dict[str, dict[float, float]]:
+        """``{layer: {sparsity: metric}}`` (``progress(done, total, layer, sparsity)`` after each trial).
+
+        An item of ``specified_layers`` may be a list of coupled layers (a
+        dependency group): they are pruned together, with the same channels,
+        and their curve is keyed by their names joined with ``+``.
+        """
         named = dict(self.model.named_modules())
-        layers = list(specified_layers) if specified_layers is not None else self.target_layers()
-        missing = [n for n in layers if n not in named]
+        items = list(specified_layers) if specified_layers is not None else self.target_layers()
+        units = [[item] if isinstance(item, str) else list(item) for item in items]
+        missing = [n for unit in units for n in unit if n not in named]
         if missing:
             raise ValueError(f"no layer named {missing[0]!r} in the model")
-        if not layers:
+        if not units:
             raise ValueError("no layer to analyse: the model has no Conv or Linear layer")
         self.baseline = self.metric(self.model)
-        total = len(layers) * len(self.sparsities)
+        total = len(units) * len(self.sparsities)
         done = 0
-        for layer in layers:
+        for unit in units:
+            layer = "+".join(unit)
             curve: dict[float, float] = {}
-            saved = {k: v.detach().clone() for k, v in named[layer].state_dict().items()}
+            saved = {n: {k: v.detach().clone() for k, v in named[n].state_dict().items()} for n in unit}
             for sparsity in self.sparsities:
                 try:
-                    value = self._trial(layer, sparsity)
+                    value = self._trial(unit, sparsity)
                 finally:
                     with torch.no_grad():
-                        named[layer].load_state_dict(saved)
+                        for n in unit:
+                            named[n].load_state_dict(saved[n])
                 curve[sparsity] = value
                 done += 1
                 if progress is not None:
@@ -130,8 +138,11 @@ class SensitivityAnalysis:
             self.sensitivities[layer] = curve
         return self.sensitivities
 
-    def _trial(self, layer: str, sparsity: float) -> float:
-        pruner = self.pruner(self.model, [{"op_names": [layer], "sparse_ratio": sparsity}])
+    def _trial(self, unit: list[str], sparsity: float) -> float:
+        config: dict[str, Any] = {"op_names": unit, "sparse_ratio": sparsity}
+        if len(unit) > 1:
+            config["dependency_group_id"] = "unit"
+        pruner = self.pruner(self.model, [config])
         pruner.compress()
         try:
             return self.metric(self.model)

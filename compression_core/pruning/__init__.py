@@ -10,6 +10,7 @@ Example::
 
 from .activation import ActivationAPoZRankPruner, ActivationMeanRankPruner
 from .admm import ADMMPruner
+from .auto_target import AutoTargetPruner
 from .base import Masks, Pruner
 from .iterative import AGPPruner, LotteryTicketPruner
 from .norm import FPGMPruner, L1NormPruner, L2NormPruner, LevelPruner
@@ -23,6 +24,7 @@ __all__ = [
     "ActivationAPoZRankPruner",
     "ActivationMeanRankPruner",
     "AutoCompressPruner",
+    "AutoTargetPruner",
     "FPGMPruner",
     "L1NormPruner",
     "L2NormPruner",

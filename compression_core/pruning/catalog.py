@@ -47,6 +47,7 @@ def register_builtin_pruners() -> None:
         ActivationAPoZRankPruner,
         ActivationMeanRankPruner,
         AutoCompressPruner,
+        AutoTargetPruner,
         FPGMPruner,
         L1NormPruner,
         L2NormPruner,
@@ -156,3 +157,21 @@ def register_builtin_pruners() -> None:
                                                            exclusiveMinimum=0),
           **ANNEALING, **search, "seed": SEED},
          needs_data=True, granularity="fine_grained")
+    spec("AutoTargetPruner", AutoTargetPruner,
+         "Automatic compression: give a target (FLOPs, parameters or measured latency, as a fraction of the "
+         "original) and an accuracy floor; a sensitivity analysis of each group of coupled layers guides the "
+         "per-group sparsities, searched until the sped-up model meets the target.",
+         "He et al., AMC: AutoML for Model Compression (ECCV 2018); NNI's sensitivity pruner",
+         "https://arxiv.org/abs/1802.03494",
+         {"target": {"type": "string", "enum": ["flops", "params", "latency"], "default": "flops",
+                     "description": "What must shrink"},
+          "target_ratio": _number(0.5, "Fraction of the original's FLOPs / parameters / batch-1 latency to keep",
+                                  exclusiveMinimum=0, exclusiveMaximum=1),
+          "accuracy_floor": {"type": "number", "minimum": 0, "maximum": 1,
+                             "description": "Lowest acceptable metric (accuracy, or agreement with the original "
+                                            "on unlabelled data) after fine-tuning; the job says whether it holds"},
+          "sparsities": {"type": "array", "items": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1},
+                         "default": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9],
+                         "description": "Sparsity grid of the sensitivity analysis"},
+          "pruning_algorithm": _base("L1NormPruner", ["L1NormPruner", "L2NormPruner", "FPGMPruner"])},
+         needs_data=True)

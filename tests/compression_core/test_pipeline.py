@@ -185,3 +185,38 @@ def test_slim_prunes_batch_norm_channels_with_their_convolutions(tmp_path):
 def test_training_errors_before_any_work(tmp_path, overrides, message):
     with pytest.raises(ValueError, match=message):
         validate_recipe(_recipe(tmp_path, **overrides))
+
+
+def test_sensitivity_analysis_job_draws_curves_and_writes_csv(tmp_path):
+    params = {"config_list": [{"op_types": ["Conv2d"], "sparsity": 0.5}], "sparsities": [0.25, 0.75]}  # ratio unused
+    progress = []
+    result = run_pipeline(_recipe(tmp_path, algorithm="SensitivityAnalysis", params=params),
+                          progress=lambda f, msg: progress.append(msg))
+    sensitivity = result["metrics"]["sensitivity"]
+    assert sensitivity["sparsities"] == [0.25, 0.75] and sensitivity["metric"] == "accuracy"
+    assert set(sensitivity["sensitivity"]) == {"conv1", "conv2"}
+    assert all(len(curve) == 2 for curve in sensitivity["sensitivity"].values())
+    assert "after" not in result["metrics"] and [a["name"] for a in result["artifacts"]] == ["sensitivity.csv"]
+    csv = (tmp_path / "sensitivity.csv").read_text().splitlines()
+    assert csv[0] == "layername,0.25,0.75" and len(csv) == 3
+    assert any(msg.startswith("sensitivity: conv2 at 75%") for msg in progress)
+
+
+def test_auto_target_job_reports_target_and_floor(tmp_path):
+    params = {"config_list": [{"op_types": ["Conv2d", "Linear"], "exclude_op_names": ["fc2"], "sparsity": 0.5}],
+              "target": "flops", "target_ratio": 0.5, "accuracy_floor": 0.99, "sparsities": [0.25, 0.5, 0.75]}
+    result = run_pipeline(_recipe(tmp_path, algorithm="AutoTargetPruner", params=params))
+    auto = result["metrics"]["auto"]
+    before, after = result["metrics"]["before"], result["metrics"]["after"]
+    assert auto["target_met"] is True and after["flops"] <= 0.5 * before["flops"]
+    assert auto["reached_ratio"] == pytest.approx(after["flops"] / before["flops"])
+    # a random-init model cannot hold a 99% floor: the job says so instead of pretending
+    assert auto["accuracy_floor_met"] is False
+    assert any("accuracy floor was not met" in w for w in result["warnings"])
+    assert "sensitivity.csv" in [a["name"] for a in result["artifacts"]]
+
+
+def test_unreachable_auto_target_fails_with_the_best_reachable_value(tmp_path):
+    params = {"config_list": [{"op_names": ["fc1"], "sparsity": 0.5}], "target": "flops", "target_ratio": 0.1}
+    with pytest.raises(ValueError, match=r"cannot be reached .* keeps \d"):
+        run_pipeline(_recipe(tmp_path, algorithm="AutoTargetPruner", params=params))

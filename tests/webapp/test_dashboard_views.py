@@ -394,3 +394,35 @@ def test_format_filters():
     assert f.channel_changes({"in_channels": 1, "out_channels": 16}, {"in_channels": 1, "out_channels": 8}) \
         == "out_channels 16 → 8"
     assert f.channel_changes({"in_channels": 4}, {"in_channels": 4}) == "—"
+
+
+def test_auto_and_sensitivity_results_are_drawn(client_in, digits, enqueued):
+    from webapp.jobs.services import Status, job_transition
+
+    job = _make_job(digits.owner, digits)
+    job_transition(job.pk, to=Status.RUNNING, stage="starting")
+    curves = {"conv1": [0.95, 0.9, 0.5], "conv2+fc1": [0.96, None, None]}
+    metrics = {
+        "before": {"params": 1000, "accuracy": 0.96},
+        "sensitivity": {"baseline_metric": 0.96, "metric": "accuracy", "sparsities": [0.25, 0.5, 0.75],
+                        "sensitivity": curves},
+        "auto": {"target": "flops", "target_ratio": 0.5, "reached_ratio": 0.46, "target_met": True,
+                 "accuracy_floor": 0.9, "final_metric": 0.88, "accuracy_floor_met": False, "tolerated_drop": 0.05,
+                 "ratios": {"conv1": 0.5, "conv2+fc1": 0.25}, "baseline_metric": 0.96,
+                 "sparsities": [0.25, 0.5, 0.75], "sensitivity": curves},
+    }
+    job_transition(job.pk, to=Status.SUCCEEDED, progress=1.0, stage="done", metrics=metrics)
+    html = client_in.get(f"/jobs/{job.pk}/").content.decode()
+    assert 'id="job-sensitivity"' in html and html.count('<svg class="chart"') == 2
+    assert html.count('data-group="conv1"') >= 2 and 'data-group="conv2+fc1"' in html
+    assert "46.0 % of the original (met)" in html
+    assert "88.0 % reached (not met)" in html
+    assert 'data-group="conv2+fc1"><th scope="row"><code>conv2+fc1</code></th><td class="num">25.0 %' in html
+
+
+def test_sensitivity_chart_escapes_layer_names():
+    from webapp.dashboard.templatetags.condense_charts import sensitivity_chart
+
+    svg = sensitivity_chart({"sparsities": [0.5], "sensitivity": {"<script>": [0.5]}, "baseline_metric": 1.0})
+    assert "<script>" not in svg and "&lt;script&gt;" in svg
+    assert sensitivity_chart({}) == ""

@@ -52,6 +52,23 @@ def test_worker_runs_a_job_on_an_uploaded_npz_dataset(api, user, wait_job):
     assert 0.0 <= job.metrics["before"]["accuracy"] <= 1.0 and 0.0 <= job.metrics["after"]["accuracy"] <= 1.0
 
 
+def test_worker_runs_a_data_dependent_pruner_with_fine_tuning(api, user, wait_job):
+    from webapp.modelhub.services import model_create
+
+    model = model_create(owner=user, name="digits", source="builtin", architecture="digits_cnn")
+    params = {**L1_HALF, "training_steps": 10, "training": {"finetune_epochs": 2, "distillation": True}}
+    response = api.post("/api/v1/jobs/", {"model": model.pk, "algorithm": "TaylorFOWeightPruner", "params": params,
+                                          "dataset": "digits"}, format="json")
+    assert response.status_code == 201, response.json()
+    job = wait_job(response.json()["id"])
+    assert job.status == "succeeded", job.error
+    finetune = job.metrics["finetune"]
+    assert finetune["epochs"] == 2 and len(finetune["per_epoch"]) == 2 and finetune["distillation"] is True
+    assert job.metrics["after"]["params"] < job.metrics["before"]["params"]
+    logs = [line.message for line in job.logs.all()]
+    assert any("fine-tuning: epoch 2 of 2" in message for message in logs)
+
+
 def test_worker_reports_failure_instead_of_hanging(api, user, wait_job):
     from webapp.modelhub.services import model_create
 
