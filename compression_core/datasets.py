@@ -21,6 +21,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from .evaluation.tensor_data import output_logits
+from .tensors import module_device
+
 __all__ = [
     "DatasetSpec",
     "BUILTIN_DATASETS",
@@ -132,24 +135,6 @@ def dataset_choices() -> List[dict]:
     return [BUILTIN_DATASETS[name].as_dict() for name in sorted(BUILTIN_DATASETS)]
 
 
-def _model_device(model: nn.Module) -> torch.device:
-    for tensor in model.parameters():
-        return tensor.device
-    for tensor in model.buffers():
-        return tensor.device
-    return torch.device("cpu")
-
-
-def _logits(output) -> torch.Tensor:
-    if isinstance(output, torch.Tensor):
-        return output
-    if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
-        return output[0]
-    if isinstance(output, dict) and "logits" in output:
-        return output["logits"]
-    raise TypeError(f"cannot take class predictions from a model output of type {type(output).__name__}")
-
-
 def evaluate_accuracy(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, batch_size: int = 256) -> float:
     """Fraction of ``inputs`` whose argmax prediction equals ``labels`` (eval mode, no grad).
 
@@ -164,7 +149,7 @@ def evaluate_accuracy(model: nn.Module, inputs: torch.Tensor, labels: torch.Tens
         raise ValueError(f"inputs ({len(inputs)}) and labels ({len(labels)}) differ in length")
     if len(inputs) == 0:
         raise ValueError("cannot evaluate accuracy on an empty dataset")
-    device = _model_device(model)
+    device = module_device(model)
     was_training = model.training
     model.eval()
     correct = 0
@@ -173,7 +158,7 @@ def evaluate_accuracy(model: nn.Module, inputs: torch.Tensor, labels: torch.Tens
             for start in range(0, len(inputs), batch_size):
                 batch = inputs[start : start + batch_size].to(device)
                 target = labels[start : start + batch_size].to(device)
-                predicted = _logits(model(batch)).argmax(dim=1)
+                predicted = output_logits(model(batch)).argmax(dim=1)
                 correct += int((predicted == target).sum().item())
     finally:
         model.train(was_training)
@@ -202,7 +187,7 @@ def train_classifier(
     """
     if len(inputs) != len(labels):
         raise ValueError(f"inputs ({len(inputs)}) and labels ({len(labels)}) differ in length")
-    device = _model_device(model)
+    device = module_device(model)
     generator = torch.Generator()
     if seed is not None:
         generator.manual_seed(seed)
@@ -219,7 +204,7 @@ def train_classifier(
                 continue
             batch, target = inputs[index].to(device), labels[index].to(device)
             optimizer.zero_grad(set_to_none=True)
-            loss = loss_fn(_logits(model(batch)), target)
+            loss = loss_fn(output_logits(model(batch)), target)
             loss.backward()
             optimizer.step()
     model.eval()

@@ -47,3 +47,12 @@ def masked_data(tensor: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor
     if mask is None:
         return data
     return data * mask.to(device=data.device, dtype=data.dtype)
+
+
+def module_device(module: torch.nn.Module) -> torch.device:
+    """The device of the module's first parameter or buffer (CPU for a module without any)."""
+    for tensor in module.parameters():
+        return tensor.device
+    for tensor in module.buffers():
+        return tensor.device
+    return torch.device("cpu")

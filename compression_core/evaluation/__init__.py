@@ -13,7 +13,6 @@ from .tensor_data import (
     OPTIMIZERS,
     TensorDataEvaluator,
     distillation_loss,
-    model_device,
     output_logits,
     tensor_evaluator,
 )
@@ -25,7 +24,6 @@ __all__ = [
     "TensorDataEvaluator",
     "TorchEvaluator",
     "distillation_loss",
-    "model_device",
     "output_logits",
     "tensor_evaluator",
 ]

@@ -33,20 +33,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..tensors import first_tensor
+from ..tensors import first_tensor, module_device
 from .evaluator import TorchEvaluator
 
 TensorData = tuple[torch.Tensor, torch.Tensor | None]
 OPTIMIZERS = ("sgd", "adam", "adamw")
-
-
-def model_device(model: nn.Module) -> torch.device:
-    """The device of the model's first parameter or buffer (CPU for a model without any)."""
-    for tensor in model.parameters():
-        return tensor.device
-    for tensor in model.buffers():
-        return tensor.device
-    return torch.device("cpu")
 
 
 def output_logits(output: Any) -> torch.Tensor:
@@ -140,7 +131,7 @@ class TensorDataEvaluator(TorchEvaluator):
     def _training_func(self, model, optimizers, training_step, lr_schedulers=None, max_steps=None, max_epochs=None):
         inputs, labels = self.train_data
         generator = torch.Generator().manual_seed(self.seed)
-        device = model_device(model)
+        device = module_device(model)
         epochs = max_epochs if max_epochs is not None else (None if max_steps is not None else self.epochs)
         epoch = 0
         steps = 0
@@ -174,7 +165,7 @@ class TensorDataEvaluator(TorchEvaluator):
 
     def _evaluating_func(self, model) -> float:
         inputs, labels = self.test_data
-        device = model_device(model)
+        device = module_device(model)
         agree = 0
         with torch.no_grad():
             for start in range(0, len(inputs), 256):

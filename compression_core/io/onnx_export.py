@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..tensors import flatten_tensors
+from ..tensors import flatten_tensors, module_device
 
 __all__ = ["export_onnx", "example_inputs_for"]
 
@@ -27,14 +27,6 @@ def _as_tuple(example_inputs) -> Tuple:
     if isinstance(example_inputs, tuple):
         return example_inputs
     raise TypeError(f"example_inputs must be a tensor or a tuple of tensors, not {type(example_inputs).__name__}")
-
-
-def _device_of(model: nn.Module) -> torch.device:
-    for tensor in model.parameters():
-        return tensor.device
-    for tensor in model.buffers():
-        return tensor.device
-    return torch.device("cpu")
 
 
 def example_inputs_for(model: nn.Module, batch_size: int = 1) -> Optional[Tuple[torch.Tensor, ...]]:
@@ -59,7 +51,7 @@ def example_inputs_for(model: nn.Module, batch_size: int = 1) -> Optional[Tuple[
         dims = [batch_size if (d is None and i == 0) else d for i, d in enumerate(shape)]
         if any(d is None for d in dims):
             return None
-        tensors.append(torch.randn(*dims, generator=generator).to(_device_of(model)))
+        tensors.append(torch.randn(*dims, generator=generator).to(module_device(model)))
     return tuple(tensors)
 
 
@@ -87,7 +79,7 @@ def export_onnx(
     """
     path = Path(path)
     args = _as_tuple(example_inputs)
-    device = _device_of(model)
+    device = module_device(model)
     args = tuple(a.to(device) if isinstance(a, torch.Tensor) else a for a in args)
     was_training = model.training
     model.eval()

@@ -409,23 +409,23 @@ def _equalize(analysis: ChannelAnalysis, removed: set[int]) -> None:
             changed = True
 
 
-def _resolve_attr(model: nn.Module, target: str) -> tuple[nn.Module, str]:
+def _owner_and_attr(model: nn.Module, target: str) -> tuple[nn.Module, str]:
     owner_name, _, attr = target.rpartition(".")
     try:
-        owner = model.get_submodule(owner_name) if owner_name else model
+        return (model.get_submodule(owner_name) if owner_name else model), attr
     except AttributeError as exc:
         raise SpeedupError(f"{target!r} names no module of the model") from exc
+
+
+def _resolve_attr(model: nn.Module, target: str) -> tuple[nn.Module, str]:
+    owner, attr = _owner_and_attr(model, target)
     if not isinstance(getattr(owner, attr, None), torch.Tensor):
         raise SpeedupError(f"{target!r} names no parameter or buffer of the model")
     return owner, attr
 
 
 def _resolve_size_attr(model: nn.Module, target: str) -> tuple[nn.Module, str]:
-    owner_name, _, attr = target.rpartition(".")
-    try:
-        owner = model.get_submodule(owner_name) if owner_name else model
-    except AttributeError as exc:
-        raise SpeedupError(f"{target!r} names no module of the model") from exc
+    owner, attr = _owner_and_attr(model, target)
     if plain_sizes(getattr(owner, attr, None)) is None:
         raise SpeedupError(f"{target!r} names no int (or int list) attribute of the model")
     return owner, attr

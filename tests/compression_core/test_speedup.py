@@ -19,6 +19,7 @@ from compression_core.speedup import (
     apply_pruning_plan,
     auto_set_dependency_group_ids,
 )
+from tests.compression_core.speedup_helpers import rel_err
 
 
 # --------------------------------------------------------------------------
@@ -62,10 +63,6 @@ def assert_unchanged(model: nn.Module, snap: tuple[dict, dict]) -> None:
         assert now[key].shape == value.shape, key
         assert torch.equal(now[key], value), key
     assert {name: m for name, m in model.named_modules()} == modules  # same module objects
-
-
-def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a - b).abs().max() / b.abs().max().clamp_min(1e-12))
 
 
 def zero_preserving_bn(model: nn.Module) -> None:

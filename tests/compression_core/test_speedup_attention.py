@@ -20,6 +20,7 @@ from compression_core.speedup import (
     prunability_report,
 )
 from compression_core.speedup.attention import PrunedMultiheadAttention, cut_attention, head_mask
+from tests.compression_core.speedup_helpers import onnx_output, rel_err
 
 # Heads and MLP hidden channels only: selecting the MLP's output Linear (it writes into the
 # residual stream) would prune the embedding width too, see test_speedup_vit_width.py.
@@ -27,10 +28,6 @@ CONFIG = [
     {"op_types": ["MultiheadAttention"], "sparse_ratio": 0.5},
     {"op_types": ["Linear"], "op_names_re": [r".*\.mlp\.0"], "sparse_ratio": 0.5},
 ]
-
-
-def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a - b).abs().max() / b.abs().max().clamp_min(1e-12))
 
 
 def n_params(model: nn.Module) -> int:
@@ -230,16 +227,8 @@ def test_vit_heads_and_mlp_halve_exactly(tmp_path):
 
     # ONNX export of the pruned model runs in onnxruntime
     pytest.importorskip("onnxruntime")
-    from compression_core.io import save_model
-
-    path = tmp_path / "vit.onnx"
-    save_model(model, path, example_inputs=x)
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    (out,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
     with torch.no_grad():
-        assert rel_err(torch.from_numpy(out), model(x)) < 1e-4
+        assert rel_err(onnx_output(model, x, tmp_path / "vit.onnx"), model(x)) < 1e-4
 
 
 def test_report_lists_attention_layers_as_prunable():

@@ -19,6 +19,7 @@ from compression_core.speedup import (
 )
 from compression_core.speedup.replace import MODULE_CUTTERS, cut_tensor, shallow_copy
 from compression_core.speedup.rules import CHANNEL_RULES
+from tests.compression_core.speedup_helpers import rel_err
 
 
 def channel_masks(module: nn.Module, keep: torch.Tensor, dim: int = 0) -> dict[str, torch.Tensor]:
@@ -29,10 +30,6 @@ def channel_masks(module: nn.Module, keep: torch.Tensor, dim: int = 0) -> dict[s
     if getattr(module, "bias", None) is not None and dim == 0:
         mask["bias"] = keep.to(weight.dtype).clone()
     return mask
-
-
-def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a - b).abs().max() / b.abs().max().clamp_min(1e-12))
 
 
 @pytest.fixture(autouse=True)

@@ -15,6 +15,7 @@ import torch.nn as nn
 
 from compression_core.speedup import ModelSpeedup, SpeedupError, apply_pruning_plan, masked_reference
 from compression_core.speedup.replace import output_rows
+from tests.compression_core.speedup_helpers import rel_err
 
 
 @pytest.fixture(autouse=True)
@@ -34,10 +35,6 @@ def channel_mask(module: nn.Module, keep: list[int]) -> dict[str, torch.Tensor]:
     if module.bias is not None:
         result["bias"] = (~removed).float()
     return result
-
-
-def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a - b).abs().max() / b.abs().max().clamp_min(1e-12))
 
 
 def randomize_bn(model: nn.Module) -> None:

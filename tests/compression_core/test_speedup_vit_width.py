@@ -23,12 +23,9 @@ from compression_core.speedup import (
     prunability_report,
 )
 from compression_core.speedup.attention import cut_attention
+from tests.compression_core.speedup_helpers import onnx_output, rel_err
 
 FULL = ["Conv2d", "MultiheadAttention", "Linear"]
-
-
-def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a - b).abs().max() / b.abs().max().clamp_min(1e-12))
 
 
 @pytest.fixture(autouse=True)
@@ -360,15 +357,7 @@ def test_vit_b_16_width_heads_and_mlp_halve(tmp_path):
         assert rel_err(fresh(x), got) < 1e-6
 
     pytest.importorskip("onnxruntime")
-    import onnxruntime as ort
-
-    from compression_core.io import save_model
-
-    path = tmp_path / "vit_b_16.onnx"
-    save_model(model, path, example_inputs=x)
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    (out,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
-    assert rel_err(torch.from_numpy(out), got) < 1e-4
+    assert rel_err(onnx_output(model, x, tmp_path / "vit_b_16.onnx"), got) < 1e-4
 
 
 @pytest.mark.slow

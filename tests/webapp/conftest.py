@@ -105,3 +105,10 @@ def digits_dataset(user, upload, digits_npz):
     from webapp.datahub.services import dataset_create
 
     return dataset_create(owner=user, name="my digits", upload=upload("digits.npz", digits_npz))
+
+
+@pytest.fixture
+def client_in(client, user):
+    """A browser session signed in as ``user``."""
+    client.force_login(user)
+    return client

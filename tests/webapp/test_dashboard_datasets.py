@@ -16,12 +16,6 @@ pytestmark = pytest.mark.django_db
 L1_HALF = [{"op_types": ["Conv2d"], "sparse_ratio": 0.5}]
 
 
-@pytest.fixture
-def client_in(client, user):
-    client.force_login(user)
-    return client
-
-
 def _file(name: str, content: bytes) -> SimpleUploadedFile:
     return SimpleUploadedFile(name, content, content_type="application/octet-stream")
 

@@ -18,12 +18,6 @@ L1_HALF = [{"op_types": ["Conv2d"], "sparse_ratio": 0.5}]
 
 
 @pytest.fixture
-def client_in(client, user):
-    client.force_login(user)
-    return client
-
-
-@pytest.fixture
 def other_client(client, other_user):
     client.force_login(other_user)
     return client
