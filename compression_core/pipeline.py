@@ -39,9 +39,10 @@ from .config import select_modules
 from .data import DatasetSource
 from .datasets import evaluate_accuracy
 from .evaluation import TrainingOptions
-from .sensitivity_job import run_sensitivity_job
 from .io import load_model, onnx_input_shapes, save_model
+from .pipeline_steps import channel_pruning, check_target_and_floor, finetune_model, holdout
 from .pruning.base import PRUNABLE_TYPES
+from .sensitivity_job import run_sensitivity_job
 from .speedup import ModelSpeedup, SpeedupError, auto_set_dependency_group_ids, prunability_report
 
 Progress = Callable[[float, str], None]
@@ -180,70 +181,6 @@ def validate_recipe(recipe: Recipe, model: nn.Module | None = None) -> dict[str,
     return params
 
 
-def _channel_pruning(spec: registry.AlgorithmSpec, params: dict[str, Any]) -> bool:
-    """Does this job remove whole output channels (so dependency groups apply)?"""
-    if not getattr(spec.factory, "uses_dependency_groups", True):
-        return False
-    granularity = spec.granularity
-    if "pruning_algorithm" in params:
-        granularity = registry.get_algorithm(params["pruning_algorithm"]).granularity
-    entries = {entry.get("granularity", "default") for entry in params["config_list"]}
-    return granularity == "out_channel" and entries <= {"default", "out_channel"}
-
-
-def _holdout(data, fraction: float = 0.2):
-    """``data`` split into (fit, validation); the dataset's own split is already shuffled."""
-    inputs, labels = data
-    cut = max(1, min(len(inputs) - 1, round(len(inputs) * (1 - fraction))))
-    fit = (inputs[:cut], None if labels is None else labels[:cut])
-    validation = (inputs[cut:], None if labels is None else labels[cut:])
-    return fit, validation
-
-
-def _finetune(model: nn.Module, training: TrainingOptions, train_data, test_data, teacher, report,
-              timings: dict[str, float]) -> dict[str, Any]:
-    """Fine-tune the pruned model epoch by epoch (reporting each, so a job can be cancelled between them)."""
-    started = time.perf_counter()
-    evaluator = training.evaluator(train_data, test_data, teacher, for_finetuning=True)
-    metric = "accuracy" if train_data[1] is not None else "agreement with the original"
-    result: dict[str, Any] = {"epochs": training.finetune_epochs, "metric": metric,
-                              "distillation": evaluator.teacher is not None,
-                              "pruned": evaluator.evaluate(model), "per_epoch": []}
-    for epoch in range(1, training.finetune_epochs + 1):
-        report(0.55 + 0.05 * epoch / training.finetune_epochs,
-               f"fine-tuning: epoch {epoch} of {training.finetune_epochs}")
-        evaluator.train(model, max_epochs=1)
-        result["per_epoch"].append(evaluator.evaluate(model))
-    model.eval()
-    result["finetuned"] = result["per_epoch"][-1]
-    timings["finetune_s"] = time.perf_counter() - started
-    return result
-
-
-def _check_floor(auto: dict[str, Any], after: dict[str, Any], fidelity: dict[str, Any],
-                 finetune: dict[str, Any] | None, warnings: list[str]) -> dict[str, Any]:
-    """Say whether an automatic compression met its target and accuracy floor."""
-    met = auto["reached_ratio"] <= auto["target_ratio"] + 1e-9
-    auto["target_met"] = met
-    if not met:
-        warnings.append(f"the {auto['target']} target was not met: {auto['reached_ratio']:.1%} of the original "
-                        f"left, {auto['target_ratio']:.1%} asked")
-    floor = auto.get("accuracy_floor")
-    if floor is not None:
-        # The evaluator's metric: accuracy on labelled data, agreement with the original otherwise.
-        if finetune:
-            final = finetune["finetuned"]
-        else:
-            final = after["accuracy"] if "accuracy" in after else fidelity.get("top1_agreement") or 0.0
-        auto["final_metric"] = final
-        auto["accuracy_floor_met"] = final >= floor
-        if final < floor:
-            warnings.append(f"the accuracy floor was not met: {final:.1%} after "
-                            f"{'fine-tuning' if finetune else 'pruning'}, {floor:.1%} asked; fine-tune longer, "
-                            "or relax the target")
-    return auto
-
-
 class _Reporter:
     def __init__(self, progress: Progress | None):
         self.progress = progress or (lambda fraction, message: None)
@@ -368,7 +305,7 @@ def run_pipeline(recipe: Recipe, progress: Progress | None = None) -> dict[str, 
                     "timings": {k: round(v, 3) for k, v in timings.items()}, "log": report.log}
 
         config_list = params["config_list"]
-        if params.get("dependency_aware") and _channel_pruning(spec, params):
+        if params.get("dependency_aware") and channel_pruning(spec, params):
             report(0.35, "finding coupled layers (dependency groups)")
             asked = set(select_modules(model, config_list, supported_types=PRUNABLE_TYPES))
             config_list = auto_set_dependency_group_ids(model, config_list, example)
@@ -396,7 +333,7 @@ def run_pipeline(recipe: Recipe, progress: Progress | None = None) -> dict[str, 
         kwargs = spec.constructor_kwargs(params)
         if spec.needs_data:
             # Pruners that compare candidates by the metric must not see the test split the job reports on.
-            fit, validation = _holdout(train_data)
+            fit, validation = holdout(train_data)
             kwargs["evaluator"] = training.evaluator(fit, validation, teacher)
         try:
             pruner = spec.factory(model, config_list, **kwargs)
@@ -408,7 +345,7 @@ def run_pipeline(recipe: Recipe, progress: Progress | None = None) -> dict[str, 
         finetune = None
         if training.finetune_epochs and not recipe.speedup:
             # The masking hooks stay on while fine-tuning, so pruned weights stay zero.
-            finetune = _finetune(model, training, train_data, test_data, teacher, report, timings)
+            finetune = finetune_model(model, training, train_data, test_data, teacher, report, timings)
         pruner.unwrap_model()
         masks = {name: {k: v.detach().cpu() for k, v in mask.items()} for name, mask in masks.items()}
 
@@ -427,7 +364,7 @@ def run_pipeline(recipe: Recipe, progress: Progress | None = None) -> dict[str, 
                     "could be removed, so the model keeps its shape (sparse weights only)"
                 )
             if training.finetune_epochs:
-                finetune = _finetune(model, training, train_data, test_data, teacher, report, timings)
+                finetune = finetune_model(model, training, train_data, test_data, teacher, report, timings)
 
         report(0.6, "measuring the compressed model")
         t0 = time.perf_counter()
@@ -460,7 +397,7 @@ def run_pipeline(recipe: Recipe, progress: Progress | None = None) -> dict[str, 
     if finetune is not None:
         metrics["finetune"] = finetune
     if auto:
-        metrics["auto"] = _check_floor(auto, after, fidelity, finetune, warnings)
+        metrics["auto"] = check_target_and_floor(auto, after, fidelity, finetune, warnings)
     return {
         "metrics": metrics,
         "layers": layers,

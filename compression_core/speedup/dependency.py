@@ -37,7 +37,7 @@ from .attention import ATTENTION_TYPES
 from .channels import AttrTie, ChannelAnalysis, ChannelUnionFind, Layout, ModuleChannels, UniformConstraint, UnknownOp
 from .graph import propagate_shapes, trace_model
 from .literals import bind_literal_uses
-from .rules import Propagator, map_reshape
+from .rules import Propagator
 
 
 def analyze_channels(model: nn.Module, dummy_input: Any, graph_module: fx.GraphModule | None = None) -> ChannelAnalysis:

@@ -33,7 +33,7 @@ import torch.fx as fx
 import torch.nn as nn
 
 from .channels import Layout
-from .replace import get_tensor
+from ..tensors import get_tensor
 from .speedup import ModelSpeedup
 
 

@@ -26,7 +26,7 @@ import torch
 import torch.nn as nn
 
 from .attention import ATTENTION_TYPES, attention_dims, attention_sizes, cut_attention
-from ..tensors import get_tensor, masked_data
+from ..tensors import masked_data
 from .errors import SpeedupError
 
 _HOOK_DICTS = (

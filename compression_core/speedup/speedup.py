@@ -22,6 +22,7 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 
+from ..tensors import get_tensor
 from .attention import ATTENTION_TYPES, attention_sizes, cut_attention, merged_mask, speedup_attention
 from .dependency import ChannelAnalysis, analyze_channels
 from .errors import SpeedupError
@@ -31,7 +32,6 @@ from .replace import (
     apply_masks,
     cut_module,
     cut_tensor,
-    get_tensor,
     is_cuttable,
     module_references,
     module_sizes,
