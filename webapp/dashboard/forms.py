@@ -161,7 +161,10 @@ class JobForm(forms.Form):
         required=False, initial=True, label="Speed up",
         help_text="Physically remove pruned channels, so the model gets smaller and faster.",
     )
-    dataset = forms.ChoiceField(required=False, label="Evaluation dataset")
+    dataset = forms.ChoiceField(
+        required=False, label="Dataset",
+        help_text="Measures accuracy, feeds data-dependent pruners and fine-tuning; random inputs without one.",
+    )
     device = forms.ChoiceField(
         choices=[(value, value.upper()) for value in Job.Device.values], initial=Job.Device.CPU,
         help_text="Where the job runs and latency is measured; GPU jobs go to GPU workers.",
