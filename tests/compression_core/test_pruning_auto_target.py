@@ -76,3 +76,16 @@ def test_bad_arguments(kwargs, message):
 def test_no_data_is_refused():
     with pytest.raises(ValueError, match="needs data"):
         AutoTargetPruner(small_cnn(), CONFIG)
+
+
+def test_latency_target_is_measured_on_the_sped_up_candidates():
+    model, evaluator = _setup()
+    config = auto_set_dependency_group_ids(model, CONFIG, evaluator.dummy_input)
+    pruner = AutoTargetPruner(model, config, evaluator, target="latency", target_ratio=0.95, sparsities=GRID,
+                              latency_runs=3)
+    pruner.compress()
+    report = pruner.report
+    # every candidate was pruned, sped up and timed; the choice is one whose measured latency met the budget
+    assert report["candidates_measured"] >= 3
+    assert report["reached"] <= 0.95 * report["original"]
+    assert report["reached_ratio"] == pytest.approx(report["reached"] / report["original"])
