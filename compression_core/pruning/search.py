@@ -66,7 +66,7 @@ class _SearchPruner(DataDrivenPruner):
     def __init__(self, model: nn.Module, config_list: Iterable[Mapping[str, Any]], evaluator: Any,
                  training_steps: int, pruning_algorithm: str | type, pruning_params: Mapping[str, Any] | None):
         self.base_class = pruner_class(pruning_algorithm)
-        if issubclass(self.base_class, (_SearchPruner, DataDrivenPruner)) and self.base_class is not ADMMPruner:
+        if issubclass(self.base_class, DataDrivenPruner):
             raise ValueError(f"{type(self).__name__} needs a data-free base pruner (LevelPruner, L1NormPruner, "
                              f"L2NormPruner, FPGMPruner), not {self.base_class.__name__}")
         self.supported_types = self.base_class.supported_types
