@@ -1,6 +1,8 @@
 """AutoTargetPruner: meets FLOPs/parameter targets, guided by sensitivity; unreachable targets fail early."""
 
 import pytest
+import torch
+import torch.nn as nn
 
 from compression_core.analysis import count_flops_params
 from compression_core.pruning import AutoTargetPruner
@@ -79,13 +81,19 @@ def test_no_data_is_refused():
 
 
 def test_latency_target_is_measured_on_the_sped_up_candidates():
-    model, evaluator = _setup()
+    # wide enough that pruning, not timer noise, decides the latency
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 64, 3, padding=1), nn.ReLU(), nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 4))
+    x = torch.rand(32, 3, 48, 48)
+    evaluator = loop_evaluator((x, torch.arange(32) % 4))
     config = auto_set_dependency_group_ids(model, CONFIG, evaluator.dummy_input)
-    pruner = AutoTargetPruner(model, config, evaluator, target="latency", target_ratio=0.95, sparsities=GRID,
-                              latency_runs=3)
+    pruner = AutoTargetPruner(model, config, evaluator, target="latency", target_ratio=0.8, sparsities=GRID,
+                              latency_runs=5)
     pruner.compress()
     report = pruner.report
-    # every candidate was pruned, sped up and timed; the choice is one whose measured latency met the budget
-    assert report["candidates_measured"] >= 3
-    assert report["reached"] <= 0.95 * report["original"]
+    # candidates are pruned, sped up and timed (the original and the deepest at least); the choice is one
+    # whose measured latency met the budget
+    assert report["candidates_measured"] >= 2
+    assert report["reached"] <= 0.8 * report["original"]
     assert report["reached_ratio"] == pytest.approx(report["reached"] / report["original"])

@@ -1,0 +1,46 @@
+"""Quantization: real int8 models through PyTorch's maintained int8 path, NNI's quantizers, int8 ONNX.
+
+- :class:`PostTrainingQuantizer`: static (calibrated) or dynamic int8, converted
+  to ``torch.ao.nn.quantized`` modules (x86 CPU kernels).
+- :class:`QATQuantizer`: quantization-aware training (fake quantization, BN folding)
+  through a TorchEvaluator, converted to the same real int8 model.
+- :class:`NaiveQuantizer`: NNI's data-free weight quantizer (simulated: the
+  weights are rounded to the int8 grid, the model keeps its structure).
+- :func:`export_calibration`: scales, zero points and bits per layer as JSON.
+- :func:`export_int8_onnx`: a QDQ int8 ONNX model (onnxruntime), checked
+  against the float model.
+
+Example::
+
+    from compression_core.quantization import PostTrainingQuantizer, export_calibration
+    quantizer = PostTrainingQuantizer(model, [{"op_types": ["Conv2d", "Linear"], "quant_bits": 8}],
+                                      calibration_data=images)
+    int8_model, calibration_config = quantizer.compress()
+    export_calibration(calibration_config, "calibration.json")
+"""
+
+from .calibration import export_calibration, is_int8_module
+from .naive import NaiveQuantizer
+from .onnx_int8 import export_int8_onnx, onnx_session
+from .ptq import PostTrainingConfig, PostTrainingQuantizer
+from .qat import QATQuantizer
+from .report import QuantizationReport, serialized_bytes
+from .settings import DEFAULT_OP_TYPES, LayerQuantSpec, TargetSpec, parse_quant_config_list, resolve_layers
+
+__all__ = [
+    "DEFAULT_OP_TYPES",
+    "LayerQuantSpec",
+    "NaiveQuantizer",
+    "PostTrainingConfig",
+    "PostTrainingQuantizer",
+    "QATQuantizer",
+    "QuantizationReport",
+    "TargetSpec",
+    "export_calibration",
+    "export_int8_onnx",
+    "is_int8_module",
+    "onnx_session",
+    "parse_quant_config_list",
+    "resolve_layers",
+    "serialized_bytes",
+]

@@ -1,0 +1,190 @@
+"""int8 ONNX: the float model exported to ONNX, then quantized by onnxruntime (QDQ format).
+
+QDQ ("QuantizeLinear / DequantizeLinear" pairs around each quantized
+operator) is ONNX's portable int8 form: onnxruntime fuses the pairs into
+int8 kernels (QLinearConv, QGemm, ...), and TensorRT / OpenVINO read it too.
+
+Example::
+
+    >>> result = export_int8_onnx(model, images, "out/model.int8.onnx")  # doctest: +SKIP
+    >>> result["bytes"] < result["float_bytes"] / 3.5, result["fidelity"]["cosine_similarity"] > 0.99  # doctest: +SKIP
+    (True, True)
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from ..analysis.fidelity import output_fidelity
+from ..io.api import save_model
+from .data import iter_batches
+
+ACTIVATION_TYPES = ("uint8", "int8")
+CALIBRATE_METHODS = ("minmax", "entropy", "percentile")
+
+
+def cpu_has_vnni() -> bool:
+    """True when the CPU has VNNI int8 dot products (AVX512-VNNI, AVX-VNNI or AMX); Linux only, else False."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    flags = set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            flags.update(line.split(":", 1)[1].split())
+            break
+    return bool(flags & {"avx512_vnni", "avx_vnni", "amx_int8"})
+
+
+def onnx_session(path: str | os.PathLike, threads: int | None = None):
+    """An onnxruntime CPU session for ``path`` (``threads`` intra-op threads, quiet logging)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    # No busy-waiting after a run: spinning threads would steal the CPU from whatever runs next.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    if threads:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def _reader(session_inputs: list[str], batches: list[tuple]):
+    from onnxruntime.quantization import CalibrationDataReader
+
+    class _Batches(CalibrationDataReader):
+        def __init__(self) -> None:
+            self._items = iter([
+                {name: tensor.detach().cpu().numpy() for name, tensor in zip(session_inputs, batch)}
+                for batch in batches
+            ])
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self._items, None)
+
+    return _Batches()
+
+
+def export_int8_onnx(
+    model: nn.Module,
+    calibration_inputs: Any,
+    path: str | os.PathLike,
+    *,
+    per_channel: bool = True,
+    reduce_range: bool | None = None,
+    activation_type: str = "uint8",
+    calibrate_method: str = "minmax",
+    op_types: list[str] | None = None,
+    exclude_nodes: list[str] | None = None,
+    batch_size: int = 32,
+    max_calibration_batches: int | None = None,
+    preprocess: bool = True,
+    opset: int = 17,
+) -> dict[str, Any]:
+    """Export ``model`` to a QDQ int8 ONNX file at ``path``, calibrated on ``calibration_inputs``.
+
+    1. ``compression_core.io.save_model`` exports the float model (checked in
+       onnxruntime); ``preprocess`` runs onnxruntime's ``quant_pre_process``
+       (shape inference, graph optimisation) on it.
+    2. ``onnxruntime.quantization.quantize_static`` in QDQ format: int8 weights
+       (per output channel with ``per_channel``), ``activation_type``
+       activations, ranges from ``calibrate_method`` over the calibration
+       batches (a tensor split in ``batch_size`` rows, or an iterable of batches).
+    3. The int8 file is run in onnxruntime on the first calibration batch and
+       compared with the float PyTorch model.
+
+    ``reduce_range`` uses 7-bit weights, onnxruntime's advice for x86 CPUs
+    without VNNI, where u8 x s8 products can saturate; ``None`` (default)
+    turns it on exactly there (measured on an AVX2 EPYC, resnet18: output
+    cosine 0.995 without, 0.998 with). Returns ``{"path",
+    "bytes", "float_bytes", "format": "onnx-qdq-int8", "opset",
+    "quantized_ops": {op_type: count}, "fidelity": {cosine_similarity,
+    top1_agreement, max_abs_diff, mean_abs_diff}}``.
+    """
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    if activation_type not in ACTIVATION_TYPES:
+        raise ValueError(f"activation_type must be one of {', '.join(ACTIVATION_TYPES)}, got {activation_type!r}")
+    if calibrate_method not in CALIBRATE_METHODS:
+        raise ValueError(f"calibrate_method must be one of {', '.join(CALIBRATE_METHODS)}, got {calibrate_method!r}")
+    if reduce_range is None:
+        reduce_range = not cpu_has_vnni()
+    batches = list(iter_batches(calibration_inputs, batch_size=batch_size, max_batches=max_calibration_batches))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    workdir = Path(tempfile.mkdtemp(prefix="condense-int8-onnx-"))
+    try:
+        float_path = workdir / "float.onnx"
+        example = tuple(t[:1] for t in batches[0])
+        save_model(model, float_path, example_inputs=example, opset=opset)
+        source = float_path
+        if preprocess:
+            from onnxruntime.quantization import quant_pre_process
+
+            prepared = workdir / "prepared.onnx"
+            try:
+                quant_pre_process(str(float_path), str(prepared))
+                source = prepared
+            except Exception:  # noqa: BLE001 - optional step: quantize the plain export instead
+                source = float_path
+        input_names = [meta.name for meta in onnx_session(source).get_inputs()]
+        quantize_static(
+            str(source), str(path), _reader(input_names, batches),
+            quant_format=QuantFormat.QDQ,
+            per_channel=per_channel,
+            reduce_range=reduce_range,
+            activation_type=QuantType.QUInt8 if activation_type == "uint8" else QuantType.QInt8,
+            weight_type=QuantType.QInt8,
+            op_types_to_quantize=op_types,
+            nodes_to_exclude=exclude_nodes,
+            calibrate_method={"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+                              "percentile": CalibrationMethod.Percentile}[calibrate_method],
+        )
+        float_bytes = float_path.stat().st_size
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    try:
+        session = onnx_session(path)
+    except Exception as exc:  # noqa: BLE001
+        raise RuntimeError(f"the int8 ONNX model does not load in onnxruntime: {exc}") from exc
+    check = batches[0]
+    outputs = session.run(None, {meta.name: t.detach().cpu().numpy()
+                                 for meta, t in zip(session.get_inputs(), check)})
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            reference = model(*check)
+    finally:
+        model.train(was_training)
+    reference = reference[0] if isinstance(reference, (tuple, list)) else reference
+    fidelity = output_fidelity(reference.detach().float().cpu(), torch.from_numpy(np.asarray(outputs[0])).float())
+    import onnx
+
+    graph = onnx.load(str(path)).graph
+    counts: dict[str, int] = {}
+    for node in graph.node:
+        counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    return {
+        "path": str(path),
+        "bytes": path.stat().st_size,
+        "float_bytes": float_bytes,
+        "format": "onnx-qdq-int8",
+        "opset": opset,
+        "reduce_range": reduce_range,
+        "quantized_ops": {"QuantizeLinear": counts.get("QuantizeLinear", 0),
+                          "DequantizeLinear": counts.get("DequantizeLinear", 0)},
+        "fidelity": fidelity,
+    }
