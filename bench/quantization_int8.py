@@ -47,7 +47,6 @@ import itertools
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -61,6 +60,7 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import onnxruntime  # noqa: E402
 import torch  # noqa: E402
+from bench_common import condense_commit, cpu_name  # noqa: E402
 import torch.nn as nn  # noqa: E402
 import torchvision  # noqa: E402
 
@@ -256,13 +256,7 @@ def format_row(row: dict[str, Any]) -> str:
 
 
 def machine_info(threads: int) -> dict[str, str]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout.splitlines():
-            if line.startswith("Model name:"):
-                cpu = line.split(":", 1)[1].strip()
-    except (OSError, subprocess.SubprocessError):
-        pass
+    cpu = cpu_name()
     info = {
         "CPU": f"{cpu}, {os.cpu_count()} logical CPUs, VNNI: {'yes' if cpu_has_vnni() else 'no (AVX2)'}",
         "threads": f"{threads} (torch.set_num_threads and onnxruntime intra-op), every variant",
@@ -272,15 +266,9 @@ def machine_info(threads: int) -> dict[str, str]:
         "python": platform.python_version(),
         "date": _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
     }
-    try:
-        commit = subprocess.run(["git", "-C", str(ROOT), "log", "-1", "--format=%h %s"],
-                                capture_output=True, text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--", "compression_core"],
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-        if commit:
-            info["Condense commit"] = commit + (" (compression_core has uncommitted changes)" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
-        pass
+    commit = condense_commit(ROOT)
+    if commit:
+        info["Condense commit"] = commit
     return info
 
 

@@ -49,7 +49,6 @@ import os
 import platform
 import shlex
 import statistics
-import subprocess
 import sys
 import time
 import traceback
@@ -61,6 +60,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
+from bench_common import condense_commit, cpu_name  # noqa: E402
 import torch.nn as nn  # noqa: E402
 import torchvision  # noqa: E402
 from torch.fx.experimental.optimization import fuse  # noqa: E402
@@ -571,15 +571,7 @@ def targets(records: list[dict], labels: list[str], tolerance: float) -> list[tu
 
 
 def machine_info(threads: int) -> dict[str, str]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
-        for line in lscpu.splitlines():
-            if line.startswith("Model name:"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except (OSError, subprocess.SubprocessError):
-        pass
+    cpu = cpu_name()
     info = {
         "CPU": f"{cpu}, {os.cpu_count()} logical CPUs",
         "threads": f"{threads} intra-op (torch.set_num_threads), same for every model and tool",
@@ -590,15 +582,9 @@ def machine_info(threads: int) -> dict[str, str]:
         "GPU": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none (GPU columns skipped)",
         "date": _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
     }
-    try:  # read-only: which Condense was measured
-        commit = subprocess.run(["git", "-C", str(ROOT), "log", "-1", "--format=%h %s"],
-                                capture_output=True, text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--", "compression_core"],
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-        if commit:
-            info["Condense commit"] = commit + (" (compression_core has uncommitted changes)" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
-        pass
+    commit = condense_commit(ROOT)
+    if commit:
+        info["Condense commit"] = commit
     try:
         from importlib.metadata import version
         info["torch-pruning"] = version("torch-pruning")  # the module's own __version__ lags the wheel

@@ -172,17 +172,23 @@ def validate_params(name: str, params: Mapping[str, Any]) -> dict[str, Any]:
 
 # -- schema building blocks ---------------------------------------------------
 
-_NAME_LIST = {"type": "array", "items": {"type": "string"}}
+NAME_LIST = {"type": "array", "items": {"type": "string"}}
 RATIO = {"type": "number", "minimum": 0, "exclusiveMaximum": 1}
+
+# The keys that select layers, shared by the pruning and quantization config entries.
+SELECTOR_PROPERTIES: dict[str, Any] = {
+    "op_types": {**NAME_LIST, "description": "Layer types, e.g. Conv2d, Linear"},
+    "op_names": {**NAME_LIST, "description": "Exact layer names"},
+    "op_names_re": {**NAME_LIST, "description": "Regular expressions over layer names"},
+    "exclude_op_names": NAME_LIST,
+    "exclude_op_types": NAME_LIST,
+    "exclude": {"type": "boolean"},
+}
 
 CONFIG_ENTRY_SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {
-        "op_types": {**_NAME_LIST, "description": "Layer types, e.g. Conv2d, Linear"},
-        "op_names": {**_NAME_LIST, "description": "Exact layer names"},
-        "op_names_re": {**_NAME_LIST, "description": "Regular expressions over layer names"},
-        "exclude_op_names": _NAME_LIST,
-        "exclude_op_types": _NAME_LIST,
+        **SELECTOR_PROPERTIES,
         "sparse_ratio": {**RATIO, "description": "Fraction of weights/channels to remove"},
         "sparsity": {**RATIO, "description": "Alias of sparse_ratio (NNI 2.x)"},
         "max_sparse_ratio": RATIO,
@@ -190,7 +196,6 @@ CONFIG_ENTRY_SCHEMA: dict[str, Any] = {
         "granularity": {"type": "string", "enum": list(GRANULARITIES)},
         "dependency_group_id": {},
         "global_group_id": {},
-        "exclude": {"type": "boolean"},
     },
 }
 

@@ -9,29 +9,23 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..registry import AlgorithmSpec, register
+from ..registry import NAME_LIST, SELECTOR_PROPERTIES, AlgorithmSpec, register
 from .qconfig import BACKENDS, OBSERVERS
 from .settings import QUANT_DTYPES, QUANT_GRANULARITIES, QUANT_SCHEMES, QUANT_TYPES
 
-_NAME_LIST = {"type": "array", "items": {"type": "string"}}
 _PER_TYPE_INT = {"type": "integer", "minimum": 1, "maximum": 32}
 
 QUANT_CONFIG_ENTRY_SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {
-        "op_types": {**_NAME_LIST, "description": "Layer types, e.g. Conv2d, Linear"},
-        "op_names": {**_NAME_LIST, "description": "Exact layer names"},
-        "op_names_re": {**_NAME_LIST, "description": "Regular expressions over layer names"},
-        "exclude_op_names": _NAME_LIST,
-        "exclude_op_types": _NAME_LIST,
-        "exclude": {"type": "boolean"},
+        **SELECTOR_PROPERTIES,
         "quant_types": {"type": "array", "items": {"type": "string", "enum": list(QUANT_TYPES)},
                         "description": "Tensors to quantize: input, weight, output"},
         "quant_bits": {"description": "Bits (8 for real int8), or {quant_type: bits}"},
         "quant_dtype": {"description": f"{', '.join(QUANT_DTYPES)} (or int8/uint8), or {{quant_type: dtype}}"},
         "quant_scheme": {"description": f"{', '.join(QUANT_SCHEMES)}, or {{quant_type: scheme}}"},
         "granularity": {"type": "string", "enum": list(QUANT_GRANULARITIES)},
-        "fuse_names": {"type": "array", "items": _NAME_LIST,
+        "fuse_names": {"type": "array", "items": NAME_LIST,
                        "description": "Layer groups to fuse first, e.g. [[\"conv1\", \"bn1\", \"relu1\"]]"},
     },
 }
