@@ -31,6 +31,13 @@ QUANT_CONFIG_ENTRY_SCHEMA: dict[str, Any] = {
 }
 
 
+# Options of every quantizer that converts to real int8 (PTQ and QAT).
+INT8_OPTIONS: dict[str, Any] = {
+    "backend": {"type": "string", "enum": list(BACKENDS), "default": "x86"},
+    "allow_float": {"type": "boolean", "default": False,
+                    "description": "Keep layers without an int8 kernel in float32 instead of failing"},
+}
+
 def quantization_schema(extra: dict[str, Any] | None = None, *, config_required: bool = False) -> dict[str, Any]:
     properties = {
         "config_list": {"type": "array", "items": QUANT_CONFIG_ENTRY_SCHEMA,
@@ -59,11 +66,9 @@ def register_builtin_quantizers() -> None:
         params_schema=quantization_schema({
             "mode": {"type": "string", "enum": ["static", "dynamic"], "default": "static",
                      "description": "static: weights and activations int8 (needs data); dynamic: weights only"},
-            "backend": {"type": "string", "enum": list(BACKENDS), "default": "x86"},
+            **INT8_OPTIONS,
             "observer": {"type": "string", "enum": list(OBSERVERS), "default": "histogram",
                          "description": "How activation ranges are measured"},
-            "allow_float": {"type": "boolean", "default": False,
-                            "description": "Keep layers without an int8 kernel in float32 instead of failing"},
             "max_calibration_batches": {"type": "integer", "minimum": 1,
                                         "description": "Calibration batches to use (default: all)"},
         }),
@@ -80,9 +85,7 @@ def register_builtin_quantizers() -> None:
                                                 "quantization starts"},
             "freeze_bn_step": {"type": "integer", "minimum": 1,
                                "description": "Step after which BatchNorm statistics stop updating"},
-            "backend": {"type": "string", "enum": list(BACKENDS), "default": "x86"},
-            "allow_float": {"type": "boolean", "default": False,
-                            "description": "Keep layers without an int8 kernel in float32 instead of failing"},
+            **INT8_OPTIONS,
         }),
         needs_data=True, granularity="per_channel",
     ))
