@@ -42,6 +42,7 @@ from .evaluation import TrainingOptions
 from .io import load_model, onnx_input_shapes, save_model
 from .pipeline_steps import channel_pruning, check_target_and_floor, finetune_model, holdout
 from .pruning.base import PRUNABLE_TYPES
+from .quantization_job import Measurement, check_quantizer, requires_data, run_quantization
 from .sensitivity_job import run_sensitivity_job
 from .speedup import ModelSpeedup, SpeedupError, auto_set_dependency_group_ids, prunability_report
 
@@ -164,8 +165,15 @@ def validate_recipe(recipe: Recipe, model: nn.Module | None = None) -> dict[str,
     spec = registry.get_algorithm(recipe.algorithm)
     params = registry.validate_params(recipe.algorithm, recipe.params)
     _check_dataset(recipe.dataset, recipe.input_shape)
-    if spec.needs_data and not recipe.dataset:
-        raise ValueError(f"{recipe.algorithm} needs data: choose a dataset")
+    for name, needs in _data_needs(spec, params).items():
+        if needs and not recipe.dataset:
+            raise ValueError(f"{name} needs data: choose a dataset")
+    if spec.kind == "quantization":
+        if TrainingOptions.from_params(params.get("training")).finetune_epochs:
+            raise ValueError("training.finetune_epochs is fine-tuning after pruning; a quantization-aware trainer "
+                             "trains for its own 'epochs'")
+        check_quantizer(spec, params, model if model is not None else recipe.model.load())
+        return params
     check_config = getattr(spec.factory, "check_config", None)
     if check_config is not None:
         check_config(params["config_list"])
@@ -178,7 +186,21 @@ def validate_recipe(recipe: Recipe, model: nn.Module | None = None) -> dict[str,
     if not selected:
         names = ", ".join(t.__name__ for t in supported)
         raise ValueError(f"the config list selects no layer {recipe.algorithm} can prune in this model ({names})")
+    if params.get("quantization"):
+        then = params["quantization"]
+        check_quantizer(registry.get_algorithm(then["algorithm"]), then["params"], model)
     return params
+
+
+def _data_needs(spec: registry.AlgorithmSpec, params: dict[str, Any]) -> dict[str, bool]:
+    """Which steps of the job need the dataset's train split: ``{step name: needs it}``."""
+    if spec.kind == "quantization":
+        return {spec.name: requires_data(spec, params)}
+    needs = {spec.name: spec.needs_data}
+    if params.get("quantization"):
+        then = params["quantization"]
+        needs[then["algorithm"]] = requires_data(registry.get_algorithm(then["algorithm"]), then["params"])
+    return needs
 
 
 class _Reporter:
@@ -280,10 +302,12 @@ def run_pipeline(recipe: Recipe, progress: Progress | None = None) -> dict[str, 
         if labels is not None:
             eval_data = (inputs, labels)
         fidelity_inputs = inputs[:256]
-        if spec.needs_data or training.finetune_epochs:
+        if any(_data_needs(spec, params).values()) or training.finetune_epochs:
             train_data = dataset.load(recipe.input_shape, split="train")
     with torch.inference_mode():
         reference_outputs = model(fidelity_inputs)
+    measurement = Measurement(example, eval_data, fidelity_inputs, reference_outputs, recipe.latency_batch_sizes,
+                              recipe.latency_runs, recipe.device)
     timings["load_s"] = time.perf_counter() - started
 
     with tempfile.TemporaryDirectory(prefix="condense-") as tmp:
@@ -297,12 +321,20 @@ def run_pipeline(recipe: Recipe, progress: Progress | None = None) -> dict[str, 
             evaluator = training.evaluator(test_data, test_data, copy.deepcopy(model))
             sensitivity, csv_artifact = run_sensitivity_job(model, params, evaluator, example, out_dir, report)
             timings["sensitivity_s"] = time.perf_counter() - t0
-            timings["total_s"] = time.perf_counter() - started
-            report(1.0, "done")
             before.pop("_layers")
-            return {"metrics": {"before": before, "sensitivity": sensitivity}, "layers": [],
-                    "artifacts": [csv_artifact], "warnings": warnings,
-                    "timings": {k: round(v, 3) for k, v in timings.items()}, "log": report.log}
+            return _result({"before": before, "sensitivity": sensitivity}, [], [csv_artifact], warnings, timings,
+                           started, report)
+        if spec.kind == "quantization":
+            before.pop("_layers")
+            teacher = copy.deepcopy(model) if train_data is not None else None
+            quantization, after, artifacts = run_quantization(
+                model, recipe.algorithm, params, float_metrics=before,
+                float_fidelity=output_fidelity(reference_outputs, reference_outputs), measurement=measurement,
+                train_data=train_data, teacher=teacher, out_dir=out_dir, progress=report, timings=timings,
+                warnings=warnings)
+            fidelity = after.pop("fidelity")
+            return _result({"before": before, "after": after, "fidelity": fidelity, "quantization": quantization},
+                           [], artifacts, warnings, timings, started, report)
 
         config_list = params["config_list"]
         if params.get("dependency_aware") and channel_pruning(spec, params):
@@ -373,6 +405,14 @@ def run_pipeline(recipe: Recipe, progress: Progress | None = None) -> dict[str, 
             fidelity = output_fidelity(reference_outputs, model(fidelity_inputs))
         timings["measure_after_s"] = time.perf_counter() - t0
 
+        quantization = None
+        if params.get("quantization"):
+            then = params["quantization"]
+            quantization, quantized_after, quantized_artifacts = run_quantization(
+                model, then["algorithm"], then["params"], float_metrics=after, float_fidelity=fidelity,
+                measurement=measurement, train_data=train_data, teacher=teacher, out_dir=out_dir, progress=report,
+                timings=timings, warnings=warnings)
+
     report(0.85, "exporting the compressed model")
     artifacts = []
     if "onnx" in recipe.export_formats:
@@ -391,13 +431,23 @@ def run_pipeline(recipe: Recipe, progress: Progress | None = None) -> dict[str, 
         artifacts.append({"name": csv_path.name, "kind": "csv", "bytes": csv_path.stat().st_size})
 
     layers = _layer_table(before.pop("_layers"), after.pop("_layers"), masks, plan)
-    timings["total_s"] = time.perf_counter() - started
-    report(1.0, "done")
     metrics = {"before": before, "after": after, "fidelity": fidelity}
     if finetune is not None:
         metrics["finetune"] = finetune
     if auto:
         metrics["auto"] = check_target_and_floor(auto, after, fidelity, finetune, warnings)
+    if quantization is not None:
+        # "after" is the deliverable: the quantized model; "pruned" the float model it was made from.
+        metrics.update({"pruned": after, "after": quantized_after, "fidelity": quantized_after.pop("fidelity"),
+                        "quantization": quantization})
+        artifacts += quantized_artifacts
+    return _result(metrics, layers, artifacts, warnings, timings, started, report)
+
+
+def _result(metrics: dict[str, Any], layers: list[dict], artifacts: list[dict], warnings: list[str],
+            timings: dict[str, float], started: float, report: _Reporter) -> dict[str, Any]:
+    timings["total_s"] = time.perf_counter() - started
+    report(1.0, "done")
     return {
         "metrics": metrics,
         "layers": layers,

@@ -152,7 +152,8 @@ def _with_defaults(value: Mapping[str, Any], schema: Mapping[str, Any]) -> dict[
     for key, sub in schema.get("properties", {}).items():
         if key not in result and "default" in sub:
             result[key] = sub["default"]
-        if sub.get("type") == "object" and "properties" in sub:
+        # An optional object with required keys (a stage such as "quantization") stays absent unless given.
+        if sub.get("type") == "object" and "properties" in sub and (key in result or not sub.get("required")):
             result[key] = _with_defaults(result.get(key) or {}, sub)
     return result
 
@@ -165,8 +166,17 @@ def validate_params(name: str, params: Mapping[str, Any]) -> dict[str, Any]:
         raise ValueError("params must be an object")
     _check(params, spec.params_schema, "params")
     result = _with_defaults(params, spec.params_schema)
-    if "config_list" in result:
+    if spec.kind == "quantization":
+        from .quantization.settings import parse_quant_config_list
+
+        # Checked here (names the key), defaulted by each quantizer (its own default quant types).
+        parse_quant_config_list(result.get("config_list"))
+    elif "config_list" in result:
         result["config_list"] = canonicalize_config_list(result["config_list"])
+    if result.get("quantization"):
+        from .quantization_job import validate_quantize_after
+
+        result["quantization"] = validate_quantize_after(result["quantization"])
     return result
 
 
@@ -200,11 +210,22 @@ CONFIG_ENTRY_SCHEMA: dict[str, Any] = {
 }
 
 
+QUANTIZE_AFTER_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["algorithm"],
+    "description": "Then quantize the pruned, fine-tuned, sped-up model with this quantizer and its params",
+    "properties": {
+        "algorithm": {"type": "string", "description": "A quantization algorithm, e.g. PostTrainingQuantizer"},
+        "params": {"type": "object", "description": "That algorithm's params (its own schema)"},
+    },
+}
+
 # Parameters the job pipeline uses itself; every other parameter goes to the algorithm's constructor.
-PIPELINE_PARAMS = ("config_list", "dependency_aware", "training")
+PIPELINE_PARAMS = ("config_list", "dependency_aware", "training", "epochs", "quantization")
 
 
-def pruning_schema(extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def pruning_schema(extra: Mapping[str, Any] | None = None, *, quantize_after: bool = True) -> dict[str, Any]:
     properties = {
         "config_list": {
             "type": "array",
@@ -219,16 +240,20 @@ def pruning_schema(extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
         },
         "training": TRAINING_SCHEMA,
     }
+    if quantize_after:
+        properties["quantization"] = QUANTIZE_AFTER_SCHEMA
     properties.update(extra or {})
     return {"type": "object", "required": ["config_list"], "additionalProperties": False, "properties": properties}
 
 
 def _register_builtins() -> None:
     from .pruning.catalog import register_builtin_pruners
+    from .quantization.catalog import register_builtin_quantizers
     from .sensitivity_job import register_sensitivity_analysis
 
     register_builtin_pruners()
     register_sensitivity_analysis()
+    register_builtin_quantizers()
 
 
 _register_builtins()

@@ -83,5 +83,5 @@ def register_sensitivity_analysis() -> None:
             "early_stop_mode": {"type": "string", "enum": ["minimize", "maximize", "dropped", "raised"],
                                 "description": "Stop a group's curve once the metric passes early_stop_value"},
             "early_stop_value": {"type": "number", "description": "Threshold of early_stop_mode"},
-        }),
+        }, quantize_after=False),
     ))

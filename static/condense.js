@@ -112,10 +112,20 @@
     var select = form.querySelector("select[name=algorithm]");
     if (!select) return;
 
+    var configList = form.querySelector("textarea[name=config_list]");
+    var defaults = [];
+    form.querySelectorAll(".algo-info[data-default-config]").forEach(function (info) {
+      defaults.push(info.dataset.defaultConfig);
+    });
+
     function update() {
       var chosen = select.value;
       form.querySelectorAll(".algo-info[data-algorithm]").forEach(function (info) {
         info.hidden = info.dataset.algorithm !== chosen;
+        // An untouched default config list follows the algorithm's kind (pruning vs quantization keys).
+        if (!info.hidden && configList && defaults.indexOf(configList.value.trim()) !== -1) {
+          configList.value = info.dataset.defaultConfig;
+        }
       });
       form.querySelectorAll("[data-algorithms]").forEach(function (field) {
         var applies = field.dataset.algorithms.split(" ").indexOf(chosen) !== -1;

@@ -270,6 +270,12 @@ def save_model(
       ``plan`` (a JSON-serialisable dict, e.g. the pruning plan) also writes
       ``<stem>.plan.json`` next to it (its path is returned as ``plan_path``).
 
+    - ``.pt``: a TorchScript archive (``torch.jit.trace`` on ``example_inputs``),
+      the form PyTorch ships int8 models in: ``torch.jit.load(path)`` runs it
+      without Condense (``load_model(path, trusted=True)`` reads it back; being
+      code, it is refused otherwise). The archive is loaded and checked
+      against ``model``; ``max_abs_diff`` is returned.
+
     Other suffixes raise ``ValueError``.
 
     Example::
@@ -309,7 +315,33 @@ def save_model(
             plan_file.write_text(plan_text)
             result["plan_path"] = str(plan_file)
         return result
-    raise ValueError(f"cannot save a model as {path.name!r}: use a .onnx or .safetensors file name")
+    if suffix == ".pt":
+        if example_inputs is None:
+            raise ValueError("save_model(..., '.pt') traces the model: give example_inputs")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return _save_torchscript(model, path, example_inputs)
+    raise ValueError(f"cannot save a model as {path.name!r}: use a .onnx, .safetensors or .pt (TorchScript) file name")
+
+
+def _save_torchscript(model: nn.Module, path: Path, example_inputs) -> dict:
+    inputs = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
+    was_training = model.training
+    model.eval()
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")  # TorchScript's deprecation notice; the archive is what users load
+            scripted = torch.jit.trace(model, inputs, check_trace=False)
+            torch.jit.save(scripted, str(path))
+            loaded = torch.jit.load(str(path), map_location="cpu")
+            expected, got = model(*inputs), loaded(*inputs)
+    except Exception as exc:
+        raise RuntimeError(f"TorchScript export of the model failed: {str(exc).splitlines()[0]}") from exc
+    finally:
+        model.train(was_training)
+    expected = expected[0] if isinstance(expected, (tuple, list)) else expected
+    got = got[0] if isinstance(got, (tuple, list)) else got
+    diff = float((expected.float() - got.float()).abs().max()) if expected.numel() else 0.0
+    return {"path": str(path), "bytes": path.stat().st_size, "format": "torchscript", "max_abs_diff": diff}
 
 
 def _classifier_outputs(model: nn.Module) -> Optional[int]:

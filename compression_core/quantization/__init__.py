@@ -6,6 +6,10 @@
   through a TorchEvaluator, converted to the same real int8 model.
 - :class:`NaiveQuantizer`: NNI's data-free weight quantizer (simulated: the
   weights are rounded to the int8 grid, the model keeps its structure).
+- :class:`DoReFaQuantizer`: NNI's DoReFa-Net weight quantization (1 to 8 bits,
+  one scale per layer) learnt through a TorchEvaluator (simulated).
+- :class:`BNNQuantizer`: NNI's binarized networks: +1/-1 weights and chosen
+  activations learnt through a TorchEvaluator (simulated).
 - :func:`export_calibration`: scales, zero points and bits per layer as JSON.
 - :func:`export_int8_onnx`: a QDQ int8 ONNX model (onnxruntime), checked
   against the float model.
@@ -20,6 +24,7 @@ Example::
 """
 
 from .calibration import export_calibration, is_int8_module
+from .lowbit import BNNQuantizer, DoReFaQuantizer
 from .naive import NaiveQuantizer
 from .onnx_int8 import export_int8_onnx, onnx_session
 from .ptq import PostTrainingConfig, PostTrainingQuantizer
@@ -28,7 +33,9 @@ from .report import QuantizationReport, serialized_bytes
 from .settings import DEFAULT_OP_TYPES, LayerQuantSpec, TargetSpec, parse_quant_config_list, resolve_layers
 
 __all__ = [
+    "BNNQuantizer",
     "DEFAULT_OP_TYPES",
+    "DoReFaQuantizer",
     "LayerQuantSpec",
     "NaiveQuantizer",
     "PostTrainingConfig",

@@ -1,14 +1,15 @@
 """The registry entries of the built-in quantizers: names, papers, parameter schemas.
 
-Not registered yet: :func:`register_builtin_quantizers` is called from
-``compression_core.registry._register_builtins`` once the job pipeline runs
-quantization jobs (the job form offers every registered algorithm).
+:func:`register_builtin_quantizers` is called from
+``compression_core.registry._register_builtins``; the job pipeline runs them
+through :mod:`compression_core.quantization_job`.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from ..evaluation.options import TRAINING_SCHEMA
 from ..registry import NAME_LIST, SELECTOR_PROPERTIES, AlgorithmSpec, register
 from .qconfig import BACKENDS, OBSERVERS
 from .settings import QUANT_DTYPES, QUANT_GRANULARITIES, QUANT_SCHEMES, QUANT_TYPES
@@ -38,6 +39,14 @@ INT8_OPTIONS: dict[str, Any] = {
                     "description": "Keep layers without an int8 kernel in float32 instead of failing"},
 }
 
+# Options of every quantizer that trains (QAT, DoReFa, BNN): how long, and the job's training settings.
+TRAINING_OPTIONS: dict[str, Any] = {
+    "epochs": {"type": "integer", "minimum": 1, "default": 3,
+               "description": "Epochs of quantization-aware training on the job's dataset"},
+    "training": TRAINING_SCHEMA,
+}
+
+
 def quantization_schema(extra: dict[str, Any] | None = None, *, config_required: bool = False) -> dict[str, Any]:
     properties = {
         "config_list": {"type": "array", "items": QUANT_CONFIG_ENTRY_SCHEMA,
@@ -55,7 +64,7 @@ JACOB = ("Jacob et al., Quantization and Training of Neural Networks for Efficie
 
 
 def register_builtin_quantizers() -> None:
-    from . import NaiveQuantizer, PostTrainingQuantizer, QATQuantizer
+    from . import BNNQuantizer, DoReFaQuantizer, NaiveQuantizer, PostTrainingQuantizer, QATQuantizer
 
     register(AlgorithmSpec(
         name="PostTrainingQuantizer", kind="quantization",
@@ -86,6 +95,7 @@ def register_builtin_quantizers() -> None:
             "freeze_bn_step": {"type": "integer", "minimum": 1,
                                "description": "Step after which BatchNorm statistics stop updating"},
             **INT8_OPTIONS,
+            **TRAINING_OPTIONS,
         }),
         needs_data=True, granularity="per_channel",
     ))
@@ -96,4 +106,21 @@ def register_builtin_quantizers() -> None:
         paper="NNI NaiveQuantizer (Microsoft NNI 2.x)",
         paper_url="https://nni.readthedocs.io/en/v2.10/compression/quantizer.html", factory=NaiveQuantizer,
         params_schema=quantization_schema(), needs_data=False, granularity="per_channel",
+    ))
+    register(AlgorithmSpec(
+        name="DoReFaQuantizer", kind="quantization",
+        description="Weights at 1 to 8 bits (DoReFa's tanh transform, one scale per layer), learnt by training "
+                    "with straight-through gradients; simulated: the weights lie on the grid, stored in float32.",
+        paper="Zhou et al., DoReFa-Net: Training Low Bitwidth Convolutional Neural Networks with Low Bitwidth "
+              "Gradients (2016)",
+        paper_url="https://arxiv.org/abs/1606.06160", factory=DoReFaQuantizer,
+        params_schema=quantization_schema(TRAINING_OPTIONS), needs_data=True, granularity="per_layer",
+    ))
+    register(AlgorithmSpec(
+        name="BNNQuantizer", kind="quantization",
+        description="Binary (+1/-1) weights, and binary outputs of the layers a config entry gives "
+                    "\"quant_types\": [\"output\"], learnt by training with straight-through gradients; simulated.",
+        paper="Hubara, Courbariaux et al., Binarized Neural Networks (NeurIPS 2016)",
+        paper_url="https://arxiv.org/abs/1602.02830", factory=BNNQuantizer,
+        params_schema=quantization_schema(TRAINING_OPTIONS), needs_data=True, granularity="per_layer",
     ))

@@ -49,6 +49,9 @@ class NaiveQuantizer:
     ``quant_dtype``, ``quant_scheme``, ``scale``, ``zero_point`` and ``axis``.
     """
 
+    real_int8 = False
+    quantization_aware = False
+
     def __init__(self, model: nn.Module, config_list: Iterable[Mapping[str, Any]] | None = None):
         self.model = model
         self.config_list = parse_quant_config_list(config_list, default_quant_types=("weight",))

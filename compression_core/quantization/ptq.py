@@ -38,7 +38,7 @@ import torch
 import torch.nn as nn
 from torch.ao.quantization import QConfigMapping, fuse_modules, quantize_dynamic
 from torch.ao.quantization.fx.custom_config import PrepareCustomConfig
-from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+from torch.ao.quantization.quantize_fx import convert_fx, convert_to_reference_fx, prepare_fx
 
 from ..evaluation.evaluator import TorchEvaluator
 from .calibration import converted_records, is_int8_module, merge_records, observed_records
@@ -174,7 +174,7 @@ class PostTrainingQuantizer:
     """Post-training int8 quantization (NNI's ``PtqQuantizer``), converted to a real int8 model.
 
     ``config_list`` selects layers (NNI keys; default every Conv /
-    ConvTranspose / Linear) and their settings (see
+    ConvTranspose / Linear, in dynamic mode every Linear / LSTM / GRU) and their settings (see
     :mod:`compression_core.quantization.settings`); real int8 takes 8 bits,
     signed weights (per-channel or per-tensor) and unsigned per-tensor
     activations. Layers with weights that the config does not select stay
@@ -190,6 +190,11 @@ class PostTrainingQuantizer:
     ``compress()`` returns ``(int8_model, calibration_config)``; the input
     model is not modified.
     """
+
+    #: Gives a real int8 model (not a simulated one); the job pipeline measures and exports it as such.
+    real_int8 = True
+    #: Trains through an evaluator (the job pipeline builds one and passes ``epochs``).
+    quantization_aware = False
 
     def __init__(
         self,
@@ -213,6 +218,8 @@ class PostTrainingQuantizer:
             max_calibration_steps=max_calibration_steps)
         self.model = model
         default_types = ("input", "weight") if self.config.mode == "dynamic" else ("input", "weight", "output")
+        if config_list is None and self.config.mode == "dynamic":
+            config_list = [{"op_types": [t.__name__ for t in DYNAMIC_TYPES]}]
         self.config_list = parse_quant_config_list(config_list, default_quant_types=default_types)
         self.evaluator = evaluator
         self.calibration_data = calibration_data
@@ -236,6 +243,10 @@ class PostTrainingQuantizer:
         if not dynamic and calibration_data is None and evaluator is None:
             first_batch(None, None)  # raises the "no calibration data" message
         self.report = QuantizationReport(mode=self.config.mode, backend=self.config.backend)
+        #: Static mode, after ``compress()``: the observed model (observers hold the ranges) and the
+        #: simulated model (float kernels between quantize/dequantize steps, as the int8 model computes).
+        self.observed_model: nn.Module | None = None
+        self.simulated_model: nn.Module | None = None
 
     # -- public API ------------------------------------------------------------
     @classmethod
@@ -255,6 +266,7 @@ class PostTrainingQuantizer:
         self.report = QuantizationReport(mode=self.config.mode, backend=self.config.backend,
                                          kept_float=dict(self._unsupported))
         model = copy.deepcopy(self.model).eval()
+        self.observed_model = self.simulated_model = None
         with quiet_torch_ao():
             if self.config.mode == "dynamic":
                 quantized = self._compress_dynamic(model)
@@ -376,6 +388,7 @@ class PostTrainingQuantizer:
 
         self.report.calibration_batches = self._observe(model)
         model.eval()
+        self.observed_model = copy.deepcopy(model)
         observed_config: dict[str, dict] = {}
         for region, observed in prepared.items():
             observed_config.update(observed_records(observed, region))
@@ -387,6 +400,7 @@ class PostTrainingQuantizer:
             model = _set_submodule(model, region, converted)
         with torch.no_grad():
             model(*example)
+        self.simulated_model = self._reference_model(copy.deepcopy(self.observed_model), list(prepared), failures)
         self._record_outcome(model, set(untraceable), failures)
         if self.report.kept_float and not cfg.allow_float:
             raise ValueError(self._cannot_message(self.report.kept_float))
@@ -396,6 +410,15 @@ class PostTrainingQuantizer:
         self.report.calibration_config = merge_records(
             {k: v for k, v in observed_config.items() if k in self.report.quantized}, converted_config)
         return model
+
+    def _reference_model(self, observed: nn.Module, regions: list[str], failures: Mapping[str, str]) -> nn.Module:
+        """The observed model as PyTorch's "reference" quantized model: float kernels between quantize and
+        dequantize steps with the int8 model's scales, so it computes what the int8 model computes."""
+        for region in sorted(regions, key=_depth, reverse=True):
+            module = observed.get_submodule(region) if region else observed
+            reference = convert_to_reference_fx(module, qconfig_mapping=self._qconfig_mapping(region, set(failures)))
+            observed = _set_submodule(observed, region, reference)
+        return observed.eval()
 
     def _region_inputs(self, model: nn.Module, regions: list[str], example: tuple) -> dict[str, tuple]:
         """The positional inputs each region's module receives on ``example`` (for ``prepare_fx``)."""

@@ -22,17 +22,25 @@ Example::
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import torch.nn as nn
 from torch.ao.nn.intrinsic.qat import freeze_bn_stats
-from torch.ao.quantization import QConfigMapping, disable_fake_quant, enable_fake_quant, fuse_modules_qat
+from torch.ao.quantization import (
+    FakeQuantizeBase,
+    QConfigMapping,
+    disable_fake_quant,
+    enable_fake_quant,
+    fuse_modules_qat,
+)
+from torch.ao.quantization.observer import ObserverBase
 from torch.ao.quantization.fx.custom_config import PrepareCustomConfig
 from torch.ao.quantization.quantize_fx import prepare_qat_fx
 
 from ..evaluation.evaluator import TorchEvaluator
-from .ptq import PostTrainingQuantizer
+from .ptq import PostTrainingQuantizer, _set_submodule
 from .qconfig import qat_activation_qconfig, qat_qconfig
 from .settings import LayerQuantSpec
 
@@ -47,6 +55,8 @@ class QATQuantizer(PostTrainingQuantizer):
     evaluator's own loop decides when both are None), converts, and returns
     ``(int8_model, calibration_config)``; the input model is not modified.
     """
+
+    quantization_aware = True
 
     def __init__(
         self,
@@ -81,6 +91,25 @@ class QATQuantizer(PostTrainingQuantizer):
         result = super().compress()
         self.report.mode = "qat"
         return result
+
+    def trained_float_model(self) -> nn.Module:
+        """After ``compress()``: the trained model in float32, fake quantization and observers removed.
+
+        What :func:`~compression_core.quantization.export_int8_onnx` takes to give a QAT-trained int8
+        ONNX: PyTorch's fake-quantize operators have no ONNX form, so onnxruntime re-derives the ranges
+        of these weights (which have learnt to sit on an int8 grid) from calibration data.
+        """
+        if self.observed_model is None:
+            raise ValueError("call compress() first: there is no trained model yet")
+        model = copy.deepcopy(self.observed_model).eval()
+        for name, module in list(model.named_modules(remove_duplicate=False)):  # shared observers too
+            if name and isinstance(module, (FakeQuantizeBase, ObserverBase)):
+                _set_submodule(model, name, nn.Identity())
+        for name, module in list(model.named_modules()):
+            if name and type(module).__module__.startswith("torch.ao.nn") and hasattr(module, "to_float"):
+                # QAT layers back to float ones; Conv+BN pairs come back with the BatchNorm folded in.
+                _set_submodule(model, name, module.to_float())
+        return model.eval()
 
     # -- the steps that differ from post-training quantization -------------------------
     def _global_qconfig(self):

@@ -43,11 +43,8 @@ def _add_model(page, source: str, tmp_path) -> None:
     assert re.search(r"/models/\d+/$", page.url)
 
 
-@pytest.mark.parametrize("source", ["onnx", "builtin"])
-def test_upload_compress_watch_and_download(page, live_server, user, celery_worker_process, tmp_path, source):
-    import onnxruntime as ort
-
-    # Sign in through the login page; it sends us back where we wanted to go.
+def _sign_in(page, live_server) -> None:
+    # Through the login page; it sends us back where we wanted to go.
     page.goto("/")
     assert "/accounts/login/" in page.url
     page.fill("#id_username", "alice")
@@ -56,6 +53,23 @@ def test_upload_compress_watch_and_download(page, live_server, user, celery_work
     page.wait_for_url(f"{live_server.url}/")
     assert page.inner_text(".user-name") == "alice"
 
+
+def _wait_until_finished(page, worker) -> None:
+    """condense.js polls the API and reloads the page once the job has finished; the results sections only
+    exist in the server-rendered, finished page."""
+    page.wait_for_selector("#metrics-table, #job-error", timeout=120_000)
+    page.wait_for_load_state("load")
+    status = page.get_attribute("#job-status", "data-status")
+    if status != "succeeded":
+        error = page.inner_text("#job-error") if page.locator("#job-error").count() else ""
+        pytest.fail(f"job ended {status}: {error}\n{worker.log_path.read_text()[-3000:]}")
+
+
+@pytest.mark.parametrize("source", ["onnx", "builtin"])
+def test_upload_compress_watch_and_download(page, live_server, user, celery_worker_process, tmp_path, source):
+    import onnxruntime as ort
+
+    _sign_in(page, live_server)
     _add_model(page, source, tmp_path)
 
     # The model page says what was found.
@@ -79,15 +93,7 @@ def test_upload_compress_watch_and_download(page, live_server, user, celery_work
     page.wait_for_url(re.compile(r".*/jobs/\d+/$"))
     assert page.get_attribute("#job-status", "data-status") in ("queued", "running", "succeeded")
 
-    # condense.js polls the API and reloads the page once the job has finished;
-    # the results sections only exist in the server-rendered, finished page.
-    page.wait_for_selector("#metrics-table, #job-error", timeout=120_000)
-    page.wait_for_load_state("load")
-    status = page.get_attribute("#job-status", "data-status")
-    if status != "succeeded":
-        error = page.inner_text("#job-error") if page.locator("#job-error").count() else ""
-        worker_log = celery_worker_process.log_path.read_text()[-3000:]
-        pytest.fail(f"job ended {status}: {error}\n{worker_log}")
+    _wait_until_finished(page, celery_worker_process)
     assert page.text_content("#job-status").strip() == "succeeded"
     assert page.get_attribute("#job-progress", "value") in ("1", "1.0", "1.000000")
     assert page.locator("#cancel-button").count() == 0
@@ -113,4 +119,43 @@ def test_upload_compress_watch_and_download(page, live_server, user, celery_work
     (output,) = session.run(None, {session.get_inputs()[0].name: np.random.rand(1, 1, 8, 8).astype(np.float32)})
     assert output.shape == (1, 10)
 
+    assert page.problems == [], page.problems
+
+
+def test_quantize_in_the_browser_and_download_the_int8_model(page, live_server, user, celery_worker_process,
+                                                             tmp_path):
+    import onnxruntime as ort
+
+    _sign_in(page, live_server)
+    _add_model(page, "builtin", tmp_path)
+    page.click("#compress-link")
+    page.wait_for_url(re.compile(r".*/jobs/new/\?model=\d+$"))
+
+    # The untouched default config list follows the algorithm's kind; options follow the algorithm.
+    page.select_option("#id_algorithm", "PostTrainingQuantizer")
+    assert '"quant_bits": 8' in page.input_value("#id_config_list")
+    assert not page.is_visible("#training-options") and not page.is_visible("#quantize-after")
+    assert page.is_visible("#id_observer")
+    page.select_option("#id_algorithm", "L1NormPruner")
+    assert '"sparse_ratio": 0.5' in page.input_value("#id_config_list")
+    assert page.is_visible("#quantize-after") and page.is_visible("#training-options")
+    page.select_option("#id_algorithm", "PostTrainingQuantizer")
+    page.select_option("#id_dataset", "digits")
+    page.click("#job-submit")
+    page.wait_for_url(re.compile(r".*/jobs/\d+/$"))
+    _wait_until_finished(page, celery_worker_process)
+
+    forms = page.locator("#quantization-forms tbody tr")
+    assert [forms.nth(i).get_attribute("data-form") for i in range(forms.count())] == [
+        "float", "simulated", "int8_pytorch", "int8_onnx"]
+    assert "int8 per_channel_symmetric" in page.inner_text("#quantization-layers")
+    page.screenshot(path=str(tmp_path / "quantization-page.png"), full_page=True)
+
+    with page.expect_download() as download_info:
+        page.click('a[data-artifact="model.int8.onnx"]')
+    downloaded = tmp_path / "model.int8.onnx"
+    download_info.value.save_as(str(downloaded))
+    session = ort.InferenceSession(str(downloaded), providers=["CPUExecutionProvider"])
+    (output,) = session.run(None, {session.get_inputs()[0].name: np.random.rand(2, 1, 8, 8).astype(np.float32)})
+    assert output.shape == (2, 10)
     assert page.problems == [], page.problems

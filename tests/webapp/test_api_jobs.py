@@ -1,3 +1,4 @@
+import json
 import onnxruntime as ort
 import numpy as np
 import pytest
@@ -137,3 +138,40 @@ def test_users_see_only_their_own_jobs(api, other_api, digits_model, no_enqueue)
     response = other_api.post("/api/v1/jobs/", {"model": digits_model.pk, "algorithm": "L1NormPruner",
                                                 "params": L1_HALF}, format="json")
     assert response.status_code == 404
+
+
+def test_quantization_job_runs_and_its_int8_files_download(api, digits_model, no_enqueue, tmp_path):
+    response = _create(api, digits_model, algorithm="PostTrainingQuantizer", params={})
+    assert response.status_code == 201, response.json()
+    job_id = response.json()["id"]
+    job_execute(job_id, task_id="task-q")
+    body = api.get(f"/api/v1/jobs/{job_id}/").json()
+    assert body["status"] == "succeeded", body["error"]
+    forms = body["metrics"]["quantization"]["forms"]
+    assert {"float", "simulated", "int8_pytorch", "int8_onnx"} <= set(forms)
+    assert forms["int8_pytorch"]["bytes"] < forms["float"]["bytes"]
+    assert body["metrics"]["after"]["weights_bytes"] == forms["int8_pytorch"]["bytes"]
+
+    names = {a["name"] for a in api.get(f"/api/v1/jobs/{job_id}/artifacts/").json()}
+    assert names == {"model.int8.pt", "model.int8.onnx", "calibration.json"}
+    path = tmp_path / "m.int8.onnx"
+    path.write_bytes(b"".join(api.get(f"/api/v1/jobs/{job_id}/artifacts/model.int8.onnx").streaming_content))
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (out,) = session.run(None, {session.get_inputs()[0].name: np.zeros((2, 1, 8, 8), np.float32)})
+    assert out.shape == (2, 10)
+    calibration = b"".join(api.get(f"/api/v1/jobs/{job_id}/artifacts/calibration.json").streaming_content)
+    assert set(json.loads(calibration)) == {"conv1", "conv2", "fc1", "fc2"}
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"algorithm": "PostTrainingQuantizer", "params": {"config_list": [{"quant_bits": 4}]}}, "quant_bits"),
+    ({"algorithm": "QATQuantizer", "params": {}, "dataset": ""}, "QATQuantizer needs data"),
+    ({"params": {**L1_HALF, "quantization": {"algorithm": "L2NormPruner"}}}, "choose a quantizer"),
+    ({"params": {**L1_HALF, "quantization": {"algorithm": "PostTrainingQuantizer", "params": {"backend": "arm"}}}},
+     "params.backend must be one of"),
+])
+def test_bad_quantization_requests_get_400(api, digits_model, no_enqueue, overrides, message):
+    response = _create(api, digits_model, **overrides)
+    assert response.status_code == 400
+    assert message in str(response.json())
+    assert Job.objects.count() == 0 and no_enqueue == []

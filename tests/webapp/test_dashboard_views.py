@@ -420,3 +420,52 @@ def test_sensitivity_chart_escapes_layer_names():
     svg = sensitivity_chart({"sparsities": [0.5], "sensitivity": {"<script>": [0.5]}, "baseline_metric": 1.0})
     assert "<script>" not in svg and "&lt;script&gt;" in svg
     assert sensitivity_chart({}) == ""
+
+
+def test_job_form_offers_quantizers_and_quantizing_after_pruning(client_in, digits, enqueued,
+                                                                django_capture_on_commit_callbacks):
+    page = client_in.get(f"/jobs/new/?model={digits.pk}").content.decode()
+    for name in ("PostTrainingQuantizer", "QATQuantizer", "NaiveQuantizer"):
+        assert f'<option value="{name}"' in page
+    assert 'id="quantize-after"' in page and 'name="quantize_after"' in page
+    assert "&quot;quant_bits&quot;: 8" in page  # the quantizers' default config list, swapped in by the page
+
+    data = _job_post(digits, quantize_after="PostTrainingQuantizer", quantize_params='{"observer": "minmax"}',
+                     training_finetune_epochs="1")
+    with django_capture_on_commit_callbacks(execute=True):
+        assert client_in.post("/jobs/new/", data).status_code == 302
+    job = Job.objects.get()
+    assert job.params["quantization"]["algorithm"] == "PostTrainingQuantizer"
+    assert job.params["quantization"]["params"]["observer"] == "minmax"
+    assert job.params["training"]["finetune_epochs"] == 1
+
+    # A post-training quantizer has no training options: the form does not send them.
+    quantizer = _job_post(digits, algorithm="PostTrainingQuantizer", config_list='[{"op_types": ["Linear"]}]',
+                          mode__PostTrainingQuantizer="dynamic", training_finetune_epochs="0")
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client_in.post("/jobs/new/", quantizer)
+    assert response.status_code == 302, response.content.decode()[:3000]
+    job = Job.objects.latest("pk")
+    assert job.params["mode"] == "dynamic" and "training" not in job.params
+
+    response = client_in.post("/jobs/new/", _job_post(digits, quantize_after="PostTrainingQuantizer",
+                                                      quantize_params="[1, 2]"))
+    assert "must be a JSON object" in response.content.decode()
+
+
+def test_quantization_job_page_compares_the_forms_and_lists_bits(client_in, digits, enqueued):
+    from webapp.jobs.services import job_create, job_execute
+
+    job = job_create(owner=digits.owner, model=digits, algorithm="PostTrainingQuantizer", params={},
+                     dataset="digits")
+    job_execute(job.pk, task_id="task-page")
+    html = client_in.get(f"/jobs/{job.pk}/").content.decode()
+    assert 'data-status="succeeded"' in html, html[:3000]
+    assert 'id="quantization-forms"' in html
+    for form in ("float", "simulated", "int8_pytorch", "int8_onnx"):
+        assert f'data-form="{form}"' in html
+    assert "CPU b1 latency" in html and "CPU b16 latency" in html
+    assert re.search(r'data-layer="conv1".*?data-bits="8"', html, re.S)
+    assert "int8 per_channel_symmetric" in html
+    for name in ("model.int8.pt", "model.int8.onnx", "calibration.json"):
+        assert f'/jobs/{job.pk}/download/{name}"' in html

@@ -69,6 +69,26 @@ def test_worker_runs_a_data_dependent_pruner_with_fine_tuning(api, user, wait_jo
     assert any("fine-tuning: epoch 2 of 2" in message for message in logs)
 
 
+def test_worker_prunes_fine_tunes_then_quantizes(api, user, wait_job):
+    from webapp.modelhub.services import model_create
+
+    model = model_create(owner=user, name="digits", source="builtin", architecture="digits_cnn")
+    params = {**L1_HALF, "training": {"finetune_epochs": 1},
+              "quantization": {"algorithm": "QATQuantizer", "params": {"epochs": 1}}}
+    response = api.post("/api/v1/jobs/", {"model": model.pk, "algorithm": "L1NormPruner", "params": params,
+                                          "dataset": "digits"}, format="json")
+    assert response.status_code == 201, response.json()
+    job = wait_job(response.json()["id"])
+    assert job.status == "succeeded", job.error
+    assert job.metrics["pruned"]["params"] < job.metrics["before"]["params"]
+    forms = job.metrics["quantization"]["forms"]
+    assert forms["int8_pytorch"]["bytes"] < forms["float"]["bytes"]
+    assert {"model.plan.json", "model.int8.pt", "model.int8.onnx", "calibration.json"} <= {
+        artifact["name"] for artifact in job.artifacts}
+    logs = [line.message for line in job.logs.all()]
+    assert any("quantizing with QATQuantizer" in message for message in logs)
+
+
 def test_worker_reports_failure_instead_of_hanging(api, user, wait_job):
     from webapp.modelhub.services import model_create
 

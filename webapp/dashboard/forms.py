@@ -20,6 +20,12 @@ from webapp.modelhub import selectors as model_selectors
 from webapp.modelhub.models import ModelArtifact
 
 DEFAULT_CONFIG_LIST = '[{"op_types": ["Conv2d"], "sparse_ratio": 0.5}]'
+# The config list the form starts from, per algorithm kind (the page swaps them as the algorithm changes).
+DEFAULT_CONFIG_LISTS = {
+    "pruning": DEFAULT_CONFIG_LIST,
+    "analysis": DEFAULT_CONFIG_LIST,
+    "quantization": '[{"op_types": ["Conv2d", "Linear"], "quant_bits": 8}]',
+}
 
 
 class ModelUploadForm(forms.Form):
@@ -111,7 +117,8 @@ def _dataset_label(dataset) -> str:
 
 # Form fields of the job form; an algorithm parameter with one of these names gets
 # a "param_" prefix.
-_FIXED_FIELDS = {"name", "model", "algorithm", "config_list", "speedup", "dataset", "device"}
+_FIXED_FIELDS = {"name", "model", "algorithm", "config_list", "speedup", "dataset", "device", "quantize_after",
+                 "quantize_params"}
 
 
 def _param_field(schema: dict) -> forms.Field | None:
@@ -148,6 +155,10 @@ def _param_field(schema: dict) -> forms.Field | None:
     return None
 
 
+def _properties(spec) -> dict:
+    return spec.params_schema.get("properties", {})
+
+
 class JobForm(forms.Form):
     model = forms.ModelChoiceField(queryset=ModelArtifact.objects.none(), empty_label=None)
     algorithm = forms.ChoiceField()
@@ -155,7 +166,19 @@ class JobForm(forms.Form):
         initial=DEFAULT_CONFIG_LIST,
         widget=forms.Textarea(attrs={"rows": 6, "spellcheck": "false", "class": "code"}),
         help_text='NNI config list (JSON): which layers to compress and how much, e.g. '
-        '[{"op_types": ["Conv2d"], "sparse_ratio": 0.5}]. "sparsity" is accepted as an alias.',
+        '[{"op_types": ["Conv2d"], "sparse_ratio": 0.5}] ("sparsity" is an alias) for a pruner, '
+        '[{"op_types": ["Conv2d", "Linear"], "quant_bits": 8}] for a quantizer.',
+    )
+    quantize_after = forms.ChoiceField(
+        required=False, label="Then quantize with",
+        help_text="After pruning, fine-tuning and speed-up, quantize the smaller model (needs a dataset, "
+        "except NaiveQuantizer and dynamic post-training int8).",
+    )
+    quantize_params = forms.CharField(
+        required=False, label="Quantizer parameters",
+        widget=forms.Textarea(attrs={"rows": 3, "spellcheck": "false", "class": "code"}),
+        help_text='JSON, e.g. {"mode": "static", "config_list": [{"op_types": ["Conv2d", "Linear"]}]}; '
+        "empty for the defaults (every Conv and Linear to int8).",
     )
     speedup = forms.BooleanField(
         required=False, initial=True, label="Speed up",
@@ -223,7 +246,11 @@ class JobForm(forms.Form):
                 by_schema[key] = field_name
                 fields[prop] = field_name
                 self.param_algorithms[field_name] = [spec.name]
-        # Training: the evaluator of data-dependent pruners and fine-tuning after pruning.
+        # Training: the evaluator of data-dependent pruners, fine-tuning after pruning, quantization-aware training.
+        self.training_algorithms = [s.name for s in self.algorithms if "training" in _properties(s)]
+        self.quantize_after_algorithms = [s.name for s in self.algorithms if "quantization" in _properties(s)]
+        self.fields["quantize_after"].choices = [("", "Nothing (no quantization)")] + [
+            (s.name, s.name) for s in self.algorithms if s.kind == "quantization"]
         self.training_fields: dict[str, str] = {}
         for prop, schema in TRAINING_SCHEMA["properties"].items():
             field = _param_field(schema)
@@ -239,7 +266,20 @@ class JobForm(forms.Form):
         return [self[field_name] for field_name in self.training_fields.values()]
 
     def algorithm_infos(self):
-        return [spec.as_dict() for spec in self.algorithms]
+        return [{**spec.as_dict(), "default_config_list": DEFAULT_CONFIG_LISTS.get(spec.kind, DEFAULT_CONFIG_LIST)}
+                for spec in self.algorithms]
+
+    def clean_quantize_params(self):
+        text = self.cleaned_data["quantize_params"].strip()
+        if not text:
+            return {}
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise forms.ValidationError(f"The quantizer parameters are not valid JSON: {exc}")
+        if not isinstance(value, dict):
+            raise forms.ValidationError('The quantizer parameters must be a JSON object, e.g. {"mode": "static"}.')
+        return value
 
     def clean_config_list(self):
         text = self.cleaned_data["config_list"]
@@ -263,10 +303,13 @@ class JobForm(forms.Form):
             if value is None or value == "":
                 continue
             params[prop] = value
-        training = {prop: data.get(field_name) for prop, field_name in self.training_fields.items()}
-        training = {prop: value for prop, value in training.items() if value is not None and value != ""}
-        if training:
-            params["training"] = training
+        if data["algorithm"] in self.training_algorithms:
+            training = {prop: data.get(field_name) for prop, field_name in self.training_fields.items()}
+            training = {prop: value for prop, value in training.items() if value is not None and value != ""}
+            if training:
+                params["training"] = training
+        if data.get("quantize_after") and data["algorithm"] in self.quantize_after_algorithms:
+            params["quantization"] = {"algorithm": data["quantize_after"], "params": data.get("quantize_params") or {}}
         return params
 
     def service_kwargs(self) -> dict:

@@ -148,7 +148,7 @@ _FIXED = {
     "params": ("Parameters", count),
     "flops": ("FLOPs (MACs)", macs),
     "onnx_bytes": ("ONNX file size", bytes_),
-    "weights_bytes": ("Weights file size (safetensors)", bytes_),
+    "weights_bytes": ("Weights file size (safetensors; int8: TorchScript)", bytes_),
     "accuracy": ("Accuracy", percent),
 }
 _ORDER = ["params", "flops", "onnx_bytes", "weights_bytes"]
@@ -246,3 +246,45 @@ def timing_rows(metrics) -> list[dict]:
         {"key": key, "label": key.removesuffix("_s").replace("_", " ").capitalize(), "text": seconds(value)}
         for key, value in timings.items()
     ]
+
+
+# -- the quantization section ----------------------------------------------------
+
+
+def _times(reference, value) -> str:
+    reference, value = _number(reference), _number(value)
+    if reference is None or value is None or value <= 0:
+        return ""
+    return f"{reference / value:.2f}\u00d7"
+
+
+@register.simple_tag
+def quantization_table(quantization) -> dict:
+    """The forms of a quantized model side by side (accuracy, fidelity, size, latency, each against float32)
+    and the latency columns present (``[(device, batch)]``)."""
+    forms = (quantization or {}).get("forms") or {}
+    base = forms.get("float") or {}
+    columns = sorted({(m["device"], int(m["batch"])) for form in forms.values() for key in form
+                      if (m := _LATENCY.match(key))}, key=lambda c: (c[0] != "cpu", c[1]))
+    rows = []
+    for key, form in forms.items():
+        fidelity = form.get("fidelity") or {}
+        accuracy, base_accuracy = _number(form.get("accuracy")), _number(base.get("accuracy"))
+        row = {
+            "key": key, "label": form.get("label", key),
+            "accuracy": percent(form.get("accuracy")) if accuracy is not None else DASH,
+            "accuracy_change": (f"{(accuracy - base_accuracy) * 100:+.1f} pts"
+                                if key != "float" and accuracy is not None and base_accuracy is not None else ""),
+            "cosine": _FIDELITY["cosine_similarity"][1](fidelity.get("cosine_similarity")),
+            "top1": percent(fidelity.get("top1_agreement")),
+            "size": bytes_(form.get("bytes")),
+            "size_ratio": _times(base.get("bytes"), form.get("bytes")) if key != "float" else "",
+            "latency": [],
+        }
+        for device, batch in columns:
+            name = f"latency_{device}_b{batch}_ms"
+            reference = base.get(name) if key != "float" else None
+            row["latency"].append({"text": ms(form.get(name)), "value": form.get(name),
+                                   "speedup": _times(reference, form.get(name))})
+        rows.append(row)
+    return {"rows": rows, "columns": [f"{d.upper()} b{b}" for d, b in columns]}
