@@ -190,7 +190,7 @@ def run_quantization(
     The "after" metrics are those of the deliverable: the real int8 model
     where the quantizer gives one, else the simulated model.
     """
-    from .quantization import export_calibration, export_int8_onnx, onnx_session
+    from .quantization import export_calibration, export_dynamic_int8_onnx, export_int8_onnx, onnx_session
 
     spec = registry.get_algorithm(algorithm)
     if requires_data(spec, params) and train_data is None:
@@ -232,16 +232,20 @@ def run_quantization(
         progress(0.78, "exporting int8 ONNX")
         # QAT: the trained float weights; onnxruntime derives the ranges again from the same data.
         float_source = quantizer.trained_float_model() if hasattr(quantizer, "trained_float_model") else model
-        calibration = train_data[0][:CALIBRATION_SAMPLES] if train_data is not None else measurement.fidelity_inputs
         try:
-            onnx_info = export_int8_onnx(float_source, calibration, out_dir / "model.int8.onnx")
+            if report.mode == "dynamic":
+                onnx_info = export_dynamic_int8_onnx(model, example, out_dir / "model.int8.onnx")
+            else:
+                onnx_info = export_int8_onnx(float_source, train_data[0][:CALIBRATION_SAMPLES],
+                                             out_dir / "model.int8.onnx")
         except Exception as exc:  # noqa: BLE001 - the PyTorch int8 model stands on its own
             warnings.append(f"int8 ONNX export failed, the PyTorch int8 model is still there: {exc}")
         else:
             session = onnx_session(onnx_info["path"], threads=torch.get_num_threads())
             artifacts.append({"name": "model.int8.onnx", "kind": "onnx-int8", "bytes": onnx_info["bytes"]})
-            forms["int8_onnx"] = {"label": "int8, ONNX QDQ (onnxruntime)", **measurement.quality(_onnx_forward(session)),
-                                  "bytes": onnx_info["bytes"],
+            kind = "dynamic" if report.mode == "dynamic" else "QDQ"
+            forms["int8_onnx"] = {"label": f"int8, ONNX {kind} (onnxruntime)",
+                                  **measurement.quality(_onnx_forward(session)), "bytes": onnx_info["bytes"],
                                   **_onnx_latency(session, measurement.example, measurement.batch_sizes,
                                                   measurement.runs)}
             after["onnx_bytes"] = onnx_info["bytes"]

@@ -26,7 +26,7 @@ Example::
 from .calibration import export_calibration, is_int8_module
 from .lowbit import BNNQuantizer, DoReFaQuantizer
 from .naive import NaiveQuantizer
-from .onnx_int8 import export_int8_onnx, onnx_session
+from .onnx_int8 import export_dynamic_int8_onnx, export_int8_onnx, onnx_session
 from .ptq import PostTrainingConfig, PostTrainingQuantizer
 from .qat import QATQuantizer
 from .report import QuantizationReport, serialized_bytes
@@ -44,6 +44,7 @@ __all__ = [
     "QuantizationReport",
     "TargetSpec",
     "export_calibration",
+    "export_dynamic_int8_onnx",
     "export_int8_onnx",
     "is_int8_module",
     "onnx_session",

@@ -38,3 +38,16 @@ def test_gpu_latency_and_gpu_job_metrics(tmp_path):
     ))
     after = result["metrics"]["after"]
     assert after["latency_gpu_b1_ms"] > 0 and after["latency_gpu_b64_ms"] > 0
+
+
+def test_quantization_job_on_a_gpu_worker_adds_half_precision(tmp_path):
+    result = run_pipeline(Recipe(
+        model=ModelSource(architecture="digits_cnn"), input_shape=[1, 8, 8], algorithm="PostTrainingQuantizer",
+        params={}, dataset="digits", device="gpu", output_dir=str(tmp_path), latency_batch_sizes=(1, 64),
+    ))
+    forms = result["metrics"]["quantization"]["forms"]
+    half = forms["float16_gpu"]
+    assert half["latency_gpu_b1_ms"] > 0 and half["latency_gpu_b64_ms"] > 0
+    assert half["fidelity"]["cosine_similarity"] > 0.999
+    assert abs(half["accuracy"] - forms["float"]["accuracy"]) < 0.01
+    assert forms["float"]["latency_gpu_b64_ms"] > 0  # the float32 GPU reference the page compares with

@@ -252,8 +252,22 @@ def test_state_dict_bytes_matches_file(tmp_path):
 
 
 def test_save_model_rejects_other_suffixes(tmp_path):
-    with pytest.raises(ValueError, match=r"\.onnx or \.safetensors"):
+    with pytest.raises(ValueError, match=r"\.onnx, \.safetensors or \.pt"):
+        save_model(_seeded("digits_cnn"), tmp_path / "model.pth")
+    with pytest.raises(ValueError, match="give example_inputs"):
         save_model(_seeded("digits_cnn"), tmp_path / "model.pt")
+
+
+def test_save_model_pt_writes_a_torchscript_archive_that_runs_alone(tmp_path):
+    model = _seeded("digits_cnn").eval()
+    x = torch.randn(2, 1, 8, 8)
+    info = save_model(model, tmp_path / "model.pt", example_inputs=x)
+    assert info["format"] == "torchscript" and info["max_abs_diff"] < 1e-5
+    assert torch.allclose(torch.jit.load(str(tmp_path / "model.pt"))(x), model(x), atol=1e-5)
+    # Being code, it loads back only in trusted mode.
+    with pytest.raises(ModelFormatError):
+        load_model(tmp_path / "model.pt")
+    assert torch.allclose(load_model(tmp_path / "model.pt", trusted=True)(x), model(x), atol=1e-5)
 
 
 def test_missing_file(tmp_path):

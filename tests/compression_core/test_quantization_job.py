@@ -63,6 +63,8 @@ def test_dynamic_post_training_needs_no_data(tmp_path):
     assert quantization["mode"] == "dynamic"
     assert [row["name"] for row in quantization["layers"]] == ["fc1", "fc2"]
     assert "simulated" not in quantization["forms"]
+    assert quantization["forms"]["int8_onnx"]["label"] == "int8, ONNX dynamic (onnxruntime)"
+    assert quantization["forms"]["int8_onnx"]["fidelity"]["cosine_similarity"] > 0.99
 
 
 def test_qat_job_trains_then_converts(tmp_path):

@@ -115,9 +115,12 @@ def test_dynamic_int8_for_linear_and_lstm_needs_no_data():
 
 
 def test_dynamic_refuses_conv_unless_float_allowed(cnn):
+    # Without a config list, dynamic mode selects the layers it covers.
+    assert list(PostTrainingQuantizer(cnn, mode="dynamic").layers) == ["fc"]
+    everything = [{"op_types": ["Conv2d", "Linear"]}]
     with pytest.raises(ValueError, match=r"'conv1' \(Conv2d\): dynamic int8 covers Linear"):
-        PostTrainingQuantizer(cnn, mode="dynamic")
-    quantizer = PostTrainingQuantizer(cnn, mode="dynamic", allow_float=True)
+        PostTrainingQuantizer(cnn, everything, mode="dynamic")
+    quantizer = PostTrainingQuantizer(cnn, everything, mode="dynamic", allow_float=True)
     int8_model, _ = quantizer.compress()
     assert list(quantizer.report.quantized) == ["fc"]
     assert set(quantizer.report.kept_float) == {"conv1", "conv2", "conv3"}
