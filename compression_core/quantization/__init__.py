@@ -12,7 +12,7 @@
   activations learnt through a TorchEvaluator (simulated).
 - :func:`export_calibration`: scales, zero points and bits per layer as JSON.
 - :func:`export_int8_onnx`: a QDQ int8 ONNX model (onnxruntime), checked
-  against the float model.
+  against the float model; :func:`export_dynamic_int8_onnx` its dynamic twin.
 
 Example::
 
@@ -29,6 +29,10 @@ from .naive import NaiveQuantizer
 from .onnx_int8 import export_dynamic_int8_onnx, export_int8_onnx, onnx_session
 from .ptq import PostTrainingConfig, PostTrainingQuantizer
 from .qat import QATQuantizer
+
+# NNI's own names, so that scripts port by replacing the import (NNI 3.0: PtqQuantizer; NNI 2.x: QAT_Quantizer).
+PtqQuantizer = PostTrainingQuantizer
+QAT_Quantizer = QATQuantizer
 from .report import QuantizationReport, serialized_bytes
 from .settings import DEFAULT_OP_TYPES, LayerQuantSpec, TargetSpec, parse_quant_config_list, resolve_layers
 
@@ -40,7 +44,9 @@ __all__ = [
     "NaiveQuantizer",
     "PostTrainingConfig",
     "PostTrainingQuantizer",
+    "PtqQuantizer",
     "QATQuantizer",
+    "QAT_Quantizer",
     "QuantizationReport",
     "TargetSpec",
     "export_calibration",

@@ -168,3 +168,16 @@ def test_a_layer_without_int8_kernel_is_named_unless_float_is_allowed(tmp_path):
     params = validate_recipe(_recipe(tmp_path, params={"config_list": config, "allow_float": True}),
                              _WithGroupNorm())
     assert params["allow_float"] is True
+
+
+def test_allow_float_job_keeps_the_layer_in_float_and_lists_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(ModelSource, "load", lambda self: _WithGroupNorm().eval())
+    params = {"config_list": [{"op_types": ["Conv2d", "GroupNorm", "Linear"]}], "allow_float": True}
+    result = run_pipeline(_recipe(tmp_path, params=params))
+    quantization = result["metrics"]["quantization"]
+    assert set(quantization["kept_float"]) == {"norm"}
+    rows = {row["name"]: row for row in quantization["layers"]}
+    assert rows["norm"]["type"] == "float32" and "GroupNorm" in rows["norm"]["kept_float"]
+    assert rows["conv"]["weight"]["bits"] == 8 and rows["head"]["weight"]["bits"] == 8
+    assert quantization["forms"]["int8_pytorch"]["fidelity"]["cosine_similarity"] > 0.99
+    assert torch.jit.load(str(tmp_path / "model.int8.pt"))(torch.zeros(2, 1, 8, 8)).shape == (2, 10)

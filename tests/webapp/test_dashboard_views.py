@@ -469,3 +469,20 @@ def test_quantization_job_page_compares_the_forms_and_lists_bits(client_in, digi
     assert "int8 per_channel_symmetric" in html
     for name in ("model.int8.pt", "model.int8.onnx", "calibration.json"):
         assert f'/jobs/{job.pk}/download/{name}"' in html
+
+
+def test_quantization_and_timing_tables_keep_the_pipeline_order_whatever_the_json_order():
+    # PostgreSQL's jsonb gives keys back sorted by length, not in the order the pipeline wrote them.
+    from webapp.dashboard.templatetags import condense_format as f
+
+    forms = {"int8_onnx": {"bytes": 25, "latency_cpu_b1_ms": 1.0},
+             "float": {"bytes": 100, "accuracy": 0.9, "latency_cpu_b1_ms": 4.0},
+             "simulated": {"accuracy": 0.89}, "int8_pytorch": {"bytes": 50, "latency_cpu_b1_ms": 2.0}}
+    table = f.quantization_table({"forms": forms})
+    assert [row["key"] for row in table["rows"]] == ["float", "simulated", "int8_pytorch", "int8_onnx"]
+    assert table["columns"] == ["CPU b1"]
+    onnx = table["rows"][3]
+    assert onnx["size_ratio"] == "4.00×" and onnx["latency"][0]["speedup"] == "4.00×"
+    assert table["rows"][1]["accuracy_change"] == "-1.0 pts"
+    rows = f.timing_rows({"timings": {"total_s": 3.0, "load_s": 1.0, "quantize_s": 2.0}})
+    assert [row["key"] for row in rows] == ["load_s", "quantize_s", "total_s"]

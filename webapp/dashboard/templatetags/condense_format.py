@@ -239,12 +239,18 @@ def fidelity_rows(metrics) -> list[dict]:
     return rows
 
 
+# The pipeline's order of steps (jsonb in PostgreSQL does not keep it).
+_TIMING_ORDER = ["load_s", "measure_before_s", "sensitivity_s", "compress_s", "speedup_s", "finetune_s",
+                 "measure_after_s", "quantize_s", "measure_quantized_s", "total_s"]
+
+
 @register.simple_tag
 def timing_rows(metrics) -> list[dict]:
     timings = (metrics or {}).get("timings") or {}
     return [
         {"key": key, "label": key.removesuffix("_s").replace("_", " ").capitalize(), "text": seconds(value)}
-        for key, value in timings.items()
+        for key, value in sorted(timings.items(), key=lambda kv: _TIMING_ORDER.index(kv[0])
+                                 if kv[0] in _TIMING_ORDER else len(_TIMING_ORDER))
     ]
 
 
@@ -258,6 +264,9 @@ def _times(reference, value) -> str:
     return f"{reference / value:.2f}\u00d7"
 
 
+_FORM_ORDER = ["float", "simulated", "int8_pytorch", "int8_onnx", "float16_gpu"]
+
+
 @register.simple_tag
 def quantization_table(quantization) -> dict:
     """The forms of a quantized model side by side (accuracy, fidelity, size, latency, each against float32)
@@ -267,7 +276,9 @@ def quantization_table(quantization) -> dict:
     columns = sorted({(m["device"], int(m["batch"])) for form in forms.values() for key in form
                       if (m := _LATENCY.match(key))}, key=lambda c: (c[0] != "cpu", c[1]))
     rows = []
-    for key, form in forms.items():
+    # PostgreSQL's jsonb does not keep key order: the pipeline's order is restored here.
+    for key in sorted(forms, key=lambda k: (_FORM_ORDER.index(k) if k in _FORM_ORDER else len(_FORM_ORDER), k)):
+        form = forms[key]
         fidelity = form.get("fidelity") or {}
         accuracy, base_accuracy = _number(form.get("accuracy")), _number(base.get("accuracy"))
         row = {
