@@ -159,15 +159,33 @@ def layer_bits(calibration_config: Mapping[str, Any], report: Any) -> list[dict[
     return rows
 
 
-def _quantizer(spec: registry.AlgorithmSpec, params: dict[str, Any], model: nn.Module, train_data, teacher):
+def _quantizer(spec: registry.AlgorithmSpec, params: dict[str, Any], model: nn.Module, train_data, teacher,
+               progress: Progress):
     kwargs = spec.constructor_kwargs(params)
     if getattr(spec.factory, "quantization_aware", False):
         training = TrainingOptions.from_params(params.get("training"))
         fit, validation = holdout(train_data)
-        kwargs["evaluator"] = training.evaluator(fit, validation, teacher, for_finetuning=True)
+        evaluator = training.evaluator(fit, validation, teacher, for_finetuning=True)
+        evaluator.step_hooks.append(_epoch_reporter(progress, params["epochs"], len(fit[0]), training.batch_size))
+        kwargs["evaluator"] = evaluator
     elif requires_data(spec, params):
         kwargs["calibration_data"] = train_data[0][:CALIBRATION_SAMPLES]
     return spec.factory(model, params.get("config_list"), **kwargs)
+
+
+def _epoch_reporter(progress: Progress, epochs: int, samples: int, batch_size: int) -> Callable[[nn.Module], None]:
+    """A step hook reporting each finished epoch of quantization-aware training (where a job can be cancelled)."""
+    # TensorDataEvaluator skips a last batch of one sample (BatchNorm needs two).
+    per_epoch = max(1, samples // batch_size + (1 if samples % batch_size >= 2 else 0))
+    steps = {"done": 0}
+
+    def hook(model: nn.Module) -> None:
+        steps["done"] += 1
+        if steps["done"] % per_epoch == 0:
+            epoch = steps["done"] // per_epoch
+            progress(0.62 + 0.08 * epoch / epochs, f"quantization-aware training: epoch {epoch} of {epochs}")
+
+    return hook
 
 
 def run_quantization(
@@ -197,7 +215,7 @@ def run_quantization(
         raise ValueError(f"{algorithm} needs data: choose a dataset")
     progress(0.62, f"quantizing with {algorithm}")
     started = time.perf_counter()
-    quantizer = _quantizer(spec, params, model, train_data, teacher)
+    quantizer = _quantizer(spec, params, model, train_data, teacher, progress)
     if getattr(spec.factory, "quantization_aware", False):
         quantized, calibration_config = quantizer.compress(max_epochs=params["epochs"])
     else:

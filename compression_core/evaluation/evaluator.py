@@ -133,6 +133,9 @@ class TorchEvaluator:
         self.dummy_input = dummy_input
         self.evaluating_func = evaluating_func
         self.steps_done = 0
+        #: Run after every optimizer step of every ``train()`` call, whoever calls it (a job's progress
+        #: reports, which can also stop the training by raising).
+        self.step_hooks: list[StepHook] = []
 
     # -- public API --------------------------------------------------------
     def bind_model(self, model: nn.Module) -> None:
@@ -168,8 +171,9 @@ class TorchEvaluator:
         originals = []
         for optimizer in optimizers:
             originals.append(optimizer.step)
-            optimizer.step = self._counted_step(optimizer, model, counter, max_steps, before_step, after_step,
-                                                update_weights, optimizers)  # type: ignore[method-assign]
+            optimizer.step = self._counted_step(optimizer, model, counter, max_steps, before_step,
+                                                (*after_step, *self.step_hooks), update_weights,
+                                                optimizers)  # type: ignore[method-assign]
         # Built after the step is wrapped: schedulers check that step() was called before them.
         schedulers = [factory(optimizers[0]) for factory in self._scheduler_specs]
 

@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 
 from compression_core.data import DatasetSource
-from compression_core.pipeline import ModelSource, Recipe, run_pipeline, validate_recipe
+from compression_core.pipeline import JobCancelled, ModelSource, Recipe, run_pipeline, validate_recipe
 from compression_core.quantization import onnx_session
 
 L1_HALF = [{"op_types": ["Conv2d"], "sparse_ratio": 0.5}]
@@ -75,7 +75,22 @@ def test_qat_job_trains_then_converts(tmp_path):
     assert {"int8_pytorch", "int8_onnx"} <= set(forms)
     assert result["metrics"]["quantization"]["mode"] == "qat"
     assert "quantizing with QATQuantizer" in progress
+    assert "quantization-aware training: epoch 1 of 1" in progress
     assert result["timings"]["quantize_s"] > 0
+
+
+def test_quantization_aware_training_can_be_cancelled_between_epochs(tmp_path):
+    seen = []
+
+    def progress(fraction, message):
+        seen.append(message)
+        if message.startswith("quantization-aware training: epoch 1"):
+            raise JobCancelled("cancelled by the user")
+
+    with pytest.raises(JobCancelled):
+        run_pipeline(_recipe(tmp_path, "DoReFaQuantizer", {"epochs": 3}), progress=progress)
+    assert seen[-1] == "quantization-aware training: epoch 1 of 3"
+    assert not (tmp_path / "calibration.json").exists()
 
 
 BNN_CONFIG = [{"op_types": ["Conv2d"], "quant_types": ["weight"], "quant_bits": 1},
