@@ -43,7 +43,7 @@ _QSCHEMES = {
     "per_channel_affine": torch.per_channel_affine,
     "per_channel_symmetric": torch.per_channel_symmetric,
 }
-SIMULATED_HINT = "NaiveQuantizer (or the simulated QAT/DoReFa/BNN quantizers) accept other widths"
+SIMULATED_HINT = "NaiveQuantizer: 2 to 8 bits, DoReFaQuantizer: 1 to 8, BNNQuantizer: 1"
 
 
 @contextlib.contextmanager
@@ -72,8 +72,8 @@ def check_int8(spec: LayerQuantSpec, where: str, *, dynamic: bool = False) -> No
         if setting.bits != 8:
             raise ValueError(
                 f"{entry}: quant_bits {setting.bits} for {target!r} of {where}: real int8 conversion (PyTorch's "
-                f"int8 kernels) supports 8 bits only; set quant_bits to 8, or use a simulated quantizer "
-                f"({SIMULATED_HINT})")
+                f"int8 kernels) supports 8 bits only; set quant_bits to 8, or use a simulated quantizer for other "
+                f"widths ({SIMULATED_HINT})")
         if target == "weight" and setting.dtype != "int":
             raise ValueError(f"{entry}: quant_dtype {setting.dtype!r} for the weight of {where}: PyTorch's int8 "
                              "kernels take signed 8-bit weights; use quant_dtype 'int' for 'weight'")

@@ -135,7 +135,10 @@ def test_quantize_in_the_browser_and_download_the_int8_model(page, live_server, 
     page.select_option("#id_algorithm", "PostTrainingQuantizer")
     assert '"quant_bits": 8' in page.input_value("#id_config_list")
     assert not page.is_visible("#training-options") and not page.is_visible("#quantize-after")
-    assert page.is_visible("#id_observer")
+    assert page.is_visible("#id_observer") and not page.is_visible("#id_speedup")
+    page.select_option("#id_algorithm", "QATQuantizer")  # trains, for its own epochs: no fine-tuning field
+    assert page.is_visible("#training-options") and page.is_visible("#id_epochs")
+    assert not page.is_visible("#id_training_finetune_epochs")
     page.select_option("#id_algorithm", "L1NormPruner")
     assert '"sparse_ratio": 0.5' in page.input_value("#id_config_list")
     assert page.is_visible("#quantize-after") and page.is_visible("#training-options")

@@ -448,6 +448,16 @@ def test_job_form_offers_quantizers_and_quantizing_after_pruning(client_in, digi
     job = Job.objects.latest("pk")
     assert job.params["mode"] == "dynamic" and "training" not in job.params
 
+    # A quantization-aware trainer takes the training options, but trains for its own epochs.
+    qat = _job_post(digits, algorithm="QATQuantizer", config_list='[{"op_types": ["Conv2d", "Linear"]}]',
+                    epochs="2", training_finetune_epochs="2", training_lr="0.0001")
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client_in.post("/jobs/new/", qat)
+    assert response.status_code == 302, response.content.decode()[:3000]
+    job = Job.objects.latest("pk")
+    assert job.params["epochs"] == 2 and job.params["training"]["lr"] == 0.0001
+    assert job.params["training"]["finetune_epochs"] == 0
+
     response = client_in.post("/jobs/new/", _job_post(digits, quantize_after="PostTrainingQuantizer",
                                                       quantize_params="[1, 2]"))
     assert "must be a JSON object" in response.content.decode()

@@ -251,6 +251,8 @@ class JobForm(forms.Form):
         self.quantize_after_algorithms = [s.name for s in self.algorithms if "quantization" in _properties(s)]
         self.fields["quantize_after"].choices = [("", "Nothing (no quantization)")] + [
             (s.name, s.name) for s in self.algorithms if s.kind == "quantization"]
+        # Fine-tuning after pruning and speed-up concern pruning jobs; a quantizer trains for its own epochs.
+        self._pruner_only = " ".join(s.name for s in self.algorithms if s.kind != "quantization")
         self.training_fields: dict[str, str] = {}
         for prop, schema in TRAINING_SCHEMA["properties"].items():
             field = _param_field(schema)
@@ -263,7 +265,12 @@ class JobForm(forms.Form):
         return [(self[field_name], " ".join(names)) for field_name, names in self.param_algorithms.items()]
 
     def training_bound_fields(self):
-        return [self[field_name] for field_name in self.training_fields.values()]
+        """(bound field, algorithms it applies to or "" for all those with training) for the template."""
+        return [(self[field_name], self._pruner_only if prop == "finetune_epochs" else "")
+                for prop, field_name in self.training_fields.items()]
+
+    def speedup_algorithms(self) -> str:
+        return self._pruner_only
 
     def algorithm_infos(self):
         return [{**spec.as_dict(), "default_config_list": DEFAULT_CONFIG_LISTS.get(spec.kind, DEFAULT_CONFIG_LIST)}
@@ -304,7 +311,8 @@ class JobForm(forms.Form):
                 continue
             params[prop] = value
         if data["algorithm"] in self.training_algorithms:
-            training = {prop: data.get(field_name) for prop, field_name in self.training_fields.items()}
+            training = {prop: data.get(field_name) for prop, field_name in self.training_fields.items()
+                        if prop != "finetune_epochs" or data["algorithm"] in self._pruner_only.split()}
             training = {prop: value for prop, value in training.items() if value is not None and value != ""}
             if training:
                 params["training"] = training
