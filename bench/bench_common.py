@@ -31,3 +31,21 @@ def cpu_name() -> str:
     except (OSError, subprocess.SubprocessError):
         pass
     return platform.processor() or platform.machine()
+
+
+def command_line(script: str) -> str:
+    """How this run was started, e.g. ``python bench/x.py --fast`` (no trailing space without arguments)."""
+    import sys
+
+    return " ".join(["python", script, *sys.argv[1:]])
+
+
+def write_report(path: str | Path, *, heading: list[str], details: list[str], module_doc: str, table: str,
+                 notes: list[str] = ()) -> None:
+    """A benchmark's markdown page: heading lines, a bullet list of details (machine, commit, command), the
+    script's docstring past its usage paragraph, notes, then the table."""
+    lines = [*heading, "", *(f"- {detail}" for detail in details), "", module_doc.split("\n\n", 2)[2].strip(), ""]
+    if notes:
+        lines += [*notes, ""]
+    Path(path).write_text("\n".join([*lines, table, ""]))
+    print(f"wrote {path}")
