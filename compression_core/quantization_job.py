@@ -34,14 +34,16 @@ import torch.nn as nn
 
 from . import registry
 from .analysis import measure_latency, output_fidelity
-from .evaluation import TrainingOptions
+from .evaluation import TorchEvaluator, TrainingOptions
 from .io import save_model
 from .pipeline_steps import holdout
+from .quantization import export_calibration, export_dynamic_int8_onnx, export_int8_onnx, onnx_session
 
 Progress = Callable[[float, str], None]
 
 #: Training rows that calibrate post-training int8 (PyTorch's observers, then onnxruntime's).
 CALIBRATION_SAMPLES = 512
+
 
 def validate_quantize_after(value: Mapping[str, Any]) -> dict[str, Any]:
     """A pruning job's ``quantization`` param checked against the quantizer's own schema."""
@@ -75,9 +77,7 @@ def check_quantizer(spec: registry.AlgorithmSpec, params: Mapping[str, Any], mod
     spec.factory(model, params.get("config_list"), **kwargs)
 
 
-def _placeholder_evaluator():
-    from .evaluation import TorchEvaluator
-
+def _placeholder_evaluator() -> TorchEvaluator:
     return TorchEvaluator(lambda *args, **kwargs: None, lambda p: torch.optim.SGD(p, lr=0.1),
                           lambda batch, model: torch.zeros(()))
 
@@ -97,25 +97,27 @@ class Measurement:
     def quality(self, run: Callable[[torch.Tensor], torch.Tensor]) -> dict[str, Any]:
         """Accuracy (labelled data) and fidelity to the original of a forward function."""
         result: dict[str, Any] = {}
-        with torch.inference_mode():
-            if self.eval_data is not None:
-                inputs, labels = self.eval_data
-                outputs = torch.cat([_logits(run(inputs[i:i + 256])) for i in range(0, len(inputs), 256)])
-                result["accuracy"] = float((outputs.argmax(dim=1) == labels).float().mean())
-            candidate = torch.cat([_logits(run(self.fidelity_inputs[i:i + 256]))
-                                   for i in range(0, len(self.fidelity_inputs), 256)])
-        result["fidelity"] = output_fidelity(self.reference_outputs, candidate)
+        if self.eval_data is not None:
+            inputs, labels = self.eval_data
+            result["accuracy"] = float((_outputs(run, inputs).argmax(dim=1) == labels).float().mean())
+        result["fidelity"] = output_fidelity(self.reference_outputs, _outputs(run, self.fidelity_inputs))
         return result
 
-    def torch_latency(self, model: nn.Module, prefix: str = "latency_cpu") -> dict[str, float]:
-        return {f"{prefix}_b{batch}_ms": measure_latency(model, self.example, batch_size=batch, runs=self.runs,
+    def torch_latency(self, model: nn.Module) -> dict[str, float]:
+        return {f"latency_cpu_b{batch}_ms": measure_latency(model, self.example, batch_size=batch, runs=self.runs,
                                                          device="cpu")["median_ms"]
                 for batch in self.batch_sizes}
 
 
-def _logits(output: Any) -> torch.Tensor:
-    output = output[0] if isinstance(output, (tuple, list)) else output
-    return output.detach().float().cpu()
+def _outputs(run: Callable[[torch.Tensor], Any], inputs: torch.Tensor, batch: int = 256) -> torch.Tensor:
+    """``run`` over ``inputs`` in batches: the logits, float32 on the CPU."""
+    outputs = []
+    with torch.inference_mode():
+        for start in range(0, len(inputs), batch):
+            output = run(inputs[start:start + batch])
+            output = output[0] if isinstance(output, (tuple, list)) else output
+            outputs.append(output.detach().float().cpu())
+    return torch.cat(outputs)
 
 
 def _onnx_latency(session: Any, example: torch.Tensor, batch_sizes: tuple[int, ...], runs: int) -> dict[str, float]:
@@ -208,8 +210,6 @@ def run_quantization(
     The "after" metrics are those of the deliverable: the real int8 model
     where the quantizer gives one, else the simulated model.
     """
-    from .quantization import export_calibration, export_dynamic_int8_onnx, export_int8_onnx, onnx_session
-
     spec = registry.get_algorithm(algorithm)
     if requires_data(spec, params) and train_data is None:
         raise ValueError(f"{algorithm} needs data: choose a dataset")
@@ -248,13 +248,13 @@ def run_quantization(
                                  **measurement.quality(quantized), "bytes": info["bytes"],
                                  **measurement.torch_latency(quantized)}
         progress(0.78, "exporting int8 ONNX")
-        # QAT: the trained float weights; onnxruntime derives the ranges again from the same data.
-        float_source = quantizer.trained_float_model() if hasattr(quantizer, "trained_float_model") else model
         try:
             if report.mode == "dynamic":
                 onnx_info = export_dynamic_int8_onnx(model, example, out_dir / "model.int8.onnx")
             else:
-                onnx_info = export_int8_onnx(float_source, train_data[0][:CALIBRATION_SAMPLES],
+                # QAT: the trained float weights; onnxruntime derives the ranges again from the same data.
+                trained = getattr(quantizer, "trained_float_model", None)
+                onnx_info = export_int8_onnx(trained() if trained else model, train_data[0][:CALIBRATION_SAMPLES],
                                              out_dir / "model.int8.onnx")
         except Exception as exc:  # noqa: BLE001 - the PyTorch int8 model stands on its own
             warnings.append(f"int8 ONNX export failed, the PyTorch int8 model is still there: {exc}")
