@@ -35,10 +35,10 @@ split (one image is 0.28 points).
 
 "bits" is weights/activations. "model bytes": ``torch.save(state_dict)``
 bytes (``serialized_bytes``) for float32 and the real int8 models; for the
-simulated ones (still float32 tensors in PyTorch) the bytes the weights would
-take packed at their bit width, plus a float32 scale per layer (per channel
-for Naive), with the other tensors (biases, BatchNorm, fc2 for BNN) in
-float32 and no file overhead: an estimate, marked "packed". Time is the
+simulated ones (float32 tensors in PyTorch) the size of the
+``model.packed.safetensors`` a job writes (``save_packed``: each quantized
+weight's codes at its bit width plus its grid, the other tensors such as
+biases, BatchNorm and BNN's fc2 in float32), marked "packed". Time is the
 quantizer's wall time, training included (for float32: training the model).
 """
 
@@ -47,9 +47,9 @@ from __future__ import annotations
 import argparse
 import copy
 import datetime as _dt
-import math
 import os
 import sys
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -71,6 +71,7 @@ from compression_core.quantization import (  # noqa: E402
     PostTrainingQuantizer,
     QATQuantizer,
     serialized_bytes,
+    save_packed,
 )
 
 OUT = ROOT / "docs" / "quantization-digits.md"
@@ -80,18 +81,9 @@ BNN_CONFIG = BNN_WEIGHTS + [{"op_names": ["bn1", "bn2"], "quant_types": ["output
 
 
 def packed_bytes(model: nn.Module, calibration: dict[str, Any]) -> int:
-    """Bytes of the state_dict with each quantized weight packed at its bit width (+ its float32 scales)."""
-    total = 0
-    for key, tensor in model.state_dict().items():
-        layer, _, attr = key.rpartition(".")
-        record = calibration.get(layer, {}).get(attr) if attr == "weight" else None
-        if record is None:
-            total += tensor.numel() * tensor.element_size()
-            continue
-        total += math.ceil(tensor.numel() * record["quant_bits"] / 8)
-        scale = record["scale"]
-        total += 4 * (len(scale) if isinstance(scale, list) else 1)
-    return total
+    """Size of the ``model.packed.safetensors`` a job writes: each quantized weight at its bit width."""
+    with tempfile.TemporaryDirectory() as workdir:
+        return save_packed(model, calibration, Path(workdir) / "model.packed.safetensors")["bytes"]
 
 
 def timed(run: Callable[[], Any]) -> tuple[Any, float]:

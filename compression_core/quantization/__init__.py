@@ -13,6 +13,8 @@
 - :func:`export_calibration`: scales, zero points and bits per layer as JSON.
 - :func:`export_int8_onnx`: a QDQ int8 ONNX model (onnxruntime), checked
   against the float model; :func:`export_dynamic_int8_onnx` its dynamic twin.
+- :func:`save_packed` / :func:`load_packed`: a simulated quantizer's weights
+  stored at their bit width (1-bit BNN weights: a 32nd of float32).
 
 Example::
 
@@ -27,6 +29,7 @@ from .calibration import export_calibration, is_int8_module
 from .lowbit import BNNQuantizer, DoReFaQuantizer
 from .naive import NaiveQuantizer
 from .onnx_int8 import export_dynamic_int8_onnx, export_int8_onnx, onnx_session
+from .packing import load_packed, save_packed
 from .ptq import PostTrainingConfig, PostTrainingQuantizer
 from .qat import QATQuantizer
 
@@ -53,8 +56,10 @@ __all__ = [
     "export_dynamic_int8_onnx",
     "export_int8_onnx",
     "is_int8_module",
+    "load_packed",
     "onnx_session",
     "parse_quant_config_list",
     "resolve_layers",
+    "save_packed",
     "serialized_bytes",
 ]

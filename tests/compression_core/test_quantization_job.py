@@ -9,7 +9,7 @@ import torch.nn as nn
 
 from compression_core.data import DatasetSource
 from compression_core.pipeline import JobCancelled, ModelSource, Recipe, run_pipeline, validate_recipe
-from compression_core.quantization import onnx_session
+from compression_core.quantization import load_packed, onnx_session
 
 L1_HALF = [{"op_types": ["Conv2d"], "sparse_ratio": 0.5}]
 
@@ -109,7 +109,19 @@ def test_simulated_quantizer_jobs_say_so_and_export_the_grid(tmp_path, algorithm
     assert quantization["real_int8"] is False
     assert set(quantization["forms"]) == {"float", "simulated"}
     assert any("simulates quantization" in warning for warning in result["warnings"])
-    assert set(_artifacts(result)) == {"model.simulated.onnx", "model.simulated.safetensors", "calibration.json"}
+    artifacts = _artifacts(result)
+    assert set(artifacts) == {"model.simulated.onnx", "model.simulated.safetensors", "model.packed.safetensors",
+                              "calibration.json"}
+    # The packed file is the smaller one, and gives back the simulated model's weights.
+    packed = artifacts["model.packed.safetensors"]["bytes"]
+    assert quantization["forms"]["simulated"]["bytes"] == packed == result["metrics"]["after"]["weights_bytes"]
+    assert packed < quantization["forms"]["float"]["bytes"]
+    from safetensors.torch import load_file
+
+    simulated = load_file(tmp_path / "model.simulated.safetensors")
+    unpacked = load_packed(tmp_path / "model.packed.safetensors")
+    assert sorted(unpacked) == sorted(simulated)
+    assert all(torch.allclose(unpacked[k], simulated[k], atol=1e-6) for k in simulated)
     rows = {row["name"]: row for row in quantization["layers"]}
     assert {name: (row.get("weight") or row.get("output"))["bits"] for name, row in rows.items()
             if name in bits} == bits
