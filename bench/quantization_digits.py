@@ -47,6 +47,7 @@ from __future__ import annotations
 import argparse
 import copy
 import datetime as _dt
+import math
 import os
 import sys
 import tempfile
@@ -70,8 +71,8 @@ from compression_core.quantization import (  # noqa: E402
     NaiveQuantizer,
     PostTrainingQuantizer,
     QATQuantizer,
-    serialized_bytes,
     save_packed,
+    serialized_bytes,
 )
 
 OUT = ROOT / "docs" / "quantization-digits.md"
