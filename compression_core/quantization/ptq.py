@@ -243,9 +243,8 @@ class PostTrainingQuantizer:
         if not dynamic and calibration_data is None and evaluator is None:
             first_batch(None, None)  # raises the "no calibration data" message
         self.report = QuantizationReport(mode=self.config.mode, backend=self.config.backend)
-        #: Static mode, after ``compress()``: the observed model (observers hold the ranges) and the
-        #: simulated model (float kernels between quantize/dequantize steps, as the int8 model computes).
-        self.observed_model: nn.Module | None = None
+        #: Static mode, after ``compress()``: the simulated model (float kernels between quantize/dequantize
+        #: steps with the int8 model's scales, so it computes what the int8 model computes).
         self.simulated_model: nn.Module | None = None
 
     # -- public API ------------------------------------------------------------
@@ -266,7 +265,7 @@ class PostTrainingQuantizer:
         self.report = QuantizationReport(mode=self.config.mode, backend=self.config.backend,
                                          kept_float=dict(self._unsupported))
         model = copy.deepcopy(self.model).eval()
-        self.observed_model = self.simulated_model = None
+        self.simulated_model = None
         with quiet_torch_ao():
             if self.config.mode == "dynamic":
                 quantized = self._compress_dynamic(model)
@@ -348,6 +347,9 @@ class PostTrainingQuantizer:
                  custom: PrepareCustomConfig) -> nn.Module:
         return prepare_fx(module, mapping, example, prepare_custom_config=custom)
 
+    def _keep_observed(self, observed: nn.Module) -> None:
+        """Keep what the observed (or trained) model gives besides the int8 and simulated models."""
+
     def _observe(self, model: nn.Module) -> int:
         """Run the observed model over the data; returns the number of batches (or steps)."""
         cfg = self.config
@@ -388,7 +390,8 @@ class PostTrainingQuantizer:
 
         self.report.calibration_batches = self._observe(model)
         model.eval()
-        self.observed_model = copy.deepcopy(model)
+        observed_copy = copy.deepcopy(model)  # becomes the simulated model once the real conversion is done
+        self._keep_observed(observed_copy)
         observed_config: dict[str, dict] = {}
         for region, observed in prepared.items():
             observed_config.update(observed_records(observed, region))
@@ -400,7 +403,7 @@ class PostTrainingQuantizer:
             model = _set_submodule(model, region, converted)
         with torch.no_grad():
             model(*example)
-        self.simulated_model = self._reference_model(copy.deepcopy(self.observed_model), list(prepared), failures)
+        self.simulated_model = self._reference_model(observed_copy, list(prepared), failures)
         self._record_outcome(model, set(untraceable), failures)
         if self.report.kept_float and not cfg.allow_float:
             raise ValueError(self._cannot_message(self.report.kept_float))

@@ -84,6 +84,7 @@ class QATQuantizer(PostTrainingQuantizer):
         self.freeze_bn_step = freeze_bn_step
         self._max_steps: int | None = None
         self._max_epochs: int | None = None
+        self._trained_float: nn.Module | None = None
 
     def compress(self, max_steps: int | None = None, max_epochs: int | None = None) -> tuple[nn.Module, dict]:
         """Train with fake quantization, convert to int8; return ``(int8_model, calibration_config)``."""
@@ -99,9 +100,12 @@ class QATQuantizer(PostTrainingQuantizer):
         ONNX: PyTorch's fake-quantize operators have no ONNX form, so onnxruntime re-derives the ranges
         of these weights (which have learnt to sit on an int8 grid) from calibration data.
         """
-        if self.observed_model is None:
+        if self._trained_float is None:
             raise ValueError("call compress() first: there is no trained model yet")
-        model = copy.deepcopy(self.observed_model).eval()
+        return self._trained_float
+
+    def _keep_observed(self, observed: nn.Module) -> None:
+        model = copy.deepcopy(observed).eval()
         for name, module in list(model.named_modules(remove_duplicate=False)):  # shared observers too
             if name and isinstance(module, (FakeQuantizeBase, ObserverBase)):
                 _set_submodule(model, name, nn.Identity())
@@ -109,7 +113,7 @@ class QATQuantizer(PostTrainingQuantizer):
             if name and type(module).__module__.startswith("torch.ao.nn") and hasattr(module, "to_float"):
                 # QAT layers back to float ones; Conv+BN pairs come back with the BatchNorm folded in.
                 _set_submodule(model, name, module.to_float())
-        return model.eval()
+        self._trained_float = model.eval()
 
     # -- the steps that differ from post-training quantization -------------------------
     def _global_qconfig(self):

@@ -252,7 +252,8 @@ class JobForm(forms.Form):
         self.fields["quantize_after"].choices = [("", "Nothing (no quantization)")] + [
             (s.name, s.name) for s in self.algorithms if s.kind == "quantization"]
         # Fine-tuning after pruning and speed-up concern pruning jobs; a quantizer trains for its own epochs.
-        self._pruner_only = " ".join(s.name for s in self.algorithms if s.kind != "quantization")
+        self._pruners = {s.name for s in self.algorithms if s.kind != "quantization"}
+        self._pruner_only = " ".join(sorted(self._pruners))
         self.training_fields: dict[str, str] = {}
         for prop, schema in TRAINING_SCHEMA["properties"].items():
             field = _param_field(schema)
@@ -312,7 +313,7 @@ class JobForm(forms.Form):
             params[prop] = value
         if data["algorithm"] in self.training_algorithms:
             training = {prop: data.get(field_name) for prop, field_name in self.training_fields.items()
-                        if prop != "finetune_epochs" or data["algorithm"] in self._pruner_only.split()}
+                        if prop != "finetune_epochs" or data["algorithm"] in self._pruners}
             training = {prop: value for prop, value in training.items() if value is not None and value != ""}
             if training:
                 params["training"] = training
