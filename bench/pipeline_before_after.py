@@ -23,7 +23,7 @@ import torch  # noqa: E402
 from compression_core.architectures import ARCHITECTURES  # noqa: E402
 from compression_core.datasets import train_digits_cnn  # noqa: E402
 from compression_core.io import save_model  # noqa: E402
-from compression_core.pipeline import ModelSource, Recipe, run_pipeline  # noqa: E402
+from compression_core.jobs import ModelSource, Recipe, run_job  # noqa: E402
 
 ROWS = [
     ("params", "Parameters", 1e6, "M"),
@@ -53,7 +53,7 @@ def run(architecture: str, ratio: float, runs: int) -> dict:
             output_dir=out,
             latency_runs=runs,
         )
-        return run_pipeline(recipe)
+        return run_job(recipe)
 
 
 def main() -> None:
@@ -70,8 +70,8 @@ def main() -> None:
     for architecture in args.models:
         result = run(architecture, args.ratio, args.runs)
         results[architecture] = result
-        before, after = result["metrics"]["before"], result["metrics"]["after"]
-        fidelity = result["metrics"]["fidelity"]
+        before, after = result.metrics["before"], result.metrics["after"]
+        fidelity = result.metrics["fidelity"]
         print(f"\n{architecture}: L1NormPruner, sparse_ratio {args.ratio} on every Conv2d, dependency-aware, speedup")
         print(f"| {'metric':28} | {'before':>10} | {'after':>10} | {'before/after':>12} |")
         print(f"|{'-' * 30}|{'-' * 12}|{'-' * 12}|{'-' * 14}|")
@@ -86,7 +86,7 @@ def main() -> None:
             print(f"| {label + ' (' + unit + ')':28} | {b:10.2f} | {a:10.2f} | {ratio:>12} |")
         print(f"fidelity to the original: cosine {fidelity['cosine_similarity']:.4f}, "
               f"top-1 agreement {fidelity['top1_agreement']}")
-        print("engine time (s): " + ", ".join(f"{k} {v}" for k, v in result["timings"].items()))
+        print("engine time (s): " + ", ".join(f"{k} {v}" for k, v in result.timings.items()))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2, default=str))
 

@@ -1,6 +1,6 @@
 """Command line: ``python -m compression_core run recipe.json [--out DIR]``.
 
-Runs the same pipeline as a Condense worker and prints the result as JSON.
+Runs the same job as a Condense worker and prints the result as JSON.
 ``python -m compression_core algorithms`` lists the registered algorithms.
 """
 
@@ -10,8 +10,8 @@ import argparse
 import json
 import sys
 
-from . import registry
-from .pipeline import Recipe, run_pipeline
+from .algorithms import all_algorithms, markdown_table
+from .jobs import Recipe, run_job
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,10 +26,10 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.command == "algorithms":
         if args.markdown:
-            print(registry.markdown_table())
+            print(markdown_table())
             return 0
-        for spec in registry.all_algorithms():
-            print(f"{spec.name:28} {spec.kind:13} {spec.description}")
+        for spec in all_algorithms():
+            print(f"{spec.name:28} {spec.kind.value:13} {spec.description}")
         return 0
 
     with open(args.recipe) as handle:
@@ -38,11 +38,11 @@ def main(argv: list[str] | None = None) -> int:
         data["output_dir"] = args.out
     try:
         recipe = Recipe.from_dict(data)
-        result = run_pipeline(recipe, progress=lambda f, msg: print(f"[{f:4.0%}] {msg}", file=sys.stderr))
+        result = run_job(recipe, progress=lambda f, msg: print(f"[{f:4.0%}] {msg}", file=sys.stderr))
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    json.dump(result, sys.stdout, indent=2, default=str)
+    json.dump(result.to_dict(), sys.stdout, indent=2, default=str)
     print()
     return 0
 

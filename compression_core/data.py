@@ -560,6 +560,15 @@ def split_indices(samples: int, split: str, val_fraction: float, seed: int) -> n
     return np.sort(chosen)
 
 
+def holdout(data, fraction: float = 0.2):
+    """``data`` split into (fit, validation); the dataset's own split is already shuffled."""
+    inputs, labels = data
+    cut = max(1, min(len(inputs) - 1, round(len(inputs) * (1 - fraction))))
+    fit = (inputs[:cut], None if labels is None else labels[:cut])
+    validation = (inputs[cut:], None if labels is None else labels[cut:])
+    return fit, validation
+
+
 def _check_loaded_size(count: int, input_shape: list[int], split: str) -> None:
     size = count * _prod(input_shape) * 4
     if size > MAX_LOADED_BYTES:

@@ -2,19 +2,21 @@
 
     celery -A workers worker -Q gpu --concurrency 1    # one per GPU
     celery -A workers worker -Q cpu
+
+Tasks live with their domain (``webapp/jobs/tasks.py``), found by autodiscovery.
 """
 
 import os
 from pathlib import Path
 
 from celery import Celery
-from celery.signals import worker_init, worker_ready
+from celery.signals import worker_init
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings")
 
 app = Celery("condense")
 app.config_from_object("django.conf:settings", namespace="CELERY")
-app.autodiscover_tasks(["workers"])
+app.autodiscover_tasks(["webapp.jobs"])
 
 
 def ensure_broker_folders(conf=None) -> None:
@@ -30,10 +32,3 @@ def ensure_broker_folders(conf=None) -> None:
 @worker_init.connect
 def _prepare_worker(**_kwargs):
     ensure_broker_folders()
-
-
-@worker_ready.connect
-def _fail_orphaned_jobs(sender=None, **_kwargs):
-    from webapp.jobs.services import job_fail_orphans
-
-    job_fail_orphans(worker=sender.hostname)

@@ -1,4 +1,5 @@
-"""Measuring models: FLOPs/params, per-layer summary, latency, output fidelity, pruning sensitivity.
+"""Measuring models: FLOPs/params, per-layer summary, latency, output fidelity. It measures and never prunes
+(sensitivity analysis, which prunes, lives in :mod:`compression_core.pruning`).
 
 Example::
 
@@ -10,13 +11,10 @@ Example::
 from .fidelity import output_fidelity
 from .flops import count_flops_params, model_summary
 from .latency import measure_latency
-from .sensitivity import SensitivityAnalysis, sensitivity_csv
 
 __all__ = [
-    "SensitivityAnalysis",
     "count_flops_params",
     "measure_latency",
     "model_summary",
     "output_fidelity",
-    "sensitivity_csv",
 ]

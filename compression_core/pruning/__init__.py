@@ -1,4 +1,4 @@
-"""Pruners with NNI 3.0's API: ``compress()`` returns ``(model, masks)``.
+"""Pruners with NNI 3.0's API: ``compress()`` returns ``(model, masks)``; and sensitivity analysis.
 
 Example::
 
@@ -15,6 +15,7 @@ from .base import Masks, Pruner
 from .iterative import AGPPruner, LotteryTicketPruner
 from .norm import FPGMPruner, L1NormPruner, L2NormPruner, LevelPruner
 from .search import AutoCompressPruner, NetAdaptPruner, SimulatedAnnealingPruner
+from .sensitivity import SensitivityAnalysis, analysis_units, sensitivity_csv
 from .slim import SlimPruner
 from .taylor import TaylorFOWeightPruner
 
@@ -33,7 +34,10 @@ __all__ = [
     "Masks",
     "NetAdaptPruner",
     "Pruner",
+    "SensitivityAnalysis",
     "SimulatedAnnealingPruner",
     "SlimPruner",
     "TaylorFOWeightPruner",
+    "analysis_units",
+    "sensitivity_csv",
 ]

@@ -37,9 +37,12 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from ..analysis import count_flops_params, measure_latency
+from ..speedup import ModelSpeedup
 from .base import Masks
 from .iterative import base_pruner, pruner_class
 from .scored import DataDrivenPruner
+from .sensitivity import SensitivityAnalysis
 
 TARGETS = ("flops", "params", "latency")
 DEFAULT_GRID = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
@@ -96,9 +99,6 @@ class AutoTargetPruner(DataDrivenPruner):
         key = tuple(round(r, 6) for r in unit_ratios)
         if key in self._measured:
             return self._measured[key]
-        from ..analysis import count_flops_params, measure_latency  # analysis and speedup import pruning
-        from ..speedup import ModelSpeedup
-
         dummy = self.evaluator.dummy_input
         model = copy.deepcopy(self.bound_model).eval()
         active = {n: r for n, r in self._ratios_for(unit_ratios).items() if r > 0}
@@ -118,8 +118,6 @@ class AutoTargetPruner(DataDrivenPruner):
 
     # -- the search ---------------------------------------------------------------
     def _compute_masks(self) -> Masks:
-        from ..analysis import SensitivityAnalysis
-
         original = self.resource([0.0] * len(self.units))
         budget = self.target_ratio * original
         deepest = self.resource([self.grid[-1]] * len(self.units))

@@ -37,7 +37,7 @@ from .qat import QATQuantizer
 PtqQuantizer = PostTrainingQuantizer
 QAT_Quantizer = QATQuantizer
 from .report import QuantizationReport, serialized_bytes
-from .settings import DEFAULT_OP_TYPES, LayerQuantSpec, TargetSpec, parse_quant_config_list, resolve_layers
+from ..config.quantization import DEFAULT_OP_TYPES, LayerQuantSpec, TargetSpec, parse_quant_config_list, resolve_layers
 
 __all__ = [
     "BNNQuantizer",

@@ -61,7 +61,7 @@ from torch.nn.utils import parametrize
 
 from ..evaluation.evaluator import TorchEvaluator
 from .report import QuantizationReport
-from .settings import LayerQuantSpec, TargetSpec, parse_quant_config_list, resolve_layers
+from ..config.quantization import LayerQuantSpec, TargetSpec, parse_quant_config_list, resolve_layers
 
 DOREFA_MAX_BITS = 8
 # Keys whose choices the two algorithms fix themselves (one scale per layer, symmetric, no fusion).
@@ -172,11 +172,6 @@ def _grid_record(bits: int, step: float) -> dict[str, Any]:
 # -- the shared trainer --------------------------------------------------------------------
 class _LowBitQuantizer:
     """Parse and check the config, train a parametrized copy through the evaluator, bake it."""
-
-    #: Simulated: the returned model is float32 with its weights on the low-bit grid (read by the job pipeline).
-    real_int8 = False
-    #: Trains through an evaluator (the job pipeline builds one and passes ``epochs``).
-    quantization_aware = True
 
     NAME = ""
     MODE = ""

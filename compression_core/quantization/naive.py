@@ -30,7 +30,7 @@ import torch
 import torch.nn as nn
 
 from .report import QuantizationReport
-from .settings import parse_quant_config_list, resolve_layers
+from ..config.quantization import parse_quant_config_list, resolve_layers
 from .simulated import fake_quantize, grid_range
 
 MAX_BITS = 8
@@ -48,9 +48,6 @@ class NaiveQuantizer:
     ``calibration_config[layer]["weight"]`` holds ``quant_bits``,
     ``quant_dtype``, ``quant_scheme``, ``scale``, ``zero_point`` and ``axis``.
     """
-
-    real_int8 = False
-    quantization_aware = False
 
     def __init__(self, model: nn.Module, config_list: Iterable[Mapping[str, Any]] | None = None):
         self.model = model

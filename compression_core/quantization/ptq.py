@@ -53,7 +53,7 @@ from .qconfig import (
     quiet_torch_ao,
 )
 from .report import QuantizationReport, serialized_bytes
-from .settings import LayerQuantSpec, fuse_groups, parse_quant_config_list, resolve_layers
+from ..config.quantization import LayerQuantSpec, fuse_groups, parse_quant_config_list, resolve_layers
 from .tracing import _first_line, plan_regions
 
 MODES = ("static", "dynamic")
@@ -175,7 +175,7 @@ class PostTrainingQuantizer:
 
     ``config_list`` selects layers (NNI keys; default every Conv /
     ConvTranspose / Linear, in dynamic mode every Linear / LSTM / GRU) and their settings (see
-    :mod:`compression_core.quantization.settings`); real int8 takes 8 bits,
+    :mod:`compression_core.config.quantization`); real int8 takes 8 bits,
     signed weights (per-channel or per-tensor) and unsigned per-tensor
     activations. Layers with weights that the config does not select stay
     float32; operations without weights (add, pooling, ReLU) are quantized
@@ -190,11 +190,6 @@ class PostTrainingQuantizer:
     ``compress()`` returns ``(int8_model, calibration_config)``; the input
     model is not modified.
     """
-
-    #: Gives a real int8 model (not a simulated one); the job pipeline measures and exports it as such.
-    real_int8 = True
-    #: Trains through an evaluator (the job pipeline builds one and passes ``epochs``).
-    quantization_aware = False
 
     def __init__(
         self,

@@ -42,7 +42,7 @@ from torch.ao.quantization.quantize_fx import prepare_qat_fx
 from ..evaluation.evaluator import TorchEvaluator
 from .ptq import PostTrainingQuantizer, _set_submodule
 from .qconfig import qat_activation_qconfig, qat_qconfig
-from .settings import LayerQuantSpec
+from ..config.quantization import LayerQuantSpec
 
 
 class QATQuantizer(PostTrainingQuantizer):
@@ -55,8 +55,6 @@ class QATQuantizer(PostTrainingQuantizer):
     evaluator's own loop decides when both are None), converts, and returns
     ``(int8_model, calibration_config)``; the input model is not modified.
     """
-
-    quantization_aware = True
 
     def __init__(
         self,

@@ -7,7 +7,7 @@ schemes on weights only.
 
 Example::
 
-    >>> from compression_core.quantization.settings import parse_entry
+    >>> from compression_core.config.quantization import parse_entry
     >>> qconfig = int8_qconfig(parse_entry({"op_types": ["Conv2d"]}), "histogram")
     >>> qconfig.weight().qscheme
     torch.per_channel_symmetric
@@ -29,7 +29,7 @@ from torch.ao.quantization import (
     QConfig,
 )
 
-from .settings import DEFAULT_ACTIVATION, DEFAULT_WEIGHT, LayerQuantSpec, TargetSpec
+from ..config.quantization import DEFAULT_ACTIVATION, DEFAULT_WEIGHT, LayerQuantSpec, TargetSpec
 
 BACKENDS = ("x86", "fbgemm", "onednn", "qnnpack")
 OBSERVERS = {

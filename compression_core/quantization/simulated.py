@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from .settings import TargetSpec
+from ..config.quantization import TargetSpec
 
 
 def grid_range(setting: TargetSpec) -> tuple[int, int]:

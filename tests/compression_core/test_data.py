@@ -286,7 +286,7 @@ def test_source_from_a_recipe_value(labelled_npz):
 
 def test_pipeline_and_command_line_run_on_an_uploaded_npz(tmp_path):
     from compression_core.__main__ import main
-    from compression_core.pipeline import ModelSource, Recipe, run_pipeline
+    from compression_core.jobs import ModelSource, Recipe, run_job
 
     x, y = load_builtin_dataset("digits", "all")
     path = tmp_path / "digits.npz"
@@ -296,9 +296,9 @@ def test_pipeline_and_command_line_run_on_an_uploaded_npz(tmp_path):
                     params={"config_list": [{"op_types": ["Conv2d"], "sparse_ratio": 0.5}]},
                     dataset={"path": str(path), "val_fraction": 0.25}, output_dir=str(tmp_path / "out"),
                     latency_runs=2)
-    result = run_pipeline(recipe)
+    result = run_job(recipe)
     for stage in ("before", "after"):
-        assert 0.0 <= result["metrics"][stage]["accuracy"] <= 1.0
+        assert 0.0 <= result.metrics[stage]["accuracy"] <= 1.0
     assert json.loads(json.dumps(recipe.to_dict()))["dataset"]["path"] == str(path)
 
     recipe_file = tmp_path / "recipe.json"

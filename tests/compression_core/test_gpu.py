@@ -5,7 +5,7 @@ import torch
 
 from compression_core.analysis import measure_latency
 from compression_core.architectures import build_architecture
-from compression_core.pipeline import ModelSource, Recipe, run_pipeline
+from compression_core.jobs import ModelSource, Recipe, run_job
 from compression_core.pruning import L1NormPruner
 from compression_core.speedup import ModelSpeedup, auto_set_dependency_group_ids
 
@@ -31,21 +31,21 @@ def test_speedup_keeps_a_cuda_model_on_the_gpu_and_its_outputs_shaped():
 def test_gpu_latency_and_gpu_job_metrics(tmp_path):
     lat = measure_latency(build_architecture("digits_cnn"), torch.randn(1, 1, 8, 8), device="cuda", batch_size=64)
     assert lat["median_ms"] > 0 and lat["device"] == "cuda"
-    result = run_pipeline(Recipe(
+    result = run_job(Recipe(
         model=ModelSource(architecture="digits_cnn"), input_shape=[1, 8, 8], algorithm="L1NormPruner",
         params={"config_list": [{"op_types": ["Conv2d"], "sparse_ratio": 0.5}]}, device="gpu",
         output_dir=str(tmp_path), latency_batch_sizes=(1, 64),
     ))
-    after = result["metrics"]["after"]
+    after = result.metrics["after"]
     assert after["latency_gpu_b1_ms"] > 0 and after["latency_gpu_b64_ms"] > 0
 
 
 def test_quantization_job_on_a_gpu_worker_adds_half_precision(tmp_path):
-    result = run_pipeline(Recipe(
+    result = run_job(Recipe(
         model=ModelSource(architecture="digits_cnn"), input_shape=[1, 8, 8], algorithm="PostTrainingQuantizer",
         params={}, dataset="digits", device="gpu", output_dir=str(tmp_path), latency_batch_sizes=(1, 64),
     ))
-    forms = result["metrics"]["quantization"]["forms"]
+    forms = result.metrics["quantization"]["forms"]
     half = forms["float16_gpu"]
     assert half["latency_gpu_b1_ms"] > 0 and half["latency_gpu_b64_ms"] > 0
     assert half["fidelity"]["cosine_similarity"] > 0.999

@@ -10,7 +10,7 @@ import torch
 
 from compression_core.architectures import build_architecture
 from compression_core.io import load_model
-from compression_core.pipeline import JobCancelled, ModelSource, Recipe, run_pipeline, validate_recipe
+from compression_core.jobs import JobCancelled, ModelSource, Recipe, run_job, validate_recipe
 from compression_core.speedup import apply_pruning_plan
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -26,13 +26,13 @@ def _recipe(tmp_path, **overrides) -> Recipe:
 
 def test_l1_job_measures_prunes_and_exports(tmp_path):
     progress = []
-    result = run_pipeline(_recipe(tmp_path), progress=lambda f, msg: progress.append((f, msg)))
-    before, after = result["metrics"]["before"], result["metrics"]["after"]
+    result = run_job(_recipe(tmp_path), progress=lambda f, msg: progress.append((f, msg)))
+    before, after = result.metrics["before"], result.metrics["after"]
     assert after["params"] < before["params"] and after["flops"] < before["flops"]
     assert after["onnx_bytes"] < before["onnx_bytes"]
     assert {"latency_cpu_b1_ms", "latency_cpu_b16_ms", "accuracy"} <= set(after)
     assert [f for f, _ in progress] == sorted(f for f, _ in progress) and progress[-1] == (1.0, "done")
-    convs = [layer for layer in result["layers"] if layer["type"] == "Conv2d"]
+    convs = [layer for layer in result.layers if layer["type"] == "Conv2d"]
     assert [layer["weight_shape_after"][0] for layer in convs] == [8, 16]
 
     session = ort.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
@@ -50,10 +50,10 @@ def test_l1_job_measures_prunes_and_exports(tmp_path):
 
 
 def test_fine_grained_pruning_keeps_shapes_and_says_so(tmp_path):
-    result = run_pipeline(_recipe(tmp_path, algorithm="LevelPruner", dataset=None))
-    assert result["metrics"]["after"]["params"] == result["metrics"]["before"]["params"]
-    assert any("speedup removed no channel" in w for w in result["warnings"])
-    assert all(layer["sparsity"] == pytest.approx(0.5, abs=0.01) for layer in result["layers"]
+    result = run_job(_recipe(tmp_path, algorithm="LevelPruner", dataset=None))
+    assert result.metrics["after"]["params"] == result.metrics["before"]["params"]
+    assert any("speedup removed no channel" in w for w in result.warnings)
+    assert all(layer["sparsity"] == pytest.approx(0.5, abs=0.01) for layer in result.layers
                if layer["type"] == "Conv2d")
 
 
@@ -78,7 +78,7 @@ def test_progress_callback_can_cancel(tmp_path):
             raise JobCancelled(message)
 
     with pytest.raises(JobCancelled):
-        run_pipeline(_recipe(tmp_path), progress=cancel_when_pruning)
+        run_job(_recipe(tmp_path), progress=cancel_when_pruning)
     assert not (tmp_path / "model.onnx").exists()
 
 
@@ -101,9 +101,9 @@ def test_command_line_runs_a_recipe(tmp_path):
 
 def test_output_layer_is_left_out_and_the_user_is_told(tmp_path):
     params = {"config_list": [{"op_types": ["Conv2d", "Linear"], "sparse_ratio": 0.5}]}
-    result = run_pipeline(_recipe(tmp_path, params=params, dataset=None))
-    output_layer = [layer for layer in result["layers"] if layer["type"] == "Linear"][-1]
-    assert any("not pruned" in w and output_layer["name"] in w for w in result["warnings"])
+    result = run_job(_recipe(tmp_path, params=params, dataset=None))
+    output_layer = [layer for layer in result.layers if layer["type"] == "Linear"][-1]
+    assert any("not pruned" in w and output_layer["name"] in w for w in result.warnings)
     assert output_layer["sparsity"] == 0.0
     assert output_layer["weight_shape_after"][0] == 10
 
@@ -113,15 +113,15 @@ def test_selecting_only_unremovable_channels_is_a_clear_error(tmp_path):
                     if isinstance(m, torch.nn.Linear)][-1]
     params = {"config_list": [{"op_names": [output_layer], "sparse_ratio": 0.5}]}
     with pytest.raises(ValueError, match="none of the selected layers has channels that speedup could remove"):
-        run_pipeline(_recipe(tmp_path, params=params, dataset=None))
+        run_job(_recipe(tmp_path, params=params, dataset=None))
 
 
 def test_data_dependent_pruner_runs_on_the_dataset(tmp_path):
     params = {**L1_HALF, "training_steps": 5}
-    result = run_pipeline(_recipe(tmp_path, algorithm="TaylorFOWeightPruner", params=params))
-    convs = [layer for layer in result["layers"] if layer["type"] == "Conv2d"]
+    result = run_job(_recipe(tmp_path, algorithm="TaylorFOWeightPruner", params=params))
+    convs = [layer for layer in result.layers if layer["type"] == "Conv2d"]
     assert [layer["weight_shape_after"][0] for layer in convs] == [8, 16]
-    assert "finetune" not in result["metrics"]
+    assert "finetune" not in result.metrics
 
 
 def test_fine_tuning_recovers_accuracy_and_is_reported(tmp_path):
@@ -133,21 +133,21 @@ def test_fine_tuning_recovers_accuracy_and_is_reported(tmp_path):
     params = {**L1_HALF, "training": {"finetune_epochs": 3, "distillation": True, "lr": 3e-3}}
     source = ModelSource(path=str(weights), architecture="digits_cnn")
     progress = []
-    result = run_pipeline(_recipe(tmp_path, model=source, params=params),
+    result = run_job(_recipe(tmp_path, model=source, params=params),
                           progress=lambda f, msg: progress.append(msg))
-    finetune = result["metrics"]["finetune"]
+    finetune = result.metrics["finetune"]
     assert finetune["epochs"] == 3 and finetune["distillation"] is True and finetune["metric"] == "accuracy"
     assert len(finetune["per_epoch"]) == 3
     assert finetune["finetuned"] > finetune["pruned"] + 0.1
-    assert result["metrics"]["after"]["accuracy"] == pytest.approx(finetune["finetuned"])
-    assert result["metrics"]["after"]["accuracy"] > 0.9
+    assert result.metrics["after"]["accuracy"] == pytest.approx(finetune["finetuned"])
+    assert result.metrics["after"]["accuracy"] > 0.9
     assert "fine-tuning: epoch 3 of 3" in progress
 
 
 def test_fine_tuning_without_speedup_keeps_the_masks(tmp_path):
     params = {**L1_HALF, "training": {"finetune_epochs": 1}}
-    result = run_pipeline(_recipe(tmp_path, params=params, speedup=False))
-    convs = [layer for layer in result["layers"] if layer["type"] == "Conv2d"]
+    result = run_job(_recipe(tmp_path, params=params, speedup=False))
+    convs = [layer for layer in result.layers if layer["type"] == "Conv2d"]
     assert all(layer["sparsity"] == pytest.approx(0.5) for layer in convs)
 
 
@@ -155,22 +155,22 @@ def test_unlabelled_data_distils_from_the_original(tmp_path):
     x = np.random.default_rng(0).random((120, 1, 8, 8), dtype=np.float32)
     np.savez(tmp_path / "unlabelled.npz", x=x)
     params = {**L1_HALF, "training": {"finetune_epochs": 2}}
-    result = run_pipeline(_recipe(tmp_path, params=params, dataset={"path": str(tmp_path / "unlabelled.npz")}))
-    finetune = result["metrics"]["finetune"]
+    result = run_job(_recipe(tmp_path, params=params, dataset={"path": str(tmp_path / "unlabelled.npz")}))
+    finetune = result.metrics["finetune"]
     assert finetune["metric"] == "agreement with the original" and finetune["distillation"] is True
-    assert "accuracy" not in result["metrics"]["after"]
+    assert "accuracy" not in result.metrics["after"]
 
 
 def test_slim_prunes_batch_norm_channels_with_their_convolutions(tmp_path):
     x = np.random.default_rng(0).random((64, 1, 28, 28), dtype=np.float32)
     np.savez(tmp_path / "mnist_like.npz", x=x, y=np.arange(64) % 10)
     params = {"config_list": [{"op_types": ["BatchNorm2d"], "sparse_ratio": 0.5}], "training_steps": 3}
-    result = run_pipeline(_recipe(tmp_path, model=ModelSource(architecture="mnist_cnn"), input_shape=[1, 28, 28],
+    result = run_job(_recipe(tmp_path, model=ModelSource(architecture="mnist_cnn"), input_shape=[1, 28, 28],
                                   algorithm="SlimPruner", params=params,
                                   dataset={"path": str(tmp_path / "mnist_like.npz")}))
-    before, after = result["metrics"]["before"], result["metrics"]["after"]
+    before, after = result.metrics["before"], result.metrics["after"]
     assert after["flops"] < before["flops"]
-    norms = [layer for layer in result["layers"] if layer["type"] == "BatchNorm2d"]
+    norms = [layer for layer in result.layers if layer["type"] == "BatchNorm2d"]
     assert sum(layer["weight_shape_after"][0] for layer in norms) == sum(
         layer["weight_shape_before"][0] for layer in norms) // 2
 
@@ -190,13 +190,13 @@ def test_training_errors_before_any_work(tmp_path, overrides, message):
 def test_sensitivity_analysis_job_draws_curves_and_writes_csv(tmp_path):
     params = {"config_list": [{"op_types": ["Conv2d"], "sparsity": 0.5}], "sparsities": [0.25, 0.75]}  # ratio unused
     progress = []
-    result = run_pipeline(_recipe(tmp_path, algorithm="SensitivityAnalysis", params=params),
+    result = run_job(_recipe(tmp_path, algorithm="SensitivityAnalysis", params=params),
                           progress=lambda f, msg: progress.append(msg))
-    sensitivity = result["metrics"]["sensitivity"]
+    sensitivity = result.metrics["sensitivity"]
     assert sensitivity["sparsities"] == [0.25, 0.75] and sensitivity["metric"] == "accuracy"
     assert set(sensitivity["sensitivity"]) == {"conv1", "conv2"}
     assert all(len(curve) == 2 for curve in sensitivity["sensitivity"].values())
-    assert "after" not in result["metrics"] and [a["name"] for a in result["artifacts"]] == ["sensitivity.csv"]
+    assert "after" not in result.metrics and [a["name"] for a in result.artifacts] == ["sensitivity.csv"]
     csv = (tmp_path / "sensitivity.csv").read_text().splitlines()
     assert csv[0] == "layername,0.25,0.75" and len(csv) == 3
     assert any(msg.startswith("sensitivity: conv2 at 75%") for msg in progress)
@@ -205,18 +205,18 @@ def test_sensitivity_analysis_job_draws_curves_and_writes_csv(tmp_path):
 def test_auto_target_job_reports_target_and_floor(tmp_path):
     params = {"config_list": [{"op_types": ["Conv2d", "Linear"], "exclude_op_names": ["fc2"], "sparsity": 0.5}],
               "target": "flops", "target_ratio": 0.5, "accuracy_floor": 0.99, "sparsities": [0.25, 0.5, 0.75]}
-    result = run_pipeline(_recipe(tmp_path, algorithm="AutoTargetPruner", params=params))
-    auto = result["metrics"]["auto"]
-    before, after = result["metrics"]["before"], result["metrics"]["after"]
+    result = run_job(_recipe(tmp_path, algorithm="AutoTargetPruner", params=params))
+    auto = result.metrics["auto"]
+    before, after = result.metrics["before"], result.metrics["after"]
     assert auto["target_met"] is True and after["flops"] <= 0.5 * before["flops"]
     assert auto["reached_ratio"] == pytest.approx(after["flops"] / before["flops"])
     # a random-init model cannot hold a 99% floor: the job says so instead of pretending
     assert auto["accuracy_floor_met"] is False
-    assert any("accuracy floor was not met" in w for w in result["warnings"])
-    assert "sensitivity.csv" in [a["name"] for a in result["artifacts"]]
+    assert any("accuracy floor was not met" in w for w in result.warnings)
+    assert "sensitivity.csv" in [a["name"] for a in result.artifacts]
 
 
 def test_unreachable_auto_target_fails_with_the_best_reachable_value(tmp_path):
     params = {"config_list": [{"op_names": ["fc1"], "sparsity": 0.5}], "target": "flops", "target_ratio": 0.1}
     with pytest.raises(ValueError, match=r"cannot be reached .* keeps \d"):
-        run_pipeline(_recipe(tmp_path, algorithm="AutoTargetPruner", params=params))
+        run_job(_recipe(tmp_path, algorithm="AutoTargetPruner", params=params))

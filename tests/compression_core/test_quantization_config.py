@@ -6,7 +6,7 @@ import torch.nn as nn
 
 from compression_core.quantization import PostTrainingQuantizer, TargetSpec, parse_quant_config_list, resolve_layers
 from compression_core.quantization.qconfig import int8_qconfig
-from compression_core.quantization.settings import parse_entry
+from compression_core.config.quantization import parse_entry
 
 
 def _model():

@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 
 from compression_core.data import DatasetSource
-from compression_core.pipeline import JobCancelled, ModelSource, Recipe, run_pipeline, validate_recipe
+from compression_core.jobs import JobCancelled, ModelSource, Recipe, run_job, validate_recipe
 from compression_core.quantization import load_packed, onnx_session
 
 L1_HALF = [{"op_types": ["Conv2d"], "sparse_ratio": 0.5}]
@@ -23,12 +23,12 @@ def _recipe(tmp_path, algorithm="PostTrainingQuantizer", params=None, **override
 
 
 def _artifacts(result):
-    return {artifact["name"]: artifact for artifact in result["artifacts"]}
+    return {artifact["name"]: artifact for artifact in result.artifacts}
 
 
 def test_post_training_job_measures_every_form_and_writes_int8_files(tmp_path):
-    result = run_pipeline(_recipe(tmp_path))
-    metrics = result["metrics"]
+    result = run_job(_recipe(tmp_path))
+    metrics = result.metrics
     forms = metrics["quantization"]["forms"]
     assert set(forms) == {"float", "simulated", "int8_pytorch", "int8_onnx"}
     for name in ("int8_pytorch", "int8_onnx"):
@@ -58,8 +58,8 @@ def test_post_training_job_measures_every_form_and_writes_int8_files(tmp_path):
 
 
 def test_dynamic_post_training_needs_no_data(tmp_path):
-    result = run_pipeline(_recipe(tmp_path, params={"mode": "dynamic"}, dataset=None))
-    quantization = result["metrics"]["quantization"]
+    result = run_job(_recipe(tmp_path, params={"mode": "dynamic"}, dataset=None))
+    quantization = result.metrics["quantization"]
     assert quantization["mode"] == "dynamic"
     assert [row["name"] for row in quantization["layers"]] == ["fc1", "fc2"]
     assert "simulated" not in quantization["forms"]
@@ -69,14 +69,14 @@ def test_dynamic_post_training_needs_no_data(tmp_path):
 
 def test_qat_job_trains_then_converts(tmp_path):
     progress = []
-    result = run_pipeline(_recipe(tmp_path, "QATQuantizer", {"epochs": 1}),
+    result = run_job(_recipe(tmp_path, "QATQuantizer", {"epochs": 1}),
                           progress=lambda f, message: progress.append(message))
-    forms = result["metrics"]["quantization"]["forms"]
+    forms = result.metrics["quantization"]["forms"]
     assert {"int8_pytorch", "int8_onnx"} <= set(forms)
-    assert result["metrics"]["quantization"]["mode"] == "qat"
+    assert result.metrics["quantization"]["mode"] == "qat"
     assert "quantizing with QATQuantizer" in progress
     assert "quantization-aware training: epoch 1 of 1" in progress
-    assert result["timings"]["quantize_s"] > 0
+    assert result.timings["quantize_s"] > 0
 
 
 def test_quantization_aware_training_can_be_cancelled_between_epochs(tmp_path):
@@ -88,7 +88,7 @@ def test_quantization_aware_training_can_be_cancelled_between_epochs(tmp_path):
             raise JobCancelled("cancelled by the user")
 
     with pytest.raises(JobCancelled):
-        run_pipeline(_recipe(tmp_path, "DoReFaQuantizer", {"epochs": 3}), progress=progress)
+        run_job(_recipe(tmp_path, "DoReFaQuantizer", {"epochs": 3}), progress=progress)
     assert seen[-1] == "quantization-aware training: epoch 1 of 3"
     assert not (tmp_path / "calibration.json").exists()
 
@@ -104,17 +104,17 @@ BNN_CONFIG = [{"op_types": ["Conv2d"], "quant_types": ["weight"], "quant_bits": 
     ("BNNQuantizer", {"config_list": BNN_CONFIG, "epochs": 1}, "digits", {"conv1": 1, "conv2": 1, "bn1": 1}),
 ])
 def test_simulated_quantizer_jobs_say_so_and_export_the_grid(tmp_path, algorithm, params, dataset, bits):
-    result = run_pipeline(_recipe(tmp_path, algorithm, params, dataset=dataset))
-    quantization = result["metrics"]["quantization"]
+    result = run_job(_recipe(tmp_path, algorithm, params, dataset=dataset))
+    quantization = result.metrics["quantization"]
     assert quantization["real_int8"] is False
     assert set(quantization["forms"]) == {"float", "simulated"}
-    assert any("simulates quantization" in warning for warning in result["warnings"])
+    assert any("simulates quantization" in warning for warning in result.warnings)
     artifacts = _artifacts(result)
     assert set(artifacts) == {"model.simulated.onnx", "model.simulated.safetensors", "model.packed.safetensors",
                               "calibration.json"}
     # The packed file is the smaller one, and gives back the simulated model's weights.
     packed = artifacts["model.packed.safetensors"]["bytes"]
-    assert quantization["forms"]["simulated"]["bytes"] == packed == result["metrics"]["after"]["weights_bytes"]
+    assert quantization["forms"]["simulated"]["bytes"] == packed == result.metrics["after"]["weights_bytes"]
     assert packed < quantization["forms"]["float"]["bytes"]
     from safetensors.torch import load_file
 
@@ -139,8 +139,8 @@ def test_simulated_quantizer_jobs_say_so_and_export_the_grid(tmp_path, algorithm
 def test_prune_finetune_speedup_then_quantize(tmp_path):
     params = {"config_list": L1_HALF, "training": {"finetune_epochs": 1},
               "quantization": {"algorithm": "PostTrainingQuantizer", "params": {}}}
-    result = run_pipeline(_recipe(tmp_path, "L1NormPruner", params))
-    metrics = result["metrics"]
+    result = run_job(_recipe(tmp_path, "L1NormPruner", params))
+    metrics = result.metrics
     assert metrics["pruned"]["params"] < metrics["before"]["params"]
     assert metrics["after"]["params"] == metrics["pruned"]["params"]
     # The quantizer starts from the pruned float model.
@@ -200,8 +200,8 @@ def test_a_layer_without_int8_kernel_is_named_unless_float_is_allowed(tmp_path):
 def test_allow_float_job_keeps_the_layer_in_float_and_lists_it(tmp_path, monkeypatch):
     monkeypatch.setattr(ModelSource, "load", lambda self: _WithGroupNorm().eval())
     params = {"config_list": [{"op_types": ["Conv2d", "GroupNorm", "Linear"]}], "allow_float": True}
-    result = run_pipeline(_recipe(tmp_path, params=params))
-    quantization = result["metrics"]["quantization"]
+    result = run_job(_recipe(tmp_path, params=params))
+    quantization = result.metrics["quantization"]
     assert set(quantization["kept_float"]) == {"norm"}
     rows = {row["name"]: row for row in quantization["layers"]}
     assert rows["norm"]["type"] == "float32" and "GroupNorm" in rows["norm"]["kept_float"]

@@ -1,6 +1,6 @@
 import pytest
 
-from compression_core import registry
+from compression_core.algorithms import registry
 
 
 def test_builtin_pruners_are_registered_with_schema():

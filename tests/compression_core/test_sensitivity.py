@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from compression_core.analysis import SensitivityAnalysis, sensitivity_csv
+from compression_core.pruning import SensitivityAnalysis, sensitivity_csv
 from compression_core.pruning import LevelPruner
 
 

@@ -110,7 +110,7 @@ def test_unreachable_broker_fails_the_job_with_a_message(api, digits_model, monk
     def broken(job_id, queue):
         raise ConnectionRefusedError("broker down")
 
-    monkeypatch.setattr("workers.tasks.enqueue_compression_job", broken)
+    monkeypatch.setattr("webapp.jobs.services.send_job_message", broken)
     with django_capture_on_commit_callbacks(execute=True):
         job_id = _create(api, digits_model).json()["id"]
     job = Job.objects.get(pk=job_id)

@@ -198,7 +198,7 @@ def test_home_and_lists_show_own_rows(client_in, digits, enqueued):
 
 
 def test_job_form_is_generated_from_the_registry(client_in, digits):
-    from compression_core import registry
+    from compression_core.algorithms import registry
 
     response = client_in.get(f"/jobs/new/?model={digits.pk}")
     assert response.status_code == 200

@@ -120,7 +120,7 @@ def test_running_job_can_be_cancelled(api, user, wait_job):
 def test_job_of_a_killed_worker_fails_with_a_message_when_the_node_restarts(api, user, make_worker, wait_job,
                                                                             monkeypatch):
     from webapp.modelhub.services import model_create
-    from workers.tasks import run_compression_job
+    from webapp.jobs.tasks import run_compression_job
 
     # The job goes to a queue only the doomed worker reads.
     monkeypatch.setattr("webapp.jobs.services.job_enqueue", lambda job_id, device: None)

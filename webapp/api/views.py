@@ -9,7 +9,7 @@ from rest_framework.response import Response
 from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
-from compression_core import registry
+from compression_core.algorithms import all_algorithms
 from compression_core.architectures import architecture_choices
 from webapp.datahub import selectors as dataset_selectors
 from webapp.datahub import services as dataset_services
@@ -121,7 +121,7 @@ class JobArtifactDownloadView(APIView):
 
 class AlgorithmListView(APIView):
     def get(self, request):
-        return Response([spec.as_dict() for spec in registry.all_algorithms()])
+        return Response([spec.as_dict() for spec in all_algorithms()])
 
 
 class ArchitectureListView(APIView):

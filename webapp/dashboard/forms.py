@@ -10,7 +10,7 @@ import re
 
 from django import forms
 
-from compression_core import registry
+from compression_core.algorithms import all_algorithms
 from compression_core.evaluation import TRAINING_SCHEMA
 from compression_core.architectures import architecture_choices
 from compression_core.datasets import BUILTIN_DATASETS
@@ -198,7 +198,7 @@ class JobForm(forms.Form):
         super().__init__(*args, **kwargs)
         self.fields["model"].queryset = model_selectors.model_list(user=user)
         self.fields["model"].label_from_instance = lambda m: f"{m.name} (#{m.pk})"
-        self.algorithms = registry.all_algorithms()
+        self.algorithms = all_algorithms()
         groups: dict[str, list] = {}
         for spec in self.algorithms:
             groups.setdefault(spec.kind.capitalize(), []).append((spec.name, spec.name))

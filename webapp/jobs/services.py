@@ -12,19 +12,22 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from compression_core import registry
-from compression_core.pipeline import JobCancelled, Recipe, run_pipeline, validate_recipe
+from compression_core.algorithms import get_algorithm
+from compression_core.jobs import JobCancelled, Recipe, run_job, validate_recipe
 
 from webapp.common.exceptions import ServiceConflict
 from webapp.datahub.models import Dataset
 from webapp.modelhub.models import ModelArtifact
 from webapp.datahub.services import dataset_source
 from webapp.modelhub.services import model_source
+from workers.celery_app import app as celery_app, ensure_broker_folders
 
 from .models import Job, JobLog
 
 logger = logging.getLogger(__name__)
 Status = Job.Status
+#: The Celery task that runs a job (``tasks.run_compression_job``), published by name.
+RUN_JOB_TASK = "condense.run_compression_job"
 
 ALLOWED_TRANSITIONS = {
     Status.QUEUED: {Status.RUNNING, Status.CANCELLED, Status.FAILED},
@@ -112,7 +115,7 @@ def job_create(
     if device not in Job.Device.values:
         raise ValidationError(f"device must be one of {', '.join(Job.Device.values)}")
     try:
-        spec = registry.get_algorithm(algorithm)
+        spec = get_algorithm(algorithm)
         draft = Job(owner=owner, model=model, algorithm=algorithm, params=params, speedup=speedup,
                     dataset=dataset or "", dataset_upload=dataset_upload, device=device)
         params = validate_recipe(job_recipe(draft))
@@ -139,11 +142,15 @@ def job_create(
     return job
 
 
-def job_enqueue(job_id: int, device: str) -> None:
-    from workers.tasks import enqueue_compression_job
+def send_job_message(job_id: int, queue: str) -> None:
+    """Publish the job's task message on ``queue``."""
+    ensure_broker_folders()
+    celery_app.send_task(RUN_JOB_TASK, args=[job_id], queue=queue)
 
+
+def job_enqueue(job_id: int, device: str) -> None:
     try:
-        enqueue_compression_job(job_id, queue="gpu" if device == Job.Device.GPU else "cpu")
+        send_job_message(job_id, queue="gpu" if device == Job.Device.GPU else "cpu")
     except Exception as exc:
         # The row is committed; a job nobody will run must not sit in "queued".
         logger.exception("could not enqueue job %s", job_id)
@@ -217,7 +224,7 @@ def job_execute(job_id: int, task_id: str, worker: str = "") -> None:
     if job is None:
         return
     try:
-        result = run_pipeline(job_recipe(job), progress=_progress_reporter(job_id))
+        result = run_job(job_recipe(job), progress=_progress_reporter(job_id))
     except JobCancelled:
         try:
             job_transition(job_id, to=Status.CANCELLED, expected=(Status.RUNNING,), stage="cancelled")
@@ -230,7 +237,7 @@ def job_execute(job_id: int, task_id: str, worker: str = "") -> None:
         message = str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
         job_transition(job_id, to=Status.FAILED, expected=(Status.RUNNING,), error=message, stage="failed")
         return
-    for warning in result["warnings"]:
+    for warning in result.warnings:
         job_log(job_id, warning, level="warning")
     job_transition(
         job_id,
@@ -238,10 +245,10 @@ def job_execute(job_id: int, task_id: str, worker: str = "") -> None:
         expected=(Status.RUNNING,),
         progress=1.0,
         stage="done",
-        metrics={**result["metrics"], "timings": result["timings"]},
-        layers=result["layers"],
-        warnings=result["warnings"],
-        artifacts=result["artifacts"],
+        metrics={**result.metrics, "timings": result.timings},
+        layers=result.layers,
+        warnings=result.warnings,
+        artifacts=result.artifacts,
     )
 
 

@@ -17,7 +17,7 @@ from django.db import transaction
 
 from compression_core.architectures import ARCHITECTURES
 from compression_core.io import detect_format, verify_onnx_conversion
-from compression_core.pipeline import ModelSource, inspect_model
+from compression_core.jobs import ModelSource, inspect_model
 
 from webapp.common.exceptions import ServiceConflict
 from webapp.common.uploads import copy_upload

@@ -21,12 +21,18 @@ from __future__ import annotations
 import csv
 import io
 import math
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn as nn
+
+from ..config import select_modules
+from ..speedup import auto_set_dependency_group_ids
+from .base import PRUNABLE_TYPES
+from .norm import L1NormPruner
 
 EARLY_STOP_MODES = ("minimize", "maximize", "dropped", "raised")
 DEFAULT_SPARSITIES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
@@ -80,14 +86,10 @@ class SensitivityAnalysis:
             raise ValueError(f"early_stop_mode must be one of {', '.join(EARLY_STOP_MODES)}, got {early_stop_mode!r}")
         if (early_stop_mode is None) != (early_stop_value is None):
             raise ValueError("early_stop_mode and early_stop_value go together")
-        if pruner is None:
-            from ..pruning import L1NormPruner
-
-            pruner = L1NormPruner
         self.model = model
         self.metric = _metric_function(evaluator)
         self.sparsities = sparsities
-        self.pruner = pruner
+        self.pruner = pruner or L1NormPruner
         self.early_stop_mode = early_stop_mode
         self.early_stop_value = early_stop_value
         self.baseline: float | None = None
@@ -168,6 +170,23 @@ class SensitivityAnalysis:
     def export(self, path: str | Path) -> None:
         """Write :meth:`to_csv` to ``path``."""
         Path(path).write_text(self.to_csv())
+
+
+def analysis_units(model: nn.Module, config_list: list[dict[str, Any]], example: torch.Tensor,
+                   dependency_aware: bool) -> list[list[str]]:
+    """The selected layers as analysis units: one per dependency group (they must be pruned together), or one
+    per layer."""
+    if not dependency_aware:
+        return [[name] for name in select_modules(model, config_list, supported_types=PRUNABLE_TYPES)]
+    groups: dict[Any, list[str]] = defaultdict(list)
+    for entry in auto_set_dependency_group_ids(model, config_list, example):
+        name = entry["op_names"][0]
+        group = entry.get("dependency_group_id")
+        groups[group if group is not None else name].append(name)
+    if not groups:
+        raise ValueError("none of the selected layers has channels that can be removed; the model page's "
+                         "prunability report says which can")
+    return [sorted(members) for members in groups.values()]
 
 
 def sensitivity_csv(sensitivities: Mapping[str, Mapping[float, float]], sparsities: Sequence[float]) -> str:

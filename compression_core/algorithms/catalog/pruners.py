@@ -1,15 +1,35 @@
-"""The registry entries of the built-in pruners: names, papers, parameter schemas.
+"""The built-in pruners' registry entries: names, papers, parameter schemas, capabilities.
 
-The web form, the API's validation and the README's algorithm table come
-from these entries (see :mod:`compression_core.registry`). Parameters
-shared by several pruners keep one meaning and one default everywhere.
+Parameters shared by several pruners keep one meaning and one default
+everywhere. :func:`register_pruners` is called by the ``condense.algorithms``
+entry point (see :mod:`compression_core.algorithms.catalog`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from ..registry import AlgorithmSpec, pruning_schema, register
+from ...config import canonicalize_config_list
+from ...pruning import (
+    ADMMPruner,
+    AGPPruner,
+    ActivationAPoZRankPruner,
+    ActivationMeanRankPruner,
+    AutoCompressPruner,
+    AutoTargetPruner,
+    FPGMPruner,
+    L1NormPruner,
+    L2NormPruner,
+    LevelPruner,
+    LotteryTicketPruner,
+    NetAdaptPruner,
+    SimulatedAnnealingPruner,
+    SlimPruner,
+    TaylorFOWeightPruner,
+)
+from ..registry import AlgorithmKind, AlgorithmSpec
+from .schemas import pruning_schema
 
 DATA_FREE_BASES = ["LevelPruner", "L1NormPruner", "L2NormPruner", "FPGMPruner"]
 SCHEDULABLE_BASES = DATA_FREE_BASES + ["ActivationAPoZRankPruner", "ActivationMeanRankPruner", "TaylorFOWeightPruner"]
@@ -40,29 +60,14 @@ def _base(default: str, choices: list[str]) -> dict[str, Any]:
             "description": "The pruner that makes each step's masks"}
 
 
-def register_builtin_pruners() -> None:
-    from . import (
-        ADMMPruner,
-        AGPPruner,
-        ActivationAPoZRankPruner,
-        ActivationMeanRankPruner,
-        AutoCompressPruner,
-        AutoTargetPruner,
-        FPGMPruner,
-        L1NormPruner,
-        L2NormPruner,
-        LevelPruner,
-        LotteryTicketPruner,
-        NetAdaptPruner,
-        SimulatedAnnealingPruner,
-        SlimPruner,
-        TaylorFOWeightPruner,
-    )
-
-    def spec(name, factory, description, paper, url, extra=None, needs_data=False, granularity="out_channel"):
+def register_pruners(register: Callable[[AlgorithmSpec], AlgorithmSpec]) -> None:
+    def spec(name, factory, description, paper, url, extra=None, needs_data=False, granularity="out_channel",
+             **capabilities):
         register(AlgorithmSpec(
-            name=name, kind="pruning", description=description, paper=paper, paper_url=url, factory=factory,
-            params_schema=pruning_schema(extra), needs_data=needs_data, granularity=granularity,
+            name=name, kind=AlgorithmKind.PRUNING, description=description, paper=paper, paper_url=url,
+            factory=factory, params_schema=pruning_schema(extra), needs_data=needs_data, granularity=granularity,
+            uses_dependency_groups=factory.uses_dependency_groups, supported_types=factory.supported_types,
+            canonical_config=canonicalize_config_list, **capabilities,
         ))
 
     spec("LevelPruner", LevelPruner,
@@ -139,7 +144,8 @@ def register_builtin_pruners() -> None:
     spec("SimulatedAnnealingPruner", SimulatedAnnealingPruner,
          "Searches per-layer sparsities meeting one overall sparsity by simulated annealing on the metric.",
          "Liu et al., AutoCompress (AAAI 2020)", "https://arxiv.org/abs/1907.03141",
-         {**ANNEALING, **search, "seed": SEED}, needs_data=True, granularity="fine_grained")
+         {**ANNEALING, **search, "seed": SEED}, needs_data=True, granularity="fine_grained",
+         check_config=SimulatedAnnealingPruner.check_config)
     spec("NetAdaptPruner", NetAdaptPruner,
          "Prunes step by step until the overall sparsity is met: each step tries every layer, fine-tunes "
          "briefly and keeps the best.",
@@ -147,7 +153,8 @@ def register_builtin_pruners() -> None:
          {"sparsity_per_iteration": _number(0.05, "Share of the weights each step removes", exclusiveMinimum=0,
                                             exclusiveMaximum=1),
           "training_steps": TRAINING_STEPS, **search, "pruning_algorithm": _base("L1NormPruner", DATA_FREE_BASES)},
-         needs_data=True)
+         needs_data=True,
+         check_config=NetAdaptPruner.check_config)
     spec("AutoCompressPruner", AutoCompressPruner,
          "Rounds of simulated annealing (per-layer sparsities) then ADMM (pruning to them), each round closer "
          "to the overall sparsity.",
@@ -156,7 +163,8 @@ def register_builtin_pruners() -> None:
           "training_steps": TRAINING_STEPS, "rho": _number(1e-4, "Penalty weight of the ADMM term",
                                                            exclusiveMinimum=0),
           **ANNEALING, **search, "seed": SEED},
-         needs_data=True, granularity="fine_grained")
+         needs_data=True, granularity="fine_grained",
+         check_config=AutoCompressPruner.check_config)
     spec("AutoTargetPruner", AutoTargetPruner,
          "Automatic compression: give a target (FLOPs, parameters or measured latency, as a fraction of the "
          "original) and an accuracy floor; a sensitivity analysis of each group of coupled layers guides the "
@@ -174,4 +182,5 @@ def register_builtin_pruners() -> None:
                          "default": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9],
                          "description": "Sparsity grid of the sensitivity analysis"},
           "pruning_algorithm": _base("L1NormPruner", ["L1NormPruner", "L2NormPruner", "FPGMPruner"])},
-         needs_data=True)
+         needs_data=True,
+         searches_target=True)

@@ -36,7 +36,7 @@ from typing import Any
 
 import torch.nn as nn
 
-from ..config import PRUNING_KEYS, QUANTIZATION_KEYS, SELECTOR_KEYS, select_modules
+from .selection import PRUNING_KEYS, QUANTIZATION_KEYS, SELECTOR_KEYS, select_modules
 
 QUANT_TYPES = ("input", "weight", "output")
 QUANT_DTYPES = ("int", "uint")

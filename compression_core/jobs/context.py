@@ -1,0 +1,42 @@
+"""The state one job's steps share: its recipe and validated params, its data, its measurement, its
+output folders, its progress reporter, warnings and timings."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..algorithms import AlgorithmSpec
+from ..evaluation import TrainingOptions
+from .measure import Measurement, TensorData
+from .recipe import Recipe
+from .stages import Reporter
+
+
+@dataclass
+class JobContext:
+    """Built once by the runner, then passed to the job's handler."""
+
+    recipe: Recipe
+    spec: AlgorithmSpec
+    params: dict[str, Any]
+    training: TrainingOptions
+    train_data: TensorData | None
+    test_data: TensorData | None
+    measurement: Measurement
+    out_dir: Path
+    workdir: Path  # scratch files (the measured ONNX and safetensors), deleted with the job's temporary folder
+    report: Reporter
+    warnings: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @contextmanager
+    def timed(self, key: str) -> Iterator[None]:
+        """Record the seconds the ``with`` block takes as ``timings[key]``."""
+        started = time.perf_counter()
+        yield
+        self.timings[key] = time.perf_counter() - started

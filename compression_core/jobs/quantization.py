@@ -1,0 +1,237 @@
+"""The quantization job: quantize a float model, measure each form of it side by side, export them.
+
+A job quantizes when its algorithm is a quantizer, or after pruning (the
+prune-then-quantize chain, :mod:`.chain`). Every form is measured on the
+job's test split (accuracy) and against the original's outputs (fidelity):
+
+- ``float``: the model that goes into quantization (the original, or the pruned one);
+- ``simulated``: fake quantization in float32, what the quantizer's scales compute
+  (PyTorch's reference model for post-training and QAT, the model itself for the
+  weight quantizers Naive, DoReFa and BNN);
+- ``int8_pytorch``: the real int8 model on PyTorch's x86 kernels, saved as TorchScript;
+- ``int8_onnx``: the int8 QDQ ONNX model in onnxruntime;
+- ``float16_gpu``: half precision on the worker's GPU, when it has one.
+
+Sizes are those of the files users download; latencies are medians at
+batch 1 and a larger batch on the worker's CPU (the same threads for PyTorch
+and onnxruntime).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from ..algorithms import AlgorithmSpec, QuantizedForm, get_algorithm
+from ..analysis import output_fidelity
+from ..data import holdout
+from ..evaluation import TrainingOptions
+from ..io import save_model
+from ..quantization import export_calibration, export_dynamic_int8_onnx, export_int8_onnx, onnx_session, save_packed
+from .context import JobContext
+from .measure import Measurement, onnx_forward
+from .result import Artifact, JobResult, artifact
+
+#: Training rows that calibrate post-training int8 (PyTorch's observers, then onnxruntime's).
+CALIBRATION_SAMPLES = 512
+
+
+@dataclass
+class Quantized:
+    """The outcome of quantizing: the job's ``quantization`` metrics, the deliverable's ``after`` metrics
+    (the real int8 model where there is one, else the simulated model) and its fidelity, and the files."""
+
+    metrics: dict[str, Any]
+    after: dict[str, Any]
+    fidelity: dict[str, Any] | None
+    artifacts: list[Artifact]
+
+
+def run_quantization(ctx: JobContext, model: nn.Module, before: dict[str, Any],
+                     layers_before: list[dict[str, Any]]) -> JobResult:
+    """The handler of quantization jobs: the original model quantized."""
+    teacher = copy.deepcopy(model) if ctx.train_data is not None else None
+    reference = ctx.measurement.reference_outputs
+    quantized = quantize(ctx, model, ctx.spec.name, ctx.params, float_metrics=before,
+                         float_fidelity=output_fidelity(reference, reference), teacher=teacher)
+    metrics = {"before": before, "after": quantized.after, "fidelity": quantized.fidelity,
+               "quantization": quantized.metrics}
+    return JobResult(metrics=metrics, artifacts=quantized.artifacts)
+
+
+def quantize(ctx: JobContext, model: nn.Module, algorithm: str, params: dict[str, Any], *,
+             float_metrics: dict[str, Any], float_fidelity: dict[str, Any],
+             teacher: nn.Module | None) -> Quantized:
+    """Quantize ``model`` (float, eval mode) with ``algorithm``; measure and export every form of it."""
+    spec = get_algorithm(algorithm)
+    if spec.needs_data_for(params) and ctx.train_data is None:
+        raise ValueError(f"{algorithm} needs data: choose a dataset")
+    ctx.report("quantize", f"quantizing with {algorithm}")
+    with ctx.timed("quantize_s"):
+        quantizer = _build_quantizer(ctx, spec, params, model, teacher)
+        if spec.trains:
+            quantized, calibration_config = quantizer.compress(max_epochs=params["epochs"])
+        else:
+            quantized, calibration_config = quantizer.compress()
+
+    ctx.report("measure_quantized", "measuring the quantized model")
+    with ctx.timed("measure_quantized_s"):
+        forms = {"float": _float_form(float_metrics, float_fidelity)}
+        after: dict[str, Any] = {"params": float_metrics["params"], "flops": float_metrics["flops"]}
+        if spec.quantized_form == QuantizedForm.INT8:
+            artifacts = _int8_forms(ctx, spec, model, quantizer, quantized, forms, after)
+            deliverable = forms["int8_pytorch"]
+        else:
+            artifacts = _simulated_forms(ctx, algorithm, quantized, calibration_config, forms, after)
+            deliverable = forms["simulated"]
+        if ctx.measurement.device == "gpu" and torch.cuda.is_available():
+            forms["float16_gpu"] = _half_precision_form(model, ctx.measurement)
+        calibration_path = ctx.out_dir / "calibration.json"
+        export_calibration(calibration_config, calibration_path)
+        artifacts.append(artifact(calibration_path, "calibration"))
+
+    after.update({k: v for k, v in deliverable.items() if k.startswith("latency_") or k == "accuracy"})
+    report = quantizer.report
+    metrics = {
+        "algorithm": algorithm,
+        "real_int8": spec.quantized_form == QuantizedForm.INT8,
+        "mode": report.mode,
+        "backend": report.backend,
+        "forms": forms,
+        "layers": layer_bits(calibration_config, report),
+        "kept_float": dict(report.kept_float),
+        "calibration_batches": report.calibration_batches,
+    }
+    return Quantized(metrics, after, deliverable.get("fidelity"), artifacts)
+
+
+def _float_form(float_metrics: dict[str, Any], float_fidelity: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "label": "float32 (before quantization)",
+        **{k: float_metrics[k] for k in ("accuracy",) if k in float_metrics},
+        "fidelity": float_fidelity,
+        "bytes": float_metrics["weights_bytes"],
+        **{k: v for k, v in float_metrics.items() if k.startswith("latency_")},
+    }
+
+
+def _int8_forms(ctx: JobContext, spec: AlgorithmSpec, model: nn.Module, quantizer: Any, quantized: nn.Module,
+                forms: dict[str, dict[str, Any]], after: dict[str, Any]) -> list[Artifact]:
+    """Measure and export a real int8 model: its simulated twin, TorchScript int8 and int8 ONNX."""
+    measurement, out_dir, report = ctx.measurement, ctx.out_dir, quantizer.report
+    if quantizer.simulated_model is not None:
+        forms["simulated"] = {"label": "simulated (fake quantization, float32)",
+                              **measurement.quality(quantizer.simulated_model.eval())}
+    torch.backends.quantized.engine = report.backend
+    info = save_model(quantized, out_dir / "model.int8.pt", example_inputs=(measurement.example,))
+    artifacts = [artifact(out_dir / "model.int8.pt", "torchscript-int8", info["bytes"])]
+    forms["int8_pytorch"] = {"label": f"int8, PyTorch ({report.backend} kernels)",
+                             **measurement.quality(quantized), "bytes": info["bytes"],
+                             **measurement.torch_latency(quantized)}
+    ctx.report("export_int8_onnx", "exporting int8 ONNX")
+    try:
+        if report.mode == "dynamic":
+            onnx_info = export_dynamic_int8_onnx(model, measurement.example, out_dir / "model.int8.onnx")
+        else:
+            # QAT: the trained float weights; onnxruntime derives the ranges again from the same data.
+            source = quantizer.trained_float_model() if spec.trains else model
+            onnx_info = export_int8_onnx(source, ctx.train_data[0][:CALIBRATION_SAMPLES], out_dir / "model.int8.onnx")
+    except Exception as exc:  # noqa: BLE001 - the PyTorch int8 model stands on its own
+        ctx.warnings.append(f"int8 ONNX export failed, the PyTorch int8 model is still there: {exc}")
+    else:
+        session = onnx_session(onnx_info["path"], threads=torch.get_num_threads())
+        artifacts.append(artifact(out_dir / "model.int8.onnx", "onnx-int8", onnx_info["bytes"]))
+        kind = "dynamic" if report.mode == "dynamic" else "QDQ"
+        forms["int8_onnx"] = {"label": f"int8, ONNX {kind} (onnxruntime)",
+                              **measurement.quality(onnx_forward(session)), "bytes": onnx_info["bytes"],
+                              **measurement.onnx_latency(session)}
+        after["onnx_bytes"] = onnx_info["bytes"]
+    after["weights_bytes"] = info["bytes"]
+    return artifacts
+
+
+def _simulated_forms(ctx: JobContext, algorithm: str, quantized: nn.Module, calibration_config: dict[str, Any],
+                     forms: dict[str, dict[str, Any]], after: dict[str, Any]) -> list[Artifact]:
+    """Measure and export a simulated quantizer's model: ONNX, float weights and the packed weights."""
+    measurement, out_dir = ctx.measurement, ctx.out_dir
+    forms["simulated"] = {"label": "simulated (float32 kernels; file: weights packed at their bits)",
+                          **measurement.quality(quantized.eval())}
+    # Named apart from model.onnx / model.safetensors, which hold the pruned float model in a mixed recipe.
+    info = save_model(quantized, out_dir / "model.simulated.onnx", example_inputs=(measurement.example,))
+    weights = save_model(quantized, out_dir / "model.simulated.safetensors")
+    packed = save_packed(quantized, calibration_config, out_dir / "model.packed.safetensors")
+    artifacts = [artifact(out_dir / "model.simulated.onnx", "onnx", info["bytes"]),
+                 artifact(out_dir / "model.simulated.safetensors", "safetensors", weights["bytes"]),
+                 artifact(out_dir / "model.packed.safetensors", "packed-weights", packed["bytes"])]
+    forms["simulated"].update({"bytes": packed["bytes"], **measurement.torch_latency(quantized)})
+    after.update({"weights_bytes": packed["bytes"], "onnx_bytes": info["bytes"]})
+    ctx.warnings.append(f"{algorithm} simulates quantization: the weights lie on the quantization grid and are "
+                        "stored packed at their bit width (model.packed.safetensors, read back with "
+                        "compression_core.quantization.load_packed), but they compute in float32, so the model "
+                        "is not faster; PostTrainingQuantizer or QATQuantizer give a real int8 model")
+    return artifacts
+
+
+def _build_quantizer(ctx: JobContext, spec: AlgorithmSpec, params: dict[str, Any], model: nn.Module,
+                     teacher: nn.Module | None) -> Any:
+    kwargs = spec.constructor_kwargs(params)
+    if spec.trains:
+        # The quantizer's own training options (in a chain, not the pruner's).
+        training = TrainingOptions.from_params(params.get("training"))
+        fit, validation = holdout(ctx.train_data)
+        evaluator = training.evaluator(fit, validation, teacher, for_finetuning=True)
+        evaluator.step_hooks.append(_epoch_reporter(ctx, params["epochs"], len(fit[0]), training.batch_size))
+        kwargs["evaluator"] = evaluator
+    elif spec.needs_data_for(params):
+        kwargs["calibration_data"] = ctx.train_data[0][:CALIBRATION_SAMPLES]
+    return spec.factory(model, params.get("config_list"), **kwargs)
+
+
+def _epoch_reporter(ctx: JobContext, epochs: int, samples: int, batch_size: int) -> Callable[[nn.Module], None]:
+    """A step hook reporting each finished epoch of quantization-aware training (where a job can be cancelled)."""
+    # TensorDataEvaluator skips a last batch of one sample (BatchNorm needs two).
+    per_epoch = max(1, samples // batch_size + (1 if samples % batch_size >= 2 else 0))
+    steps = {"done": 0}
+
+    def hook(model: nn.Module) -> None:
+        steps["done"] += 1
+        if steps["done"] % per_epoch == 0:
+            epoch = steps["done"] // per_epoch
+            ctx.report("quantize", f"quantization-aware training: epoch {epoch} of {epochs}", done=epoch,
+                       total=epochs)
+
+    return hook
+
+
+def layer_bits(calibration_config: Mapping[str, Any], report: Any) -> list[dict[str, Any]]:
+    """One row per quantized layer: its int8 (or simulated) type and the bits of its weight and activations."""
+    rows = []
+    for name, record in calibration_config.items():
+        row: dict[str, Any] = {"name": name, "type": record.get("module_type", report.quantized.get(name, ""))}
+        for key, label in (("weight", "weight"), ("_input_0", "input"), ("_output_0", "output")):
+            target = record.get(key) or record.get(label)
+            if isinstance(target, Mapping) and "quant_bits" in target:
+                text = f"{target.get('quant_dtype', '')} {target.get('quant_scheme', '')}".strip()
+                if "quant_min" in target and "quant_max" in target:
+                    text += f" [{target['quant_min']}, {target['quant_max']}]"
+                row[label] = {"bits": target["quant_bits"], "text": text}
+        rows.append(row)
+    for name, reason in report.kept_float.items():
+        rows.append({"name": name, "type": "float32", "kept_float": reason})
+    return rows
+
+
+def _half_precision_form(model: nn.Module, measurement: Measurement) -> dict[str, Any]:
+    """float16 on the GPU: tensor-core kernels, half the weight bytes."""
+    half = copy.deepcopy(model).half().cuda().eval()
+    form = {"label": "float16, GPU", **measurement.quality(lambda x: half(x.half().cuda()).float()),
+            "bytes": sum(p.numel() * p.element_size() for p in half.parameters()),
+            **measurement.torch_latency(half, device="cuda", example=measurement.example.half().cuda())}
+    del half
+    torch.cuda.empty_cache()
+    return form

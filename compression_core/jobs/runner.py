@@ -1,0 +1,110 @@
+"""Run one job end to end: load, validate, measure the original, hand over to the job's handler.
+
+The runner knows nothing of Django or Celery: the worker builds a
+:class:`~.recipe.Recipe` from a job row and passes a ``progress(fraction,
+message)`` callable; the same recipe runs from a shell with
+``python -m compression_core run recipe.json``.
+
+Example::
+
+    recipe = Recipe(
+        model=ModelSource(architecture="digits_cnn"),
+        input_shape=[1, 8, 8],
+        algorithm="L1NormPruner",
+        params={"config_list": [{"op_types": ["Conv2d"], "sparse_ratio": 0.5}]},
+        dataset="digits",
+        output_dir="out/",
+    )
+    result = run_job(recipe, progress=lambda f, msg: print(f"{f:.0%} {msg}"))
+    result.metrics["after"]["params"]
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from ..algorithms import AlgorithmKind, AlgorithmSpec, get_algorithm
+from ..evaluation import TrainingOptions
+from .analysis import run_sensitivity
+from .chain import run_prune_then_quantize
+from .context import JobContext
+from .measure import Measurement
+from .pruning import run_pruning
+from .quantization import run_quantization
+from .recipe import Recipe
+from .result import JobResult
+from .stages import Progress, Reporter
+from .validation import data_needs, validate_recipe
+
+Handler = Callable[[JobContext, nn.Module, dict[str, Any], list[dict[str, Any]]], JobResult]
+
+#: One handler per kind of algorithm; a pruning job that names a quantizer to run after it is a chain.
+HANDLERS: dict[AlgorithmKind, Handler] = {
+    AlgorithmKind.PRUNING: run_pruning,
+    AlgorithmKind.QUANTIZATION: run_quantization,
+    AlgorithmKind.ANALYSIS: run_sensitivity,
+}
+
+
+def handler_for(spec: AlgorithmSpec, params: dict[str, Any]) -> Handler:
+    if spec.kind == AlgorithmKind.PRUNING and params.get("quantization"):
+        return run_prune_then_quantize
+    return HANDLERS[spec.kind]
+
+
+def run_job(recipe: Recipe, progress: Progress | None = None) -> JobResult:
+    """Load, validate, measure, compress, measure again and export; artifacts go to ``recipe.output_dir``.
+
+    ``progress(fraction, message)`` is called at every step and may raise
+    :class:`~.stages.JobCancelled` to stop the job there. Raises ``ValueError``
+    with a message for the user when the recipe cannot run.
+    """
+    started = time.perf_counter()
+    report = Reporter(progress)
+    warnings: list[str] = []
+    if recipe.device == "gpu" and not torch.cuda.is_available():
+        warnings.append("a GPU was asked for, but this worker has no CUDA device: everything ran on the CPU")
+    report("load", "loading model")
+    model = recipe.model.load()
+    params = validate_recipe(recipe, model, full=True)
+    spec = get_algorithm(recipe.algorithm)
+    out_dir = Path(recipe.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="condense-") as tmp:
+        ctx = _context(recipe, spec, params, model, out_dir, Path(tmp), report, warnings)
+        ctx.timings["load_s"] = time.perf_counter() - started
+        report("measure_original", "measuring the original model")
+        with ctx.timed("measure_before_s"):
+            before, layers_before = ctx.measurement.measure(model, ctx.workdir, "original")
+        result = handler_for(spec, params)(ctx, model, before, layers_before)
+    ctx.timings["total_s"] = time.perf_counter() - started
+    report("done", "done")
+    result.warnings = ctx.warnings
+    result.timings = {k: round(v, 3) for k, v in ctx.timings.items()}
+    result.log = report.log
+    return result
+
+
+def _context(recipe: Recipe, spec: AlgorithmSpec, params: dict[str, Any], model: nn.Module, out_dir: Path,
+             workdir: Path, report: Reporter, warnings: list[str]) -> JobContext:
+    """The job's data (the test split always, the train split when a step trains or calibrates) and
+    measurement."""
+    training = TrainingOptions.from_params(params.get("training"))
+    dataset = recipe.dataset_source()
+    train_data = test_data = None
+    if dataset is not None:
+        test_data = dataset.load(recipe.input_shape, split="test")
+        if any(data_needs(spec, params).values()) or training.finetune_epochs:
+            train_data = dataset.load(recipe.input_shape, split="train")
+    measurement = Measurement.for_model(model, recipe.input_shape, test_data, batch_sizes=recipe.latency_batch_sizes,
+                                        runs=recipe.latency_runs, device=recipe.device)
+    return JobContext(recipe=recipe, spec=spec, params=params, training=training, train_data=train_data,
+                      test_data=test_data, measurement=measurement, out_dir=out_dir, workdir=workdir, report=report,
+                      warnings=warnings)
