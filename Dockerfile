@@ -4,6 +4,8 @@ WORKDIR /app
 COPY requirements.txt .
 RUN pip install --no-cache-dir -r requirements.txt
 COPY . .
+# The project itself (its entry points register the built-in algorithms), in place.
+RUN pip install --no-cache-dir --no-deps --no-build-isolation -e . --config-settings editable_mode=compat
 RUN python manage.py collectstatic --noinput -v 0
 EXPOSE 8000
 CMD ["gunicorn", "webapp.wsgi", "-b", "0.0.0.0:8000", "--workers", "3", "--timeout", "600"]

@@ -98,3 +98,87 @@ def test_every_schema_default_is_accepted_by_its_class():
 def test_algorithm_parameter_errors_name_the_parameter(name, params, message):
     with pytest.raises(ValueError, match=message):
         registry.validate_params(name, {"config_list": [{"op_types": ["Conv2d"], "sparsity": 0.5}], **params})
+
+
+def test_builtins_arrive_through_the_entry_point_group_like_any_plugin():
+    from importlib.metadata import entry_points
+
+    (builtin,) = [ep for ep in entry_points(group=registry.ENTRY_POINT_GROUP) if ep.name == "builtin"]
+    assert builtin.value == "compression_core.algorithms.catalog:register_builtins"
+    seen = []
+    builtin.load()(seen.append)
+    assert {spec.name for spec in seen} == {spec.name for spec in registry.all_algorithms()}
+
+
+def test_capabilities_are_fields_of_the_spec():
+    get = registry.get_algorithm
+    assert get("PostTrainingQuantizer").needs_data_for({"mode": "static"})
+    assert not get("PostTrainingQuantizer").needs_data_for({"mode": "dynamic"})
+    assert {s.name for s in registry.all_algorithms() if s.trains} == {"QATQuantizer", "DoReFaQuantizer",
+                                                                     "BNNQuantizer"}
+    forms = {s.name: s.quantized_form for s in registry.algorithms_of_kind(registry.AlgorithmKind.QUANTIZATION)}
+    assert forms == {"PostTrainingQuantizer": "int8", "QATQuantizer": "int8", "NaiveQuantizer": "simulated",
+                     "DoReFaQuantizer": "simulated", "BNNQuantizer": "simulated"}
+    assert not get("SlimPruner").uses_dependency_groups and get("L1NormPruner").uses_dependency_groups
+    assert {s.name for s in registry.all_algorithms() if s.check_config} == {
+        "SimulatedAnnealingPruner", "NetAdaptPruner", "AutoCompressPruner"}
+    assert [s.name for s in registry.all_algorithms() if s.searches_target] == ["AutoTargetPruner"]
+    with pytest.raises(ValueError, match="overall"):
+        get("NetAdaptPruner").check_config([{"op_types": ["Conv2d"], "sparse_ratio": 0.5},
+                                            {"op_types": ["Linear"], "sparse_ratio": 0.2}])
+
+
+PLUGIN = '''
+from compression_core.algorithms import AlgorithmKind, AlgorithmSpec
+from compression_core.algorithms.catalog.schemas import pruning_schema
+from compression_core.config import canonicalize_config_list
+from compression_core.pruning import L1NormPruner
+
+
+class HalfL1Pruner(L1NormPruner):
+    """L1 norm pruning, at most half of any layer."""
+
+    def __init__(self, model, config_list, **kwargs):
+        capped = [{**entry, "sparse_ratio": min(entry.get("sparse_ratio", 0.0), 0.5)} for entry in config_list]
+        super().__init__(model, capped, **kwargs)
+
+
+def register_all(register):
+    register(AlgorithmSpec(
+        name="HalfL1Pruner", kind=AlgorithmKind.PRUNING, description="L1, capped at 50%",
+        paper="none", paper_url="https://example.org/", factory=HalfL1Pruner, params_schema=pruning_schema(),
+        granularity="out_channel", uses_dependency_groups=True, supported_types=HalfL1Pruner.supported_types,
+        canonical_config=canonicalize_config_list))
+'''
+
+
+def test_a_third_party_package_adds_an_algorithm_through_the_entry_point(tmp_path, monkeypatch):
+    """The custom-algorithm interface end to end: an installed package's entry point, then a job."""
+    (tmp_path / "half_l1_plugin.py").write_text(PLUGIN)
+    dist = tmp_path / "half_l1_plugin-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: half-l1-plugin\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[condense.algorithms]\nhalf_l1 = half_l1_plugin:register_all\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(registry, "_REGISTRY", {})
+    monkeypatch.setattr(registry, "_entry_points_loaded", False)
+
+    spec = registry.get_algorithm("HalfL1Pruner")
+    assert spec.kind == "pruning" and registry.get_algorithm("L1NormPruner").kind == "pruning"
+
+    from compression_core.jobs import ModelSource, Recipe, run_job
+
+    result = run_job(Recipe(model=ModelSource(architecture="digits_cnn"), input_shape=[1, 8, 8],
+                            algorithm="HalfL1Pruner", params={"config_list": [{"op_types": ["Conv2d"],
+                                                                                 "sparse_ratio": 0.9}]},
+                            output_dir=str(tmp_path / "out"), latency_runs=1, latency_batch_sizes=(1,)))
+    convs = [layer for layer in result.layers if layer["type"] == "Conv2d"]
+    assert [layer["weight_shape_after"][0] for layer in convs] == [8, 16]  # half of 16 and 32, not a tenth
+
+
+def test_no_registered_algorithm_says_how_to_install(monkeypatch):
+    monkeypatch.setattr(registry, "_REGISTRY", {})
+    monkeypatch.setattr(registry, "_entry_points_loaded", False)
+    monkeypatch.setattr(registry, "entry_points", lambda group: [])
+    with pytest.raises(RuntimeError, match="pip install -e ."):
+        registry.all_algorithms()

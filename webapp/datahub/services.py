@@ -17,13 +17,10 @@ from compression_core.data import DatasetSource, inspect_dataset
 
 from webapp.common.exceptions import ServiceConflict
 from webapp.common.uploads import copy_upload
-from webapp.jobs.models import Job
 
 from .models import Dataset
 
 logger = logging.getLogger(__name__)
-
-ACTIVE_JOB_STATUSES = (Job.Status.QUEUED, Job.Status.RUNNING)
 
 
 def _limits() -> dict:
@@ -89,9 +86,9 @@ def dataset_delete(*, dataset: Dataset) -> None:
         locked = Dataset.objects.select_for_update().filter(pk=dataset.pk).first()
         if locked is None:
             return
-        active = list(
-            Job.objects.filter(dataset_upload=locked, status__in=ACTIVE_JOB_STATUSES).values_list("pk", flat=True)
-        )
+        # Through the reverse relation: jobs sit above datasets and datahub does not import them. A job is
+        # queued or running exactly while it has no finished_at (every terminal transition sets it).
+        active = list(locked.jobs.filter(finished_at__isnull=True).values_list("pk", flat=True))
         if active:
             jobs = ", ".join(f"#{pk}" for pk in active)
             raise ServiceConflict(

@@ -220,3 +220,50 @@ def test_unreachable_auto_target_fails_with_the_best_reachable_value(tmp_path):
     params = {"config_list": [{"op_names": ["fc1"], "sparsity": 0.5}], "target": "flops", "target_ratio": 0.1}
     with pytest.raises(ValueError, match=r"cannot be reached .* keeps \d"):
         run_job(_recipe(tmp_path, algorithm="AutoTargetPruner", params=params))
+
+
+class _BrokenForward(torch.nn.Module):
+    """Layers a config list can select, and a forward that fails on any input."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, 4, 3)
+
+    def forward(self, x):
+        raise RuntimeError("this model needs a second input")
+
+
+def test_the_web_check_runs_no_model_and_the_worker_check_does(tmp_path):
+    recipe = _recipe(tmp_path, dataset=None)
+    params = validate_recipe(recipe, _BrokenForward())
+    assert params["config_list"] == L1_HALF["config_list"]
+    with pytest.raises(ValueError, match=r"does not run on an input of shape \[1, 1, 8, 8\]: this model needs"):
+        validate_recipe(recipe, _BrokenForward(), full=True)
+
+
+def test_progress_stages_are_one_ordered_table():
+    from compression_core.jobs import STAGES
+    from compression_core.jobs.stages import Reporter
+
+    pruning_path = ["load", "measure_original", "dependency_groups", "prune", "speedup", "finetune",
+                    "measure_compressed", "quantize", "measure_quantized", "export_int8_onnx", "export", "done"]
+    starts = [STAGES[stage][0] for stage in pruning_path]
+    assert starts == sorted(starts) and STAGES["done"] == (1.0, 1.0)
+    assert all(start <= end for start, end in STAGES.values())
+    seen = []
+    report = Reporter(lambda fraction, message: seen.append(fraction))
+    for epoch in (1, 2, 3):
+        report("finetune", f"epoch {epoch}", done=epoch, total=3)
+    assert seen[0] > STAGES["finetune"][0] and seen[-1] == pytest.approx(STAGES["finetune"][1])
+    assert report.log == ["epoch 1", "epoch 2", "epoch 3"]
+
+
+def test_the_result_is_typed_and_serialises_as_before(tmp_path):
+    result = run_job(_recipe(tmp_path, dataset=None, latency_runs=1, latency_batch_sizes=(1,)))
+    as_dict = result.to_dict()
+    assert list(as_dict) == ["metrics", "layers", "artifacts", "warnings", "timings", "log"]
+    assert [a["name"] for a in result.artifacts] == ["model.onnx", "model.safetensors", "model.plan.json"]
+    assert all(a["bytes"] == (tmp_path / a["name"]).stat().st_size for a in result.artifacts)
+    assert {"load_s", "measure_before_s", "compress_s", "speedup_s", "measure_after_s", "total_s"} <= set(
+        result.timings)
+    json.dumps(as_dict)
