@@ -36,11 +36,10 @@ from . import registry
 from .analysis import count_flops_params, measure_latency, model_summary, output_fidelity, sensitivity_csv
 from .architectures import ARCHITECTURES, build_architecture
 from .config import select_modules
-from .data import DatasetSource
-from .datasets import evaluate_accuracy
-from .evaluation import TrainingOptions
+from .data import DatasetSource, holdout
+from .evaluation import TrainingOptions, evaluate_accuracy
 from .io import load_model, onnx_input_shapes, save_model
-from .pipeline_steps import channel_pruning, check_target_and_floor, finetune_model, holdout
+from .pipeline_steps import channel_pruning, check_target_and_floor, finetune_model
 from .pruning.base import PRUNABLE_TYPES
 from .quantization_job import Measurement, check_quantizer, requires_data, run_quantization
 from .sensitivity_job import run_sensitivity_job

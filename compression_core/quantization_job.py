@@ -34,9 +34,9 @@ import torch.nn as nn
 
 from . import registry
 from .analysis import measure_latency, output_fidelity
+from .data import holdout
 from .evaluation import TorchEvaluator, TrainingOptions
 from .io import save_model
-from .pipeline_steps import holdout
 from .quantization import (
     export_calibration,
     export_dynamic_int8_onnx,

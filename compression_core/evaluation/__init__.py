@@ -1,10 +1,20 @@
-"""Evaluators: the training loop, optimizer, data and metric that data-dependent pruners use.
+"""Evaluation: training and measuring models, and the evaluators data-dependent pruners train through.
 
 - :class:`TorchEvaluator` (NNI 3.0's idea): wrap your own training function,
   optimizer (or factory), training step and evaluating function.
 - :class:`TensorDataEvaluator` / :func:`tensor_evaluator`: a ready-made one for
   tensors in memory, with knowledge distillation from a teacher and a
   fidelity objective for unlabelled data.
+- :func:`train_classifier`, :func:`evaluate_accuracy`, :func:`train_digits_cnn`:
+  small helpers for demos, tests and benchmarks.
+- :class:`TrainingOptions` / :data:`TRAINING_SCHEMA`: a job's training options.
+
+Example::
+
+    >>> from compression_core.data import load_builtin_dataset
+    >>> from compression_core.evaluation import evaluate_accuracy, train_digits_cnn
+    >>> evaluate_accuracy(train_digits_cnn(), *load_builtin_dataset("digits", "test")) > 0.9
+    True
 """
 
 from .evaluator import TorchEvaluator
@@ -16,6 +26,7 @@ from .tensor_data import (
     output_logits,
     tensor_evaluator,
 )
+from .training import evaluate_accuracy, train_classifier, train_digits_cnn
 
 __all__ = [
     "OPTIMIZERS",
@@ -24,6 +35,9 @@ __all__ = [
     "TensorDataEvaluator",
     "TorchEvaluator",
     "distillation_loss",
+    "evaluate_accuracy",
     "output_logits",
     "tensor_evaluator",
+    "train_classifier",
+    "train_digits_cnn",
 ]

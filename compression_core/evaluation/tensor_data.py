@@ -33,10 +33,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..data import TensorData
 from ..tensors import first_tensor, module_device
 from .evaluator import TorchEvaluator
 
-TensorData = tuple[torch.Tensor, torch.Tensor | None]
 OPTIMIZERS = ("sgd", "adam", "adamw")
 
 
