@@ -35,7 +35,7 @@ import torch.nn as nn
 from . import registry
 from .analysis import measure_latency, output_fidelity
 from .data import holdout
-from .evaluation import TorchEvaluator, TrainingOptions
+from .evaluation import TorchEvaluator, TrainingOptions, accuracy, predict_logits
 from .io import save_model
 from .quantization import (
     export_calibration,
@@ -105,25 +105,14 @@ class Measurement:
         result: dict[str, Any] = {}
         if self.eval_data is not None:
             inputs, labels = self.eval_data
-            result["accuracy"] = float((_outputs(run, inputs).argmax(dim=1) == labels).float().mean())
-        result["fidelity"] = output_fidelity(self.reference_outputs, _outputs(run, self.fidelity_inputs))
+            result["accuracy"] = accuracy(predict_logits(run, inputs), labels)
+        result["fidelity"] = output_fidelity(self.reference_outputs, predict_logits(run, self.fidelity_inputs))
         return result
 
     def torch_latency(self, model: nn.Module) -> dict[str, float]:
         return {f"latency_cpu_b{batch}_ms": measure_latency(model, self.example, batch_size=batch, runs=self.runs,
                                                          device="cpu")["median_ms"]
                 for batch in self.batch_sizes}
-
-
-def _outputs(run: Callable[[torch.Tensor], Any], inputs: torch.Tensor, batch: int = 256) -> torch.Tensor:
-    """``run`` over ``inputs`` in batches: the logits, float32 on the CPU."""
-    outputs = []
-    with torch.inference_mode():
-        for start in range(0, len(inputs), batch):
-            output = run(inputs[start:start + batch])
-            output = output[0] if isinstance(output, (tuple, list)) else output
-            outputs.append(output.detach().float().cpu())
-    return torch.cat(outputs)
 
 
 def _onnx_latency(session: Any, example: torch.Tensor, batch_sizes: tuple[int, ...], runs: int) -> dict[str, float]:

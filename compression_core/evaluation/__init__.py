@@ -1,5 +1,7 @@
 """Evaluation: training and measuring models, and the evaluators data-dependent pruners train through.
 
+- :mod:`.loops`: the engine's one minibatch training loop (:func:`train_loop`)
+  and one batched inference loop (:func:`predict_logits`, :func:`accuracy`).
 - :class:`TorchEvaluator` (NNI 3.0's idea): wrap your own training function,
   optimizer (or factory), training step and evaluating function.
 - :class:`TensorDataEvaluator` / :func:`tensor_evaluator`: a ready-made one for
@@ -18,12 +20,12 @@ Example::
 """
 
 from .evaluator import TorchEvaluator
+from .loops import accuracy, output_logits, predict_logits, train_loop
 from .options import TRAINING_SCHEMA, TrainingOptions
 from .tensor_data import (
     OPTIMIZERS,
     TensorDataEvaluator,
     distillation_loss,
-    output_logits,
     tensor_evaluator,
 )
 from .training import evaluate_accuracy, train_classifier, train_digits_cnn
@@ -34,10 +36,13 @@ __all__ = [
     "TrainingOptions",
     "TensorDataEvaluator",
     "TorchEvaluator",
+    "accuracy",
     "distillation_loss",
     "evaluate_accuracy",
     "output_logits",
+    "predict_logits",
     "tensor_evaluator",
     "train_classifier",
     "train_digits_cnn",
+    "train_loop",
 ]

@@ -1,5 +1,7 @@
 """Small training and accuracy helpers for classifiers held as tensors: demos, tests, benchmarks.
 
+Both run the engine's one loops (:mod:`.loops`).
+
 Example::
 
     >>> from compression_core.architectures import build_architecture
@@ -17,12 +19,12 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..architectures import build_architecture
 from ..data import load_builtin_dataset
-from ..tensors import module_device
-from .tensor_data import output_logits
+from .loops import accuracy, output_logits, predict_logits, train_loop
 
 __all__ = ["evaluate_accuracy", "train_classifier", "train_digits_cnn"]
 
@@ -41,20 +43,12 @@ def evaluate_accuracy(model: nn.Module, inputs: torch.Tensor, labels: torch.Tens
         raise ValueError(f"inputs ({len(inputs)}) and labels ({len(labels)}) differ in length")
     if len(inputs) == 0:
         raise ValueError("cannot evaluate accuracy on an empty dataset")
-    device = module_device(model)
-    was_training = model.training
-    model.eval()
-    correct = 0
-    try:
-        with torch.inference_mode():
-            for start in range(0, len(inputs), batch_size):
-                batch = inputs[start : start + batch_size].to(device)
-                target = labels[start : start + batch_size].to(device)
-                predicted = output_logits(model(batch)).argmax(dim=1)
-                correct += int((predicted == target).sum().item())
-    finally:
-        model.train(was_training)
-    return correct / len(inputs)
+    return accuracy(predict_logits(model, inputs, batch_size=batch_size), labels)
+
+
+def _cross_entropy_step(batch: tuple[torch.Tensor, torch.Tensor], model: nn.Module) -> torch.Tensor:
+    inputs, labels = batch
+    return F.cross_entropy(output_logits(model(inputs)), labels)
 
 
 def train_classifier(
@@ -79,26 +73,9 @@ def train_classifier(
     """
     if len(inputs) != len(labels):
         raise ValueError(f"inputs ({len(inputs)}) and labels ({len(labels)}) differ in length")
-    device = module_device(model)
-    generator = torch.Generator()
-    if seed is not None:
-        generator.manual_seed(seed)
-    else:
-        generator.seed()
     optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
-    loss_fn = nn.CrossEntropyLoss()
-    model.train()
-    for _ in range(epochs):
-        order = torch.randperm(len(inputs), generator=generator)
-        for start in range(0, len(inputs), batch_size):
-            index = order[start : start + batch_size]
-            if len(index) < 2:  # batch norm needs more than one sample
-                continue
-            batch, target = inputs[index].to(device), labels[index].to(device)
-            optimizer.zero_grad(set_to_none=True)
-            loss = loss_fn(output_logits(model(batch)), target)
-            loss.backward()
-            optimizer.step()
+    train_loop(model, inputs, labels, _cross_entropy_step, optimizer, batch_size=batch_size, seed=seed,
+               max_epochs=epochs)
     model.eval()
     return model
 
