@@ -48,8 +48,8 @@ from bench_common import command_line, cpu_name, write_report  # noqa: E402
 
 import compression_core.pruning as pruning  # noqa: E402
 from compression_core.analysis import count_flops_params  # noqa: E402
-from compression_core.datasets import load_builtin_dataset, train_digits_cnn  # noqa: E402
-from compression_core.evaluation import tensor_evaluator  # noqa: E402
+from compression_core.data import load_builtin_dataset  # noqa: E402
+from compression_core.evaluation import tensor_evaluator, train_digits_cnn  # noqa: E402
 from compression_core.speedup import ModelSpeedup, auto_set_dependency_group_ids  # noqa: E402
 
 CHANNEL = ["L1NormPruner", "L2NormPruner", "FPGMPruner", "ActivationAPoZRankPruner", "ActivationMeanRankPruner",

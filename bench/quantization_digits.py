@@ -63,8 +63,8 @@ import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
 from bench_common import command_line, condense_commit, cpu_name, write_report  # noqa: E402
 
-from compression_core.datasets import evaluate_accuracy, load_builtin_dataset, train_digits_cnn  # noqa: E402
-from compression_core.evaluation import tensor_evaluator  # noqa: E402
+from compression_core.data import load_builtin_dataset  # noqa: E402
+from compression_core.evaluation import evaluate_accuracy, tensor_evaluator, train_digits_cnn  # noqa: E402
 from compression_core.quantization import (  # noqa: E402
     BNNQuantizer,
     DoReFaQuantizer,

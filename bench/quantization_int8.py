@@ -70,6 +70,7 @@ import torch.nn as nn  # noqa: E402
 import torchvision  # noqa: E402
 
 from compression_core.analysis.fidelity import output_fidelity  # noqa: E402
+from compression_core.evaluation import predict_logits  # noqa: E402
 from compression_core.io import save_model  # noqa: E402
 from compression_core.quantization import (  # noqa: E402
     PostTrainingQuantizer,
@@ -96,6 +97,7 @@ def inputs_for(name: str, count: int, seed: int) -> torch.Tensor:
     return torch.rand(count, 3, 224, 224, generator=generator)
 
 
+# Not evaluation's inference loop: a forward pass in training mode, for the BatchNorm statistics only.
 @torch.no_grad()
 def recalibrate_batchnorm(model: nn.Module, images: torch.Tensor, batch: int = 16) -> None:
     """Re-estimate BatchNorm running statistics on ``images`` (cumulative average)."""
@@ -152,6 +154,11 @@ def onnx_runner(session: onnxruntime.InferenceSession, x: torch.Tensor) -> Calla
     return lambda: session.run(None, feed)
 
 
+def onnx_forward(session: onnxruntime.InferenceSession) -> Callable[[torch.Tensor], torch.Tensor]:
+    name = session.get_inputs()[0].name
+    return lambda x: torch.from_numpy(np.asarray(session.run(None, {name: x.numpy()})[0]))
+
+
 # --------------------------------------------------------------------------- one model
 def measure(name: str, args: argparse.Namespace, workdir: Path) -> list[dict[str, Any]]:
     model = build(name)
@@ -176,17 +183,11 @@ def measure(name: str, args: argparse.Namespace, workdir: Path) -> list[dict[str
     variants["int8 ONNX"] = {"session": onnx_session(int8_onnx["path"], args.threads), "bytes": int8_onnx["bytes"],
                              "build_s": time.perf_counter() - t0}
 
-    with torch.inference_mode():
-        reference = model(test)
+    reference = predict_logits(model, test)
     spread = {"across_inputs": float(reference.std(0).mean()), "across_outputs": float(reference.std(1).mean())}
-    with torch.inference_mode():
-        for key, variant in variants.items():
-            if "model" in variant:
-                out = variant["model"](test)
-            else:
-                session = variant["session"]
-                out = torch.from_numpy(np.asarray(session.run(None, {session.get_inputs()[0].name: test.numpy()})[0]))
-            variant["fidelity"] = output_fidelity(reference, out)
+    for variant in variants.values():
+        forward = variant["model"] if "model" in variant else onnx_forward(variant["session"])
+        variant["fidelity"] = output_fidelity(reference, predict_logits(forward, test))
 
     for batch in (1, 16):
         x = test[:batch].contiguous()

@@ -19,7 +19,8 @@ from typing import Any
 
 import torch.nn as nn
 
-from .tensor_data import OPTIMIZERS, TensorData, TensorDataEvaluator
+from ..data import TensorData
+from .tensor_data import OPTIMIZERS, TensorDataEvaluator
 
 TRAINING_SCHEMA: dict[str, Any] = {
     "type": "object",

@@ -33,21 +33,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..tensors import first_tensor, module_device
+from ..data import TensorData
+from ..tensors import module_device
 from .evaluator import TorchEvaluator
+from .loops import accuracy, output_logits, predict_logits, train_loop
 
-TensorData = tuple[torch.Tensor, torch.Tensor | None]
 OPTIMIZERS = ("sgd", "adam", "adamw")
-
-
-def output_logits(output: Any) -> torch.Tensor:
-    """The logits in a model's output: the tensor itself, the first of a tuple, or ``output["logits"]``."""
-    if isinstance(output, dict) and "logits" in output:
-        return output["logits"]
-    tensor = first_tensor(output)
-    if tensor is None:
-        raise TypeError(f"cannot take class scores from a model output of type {type(output).__name__}")
-    return tensor
 
 
 def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -129,26 +120,10 @@ class TensorDataEvaluator(TorchEvaluator):
         return self.train_data[1] is not None
 
     def _training_func(self, model, optimizers, training_step, lr_schedulers=None, max_steps=None, max_epochs=None):
-        inputs, labels = self.train_data
-        generator = torch.Generator().manual_seed(self.seed)
-        device = module_device(model)
         epochs = max_epochs if max_epochs is not None else (None if max_steps is not None else self.epochs)
-        epoch = 0
-        steps = 0
-        while epochs is None or epoch < epochs:
-            order = torch.randperm(len(inputs), generator=generator)
-            for start in range(0, len(inputs), self.batch_size):
-                index = order[start : start + self.batch_size]
-                if len(index) < 2 and len(inputs) >= 2:  # batch norm needs two samples
-                    continue
-                batch = (inputs[index].to(device), None if labels is None else labels[index].to(device))
-                optimizers.zero_grad(set_to_none=True)
-                training_step(batch, model).backward()
-                optimizers.step()
-                steps += 1
-                if max_steps is not None and steps >= max_steps:
-                    return
-            epoch += 1
+        inputs, labels = self.train_data
+        train_loop(model, inputs, labels, training_step, optimizers, batch_size=self.batch_size, seed=self.seed,
+                   max_epochs=epochs, max_steps=max_steps)
 
     def _training_step(self, batch, model) -> torch.Tensor:
         x, y = batch
@@ -165,19 +140,11 @@ class TensorDataEvaluator(TorchEvaluator):
 
     def _evaluating_func(self, model) -> float:
         inputs, labels = self.test_data
-        device = module_device(model)
-        agree = 0
-        with torch.no_grad():
-            for start in range(0, len(inputs), 256):
-                x = inputs[start : start + 256].to(device)
-                predicted = output_logits(model(x)).argmax(dim=-1)
-                if labels is not None:
-                    target = labels[start : start + 256].to(device)
-                else:
-                    self.teacher.to(device)
-                    target = output_logits(self.teacher(x)).argmax(dim=-1)
-                agree += int((predicted == target).sum())
-        return agree / len(inputs)
+        logits = predict_logits(model, inputs)
+        if labels is None:
+            self.teacher.to(module_device(model))
+            labels = predict_logits(self.teacher, inputs).argmax(dim=1)
+        return accuracy(logits, labels)
 
 
 def tensor_evaluator(train_data: TensorData, test_data: TensorData | None = None, **options: Any) -> TensorDataEvaluator:

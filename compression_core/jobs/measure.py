@@ -26,10 +26,10 @@ import torch
 import torch.nn as nn
 
 from ..analysis import count_flops_params, measure_latency, output_fidelity
-from ..datasets import evaluate_accuracy  # MERGE: ..evaluation
+from ..data import TensorData
+from ..evaluation import accuracy, evaluate_accuracy, predict_logits
 from ..io import save_model
 
-TensorData = tuple[torch.Tensor, torch.Tensor | None]
 
 #: Random inputs on which fidelity is measured when the job has no dataset (seeded: the same every run).
 FIDELITY_SAMPLES = 32
@@ -85,16 +85,15 @@ class Measurement:
 
     def fidelity(self, model: nn.Module) -> dict[str, Any]:
         """Agreement of ``model``'s outputs with the original's on the fidelity inputs."""
-        with torch.inference_mode():
-            return output_fidelity(self.reference_outputs, model(self.fidelity_inputs))
+        return output_fidelity(self.reference_outputs, predict_logits(model, self.fidelity_inputs))
 
     def quality(self, run: Callable[[torch.Tensor], torch.Tensor]) -> dict[str, Any]:
         """Accuracy (labelled data) and fidelity to the original of a forward function."""
         result: dict[str, Any] = {}
         if self.eval_data is not None:
             inputs, labels = self.eval_data
-            result["accuracy"] = float((_outputs(run, inputs).argmax(dim=1) == labels).float().mean())
-        result["fidelity"] = output_fidelity(self.reference_outputs, _outputs(run, self.fidelity_inputs))
+            result["accuracy"] = accuracy(predict_logits(run, inputs), labels)
+        result["fidelity"] = output_fidelity(self.reference_outputs, predict_logits(run, self.fidelity_inputs))
         return result
 
     def torch_latency(self, model: nn.Module, device: str = "cpu",
@@ -128,14 +127,3 @@ def onnx_forward(session: Any) -> Callable[[torch.Tensor], torch.Tensor]:
     """An onnxruntime session as a forward function on torch tensors."""
     name = session.get_inputs()[0].name
     return lambda x: torch.from_numpy(session.run(None, {name: x.detach().cpu().numpy()})[0])
-
-
-def _outputs(run: Callable[[torch.Tensor], Any], inputs: torch.Tensor, batch: int = 256) -> torch.Tensor:
-    """``run`` over ``inputs`` in batches: the logits, float32 on the CPU."""
-    outputs = []
-    with torch.inference_mode():
-        for start in range(0, len(inputs), batch):
-            output = run(inputs[start:start + batch])
-            output = output[0] if isinstance(output, (tuple, list)) else output
-            outputs.append(output.detach().float().cpu())
-    return torch.cat(outputs)

@@ -24,8 +24,8 @@ import torch
 import torch.nn as nn
 
 from ..analysis.fidelity import output_fidelity
+from ..data import iter_batches
 from ..io.api import save_model
-from .data import iter_batches
 
 ACTIVATION_TYPES = ("uint8", "int8")
 CALIBRATE_METHODS = ("minmax", "entropy", "percentile")

@@ -40,9 +40,10 @@ from torch.ao.quantization import QConfigMapping, fuse_modules, quantize_dynamic
 from torch.ao.quantization.fx.custom_config import PrepareCustomConfig
 from torch.ao.quantization.quantize_fx import convert_fx, convert_to_reference_fx, prepare_fx
 
+from ..data import first_batch
 from ..evaluation.evaluator import TorchEvaluator
+from .calibrate import calibrate
 from .calibration import converted_records, is_int8_module, merge_records, observed_records
-from .data import calibrate, first_batch
 from .qconfig import (
     OBSERVERS,
     activation_qconfig,

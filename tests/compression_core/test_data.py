@@ -19,7 +19,7 @@ from compression_core.data import (
     inspect_dataset,
     split_indices,
 )
-from compression_core.datasets import load_builtin_dataset
+from compression_core.data import load_builtin_dataset
 
 
 def _png(color, size=(10, 12), mode="RGB", fmt="PNG") -> bytes:

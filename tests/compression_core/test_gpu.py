@@ -5,6 +5,7 @@ import torch
 
 from compression_core.analysis import measure_latency
 from compression_core.architectures import build_architecture
+from compression_core.evaluation import predict_logits, tensor_evaluator, train_loop
 from compression_core.jobs import ModelSource, Recipe, run_job
 from compression_core.pruning import L1NormPruner
 from compression_core.speedup import ModelSpeedup, auto_set_dependency_group_ids
@@ -51,3 +52,16 @@ def test_quantization_job_on_a_gpu_worker_adds_half_precision(tmp_path):
     assert half["fidelity"]["cosine_similarity"] > 0.999
     assert abs(half["accuracy"] - forms["float"]["accuracy"]) < 0.01
     assert forms["float"]["latency_gpu_b64_ms"] > 0  # the float32 GPU reference the page compares with
+
+
+def test_training_and_inference_loops_move_batches_to_the_model_device():
+    model = torch.nn.Linear(4, 3).cuda()
+    x, y = torch.randn(20, 4), torch.randint(0, 3, (20,))
+    step = lambda batch, trained: torch.nn.functional.cross_entropy(trained(batch[0]), batch[1])  # noqa: E731
+    assert train_loop(model, x, y, step, torch.optim.SGD(model.parameters(), lr=0.1), batch_size=8,
+                      max_epochs=1) == 3
+    logits = predict_logits(model, x)
+    assert logits.device.type == "cpu" and logits.shape == (20, 3)
+    evaluator = tensor_evaluator((x, None), (x, None), teacher=torch.nn.Linear(4, 3))
+    assert evaluator.train(model, max_steps=2) == 2
+    assert 0.0 <= evaluator.evaluate(model) <= 1.0 and next(model.parameters()).is_cuda

@@ -125,7 +125,7 @@ def test_data_dependent_pruner_runs_on_the_dataset(tmp_path):
 
 
 def test_fine_tuning_recovers_accuracy_and_is_reported(tmp_path):
-    from compression_core.datasets import train_digits_cnn
+    from compression_core.evaluation import train_digits_cnn
     from safetensors.torch import save_file
 
     weights = tmp_path / "trained.safetensors"

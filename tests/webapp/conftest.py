@@ -94,7 +94,7 @@ def make_png():
 @pytest.fixture(scope="session")
 def digits_npz() -> bytes:
     """120 digits as N x 8 x 8 uint8 with labels: fits the digits_cnn model."""
-    from compression_core.datasets import load_builtin_dataset
+    from compression_core.data import load_builtin_dataset
 
     x, y = load_builtin_dataset("digits", "test")
     return _npz_bytes(x=(x[:120, 0].numpy() * 255).astype("uint8"), y=y[:120].numpy())

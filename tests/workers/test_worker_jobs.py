@@ -33,7 +33,7 @@ def test_worker_runs_a_job_on_an_uploaded_npz_dataset(api, user, wait_job):
     import numpy as np
     from django.core.files.uploadedfile import SimpleUploadedFile
 
-    from compression_core.datasets import load_builtin_dataset
+    from compression_core.data import load_builtin_dataset
     from webapp.modelhub.services import model_create
 
     x, y = load_builtin_dataset("digits", "test")

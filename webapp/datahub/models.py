@@ -9,7 +9,7 @@ def _upload_path(instance: "Dataset", filename: str) -> str:
 class Dataset(models.Model):
     """An uploaded dataset file (.npz or a .zip of images) and what inspection found in it.
 
-    Built-in datasets are not rows: they live in ``compression_core.datasets``.
+    Built-in datasets are not rows: they live in ``compression_core.data``.
     """
 
     class Format(models.TextChoices):

@@ -1,6 +1,6 @@
 from django.shortcuts import get_object_or_404
 
-from compression_core.datasets import dataset_choices
+from compression_core.data import dataset_choices
 
 from .models import Dataset
 

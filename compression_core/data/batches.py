@@ -1,4 +1,6 @@
-"""Calibration inputs: a tensor, an iterable of batches, or a :class:`~compression_core.TorchEvaluator`.
+"""Model inputs batch by batch, from a tensor or an iterable of batches (a DataLoader).
+
+Quantizers calibrate on them and trace the model with the first one.
 
 Example::
 
@@ -14,9 +16,6 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import torch
-import torch.nn as nn
-
-from ..evaluation.evaluator import TorchEvaluator
 
 NO_DATA_MESSAGE = (
     "static int8 quantization measures activation ranges on data, and none was given: pass "
@@ -46,6 +45,11 @@ def iter_batches(data: Any, *, batch_size: int = 32, max_batches: int | None = N
     ``data``: a tensor (split along dim 0 into ``batch_size`` rows), or an
     iterable of batches, each a tensor or ``(inputs, labels)`` as a DataLoader
     yields them. Stops after ``max_batches``.
+
+    Example::
+
+        >>> [args[0].shape[0] for args in iter_batches(torch.rand(10, 3), batch_size=4)]
+        [4, 4, 2]
     """
     if data is None:
         raise ValueError(NO_DATA_MESSAGE)
@@ -67,8 +71,17 @@ def iter_batches(data: Any, *, batch_size: int = 32, max_batches: int | None = N
         raise ValueError("calibration_data yielded no batches; " + NO_DATA_MESSAGE.split(": ", 1)[1])
 
 
-def first_batch(data: Any = None, evaluator: TorchEvaluator | None = None, *, batch_size: int = 32) -> tuple:
-    """One batch of inputs, for tracing: from ``data``, else the evaluator's ``dummy_input``."""
+def first_batch(data: Any = None, evaluator: Any = None, *, batch_size: int = 32) -> tuple:
+    """One batch of inputs, for tracing: from ``data``, else the evaluator's ``dummy_input``.
+
+    ``evaluator``: anything with a ``dummy_input`` attribute (a
+    :class:`~compression_core.TorchEvaluator`), or ``None``.
+
+    Example::
+
+        >>> [t.shape for t in first_batch(torch.rand(10, 3), batch_size=4)]
+        [torch.Size([4, 3])]
+    """
     if data is not None:
         return next(iter_batches(data, batch_size=batch_size, max_batches=1))
     if evaluator is not None and evaluator.dummy_input is not None:
@@ -76,32 +89,4 @@ def first_batch(data: Any = None, evaluator: TorchEvaluator | None = None, *, ba
     if evaluator is not None:
         raise ValueError("the evaluator has no dummy_input: give TorchEvaluator(..., dummy_input=<one batch>) or "
                          "calibration_data, so the model can be traced")
-    raise ValueError(NO_DATA_MESSAGE)
-
-
-def calibrate(model: nn.Module, data: Any = None, evaluator: TorchEvaluator | None = None, *,
-              batch_size: int = 32, max_batches: int | None = None, max_steps: int | None = None) -> int:
-    """Run ``model`` (holding observers) over the calibration inputs; return the number of batches/steps.
-
-    With an evaluator: its ``evaluating_func`` when it has one (eval mode, no
-    gradients), else ``max_steps`` steps of its training loop with the
-    optimizer step skipped.
-    """
-    if data is not None:
-        count = 0
-        was_training = model.training
-        model.eval()
-        try:
-            with torch.no_grad():
-                for args in iter_batches(data, batch_size=batch_size, max_batches=max_batches):
-                    model(*args)
-                    count += 1
-        finally:
-            model.train(was_training)
-        return count
-    if evaluator is not None:
-        if evaluator.evaluating_func is not None:
-            evaluator.evaluate(model)
-            return 1
-        return evaluator.train(model, max_steps=max_steps or 10, update_weights=False)
     raise ValueError(NO_DATA_MESSAGE)
