@@ -20,7 +20,7 @@ Example::
 """
 
 from .evaluator import TorchEvaluator
-from .loops import accuracy, output_logits, predict_logits, train_loop
+from .loops import accuracy, output_logits, predict_logits, steps_per_epoch, train_loop
 from .options import TRAINING_SCHEMA, TrainingOptions
 from .tensor_data import (
     OPTIMIZERS,
@@ -41,6 +41,7 @@ __all__ = [
     "evaluate_accuracy",
     "output_logits",
     "predict_logits",
+    "steps_per_epoch",
     "tensor_evaluator",
     "train_classifier",
     "train_digits_cnn",

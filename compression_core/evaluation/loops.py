@@ -107,6 +107,19 @@ def train_loop(
     return steps
 
 
+def steps_per_epoch(samples: int, batch_size: int) -> int:
+    """Optimizer steps :func:`train_loop` takes per epoch over ``samples`` rows (a last batch of one is skipped).
+
+    Example::
+
+        >>> steps_per_epoch(100, 32), steps_per_epoch(97, 32), steps_per_epoch(1, 32)
+        (4, 3, 1)
+    """
+    if samples < 2:
+        return 1
+    return samples // batch_size + (1 if samples % batch_size >= 2 else 0)
+
+
 def predict_logits(
     forward: nn.Module | Callable[[torch.Tensor], Any], inputs: torch.Tensor, *, batch_size: int = 256
 ) -> torch.Tensor:

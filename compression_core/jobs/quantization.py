@@ -30,7 +30,7 @@ import torch.nn as nn
 from ..algorithms import AlgorithmSpec, QuantizedForm, get_algorithm
 from ..analysis import output_fidelity
 from ..data import holdout
-from ..evaluation import TrainingOptions
+from ..evaluation import TrainingOptions, steps_per_epoch
 from ..io import save_model
 from ..quantization import export_calibration, export_dynamic_int8_onnx, export_int8_onnx, onnx_session, save_packed
 from .context import JobContext
@@ -194,8 +194,7 @@ def _build_quantizer(ctx: JobContext, spec: AlgorithmSpec, params: dict[str, Any
 
 def _epoch_reporter(ctx: JobContext, epochs: int, samples: int, batch_size: int) -> Callable[[nn.Module], None]:
     """A step hook reporting each finished epoch of quantization-aware training (where a job can be cancelled)."""
-    # TensorDataEvaluator skips a last batch of one sample (BatchNorm needs two).
-    per_epoch = max(1, samples // batch_size + (1 if samples % batch_size >= 2 else 0))
+    per_epoch = steps_per_epoch(samples, batch_size)
     steps = {"done": 0}
 
     def hook(model: nn.Module) -> None:
