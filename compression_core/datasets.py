@@ -2,7 +2,7 @@
 
 Example::
 
-    >>> from compression_core.architectures import build_architecture
+    >>> from compression_core.models import build_architecture
     >>> from compression_core.datasets import load_builtin_dataset, train_classifier, evaluate_accuracy
     >>> x_train, y_train = load_builtin_dataset("digits", split="train")
     >>> x_test, y_test = load_builtin_dataset("digits", split="test")
@@ -223,7 +223,7 @@ def train_digits_cnn(epochs: int = 10, seed: int = 0) -> nn.Module:
         >>> evaluate_accuracy(model, *load_builtin_dataset("digits", "test")) > 0.9
         True
     """
-    from .architectures import build_architecture
+    from .models import build_architecture
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

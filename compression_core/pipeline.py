@@ -34,7 +34,7 @@ import torch.nn as nn
 
 from . import registry
 from .analysis import count_flops_params, measure_latency, model_summary, output_fidelity, sensitivity_csv
-from .architectures import ARCHITECTURES, build_architecture
+from .models import ARCHITECTURES, build_architecture
 from .config import select_modules
 from .data import DatasetSource
 from .datasets import evaluate_accuracy

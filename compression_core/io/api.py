@@ -202,7 +202,7 @@ def _apply_plan(model: nn.Module, plan: dict, state_dict, source: str) -> None:
 
 
 def _weights_into_architecture(path: Path, state_dict, metadata, architecture, num_classes, plan_option) -> nn.Module:
-    from ..architectures import ARCHITECTURES, build_architecture
+    from ..models import ARCHITECTURES, build_architecture
 
     name = _name(path)
     plan = _read_plan(path, plan_option)

@@ -11,7 +11,7 @@ from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Uni
 import torch
 from torch import nn
 
-from ..pruning.attention_heads import PrunedMultiheadAttention, is_attention, projection_weights
+from ..models.attention import PrunedMultiheadAttention, is_attention, projection_weights
 from .errors import ModelFormatError
 
 __all__ = [

@@ -37,6 +37,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from ..speedup import ModelSpeedup
 from .base import Masks
 from .iterative import base_pruner, pruner_class
 from .scored import DataDrivenPruner
@@ -96,8 +97,7 @@ class AutoTargetPruner(DataDrivenPruner):
         key = tuple(round(r, 6) for r in unit_ratios)
         if key in self._measured:
             return self._measured[key]
-        from ..analysis import count_flops_params, measure_latency  # analysis and speedup import pruning
-        from ..speedup import ModelSpeedup
+        from ..analysis import count_flops_params, measure_latency  # analysis imports pruning
 
         dummy = self.evaluator.dummy_input
         model = copy.deepcopy(self.bound_model).eval()

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from compression_core.architectures import build_architecture
+from compression_core.models import build_architecture
 from compression_core.datasets import (
     BUILTIN_DATASETS,
     dataset_choices,

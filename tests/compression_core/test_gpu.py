@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from compression_core.analysis import measure_latency
-from compression_core.architectures import build_architecture
+from compression_core.models import build_architecture
 from compression_core.pipeline import ModelSource, Recipe, run_pipeline
 from compression_core.pruning import L1NormPruner
 from compression_core.speedup import ModelSpeedup, auto_set_dependency_group_ids

@@ -12,8 +12,8 @@ import torchvision
 
 from compression_core.analysis import count_flops_params
 from compression_core.io.weights import resize_modules_to_state_dict
+from compression_core.models.attention import PrunedMultiheadAttention, head_mask
 from compression_core.pruning import L1NormPruner
-from compression_core.pruning.attention_heads import PrunedMultiheadAttention, head_mask
 from compression_core.speedup import (
     ModelSpeedup,
     SpeedupError,
