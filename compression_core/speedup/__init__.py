@@ -81,8 +81,12 @@ how to resize the module::
     register_channel_rule(MyScale, "channelwise")   # or "passthrough", "producer", "pin", a callable
     register_module_cutter(MyScale, cut_scale)
 
-Modules: ``speedup`` (``ModelSpeedup``), ``plan`` (``apply_pruning_plan``),
-``replace`` (building smaller layers, cutter
+Weights pruned elsewhere (only their shapes known) take the same road:
+:func:`plan_from_state_dict` writes the plan that gives each layer the shapes
+of its weights, and :func:`apply_pruning_plan` replays it.
+
+Modules: ``speedup`` (``ModelSpeedup``), ``plan`` (``apply_pruning_plan``,
+``plan_from_state_dict``), ``replace`` (building smaller layers, cutter
 registry), ``attention`` (cutting attention layers: ``cut_attention``,
 ``speedup_attention``), ``reference`` (``masked_reference``), ``report``
 (``prunability_report``). Tracing, the channel rules and the dependency
@@ -102,7 +106,7 @@ from ..dependency import (
     register_channel_rule,
 )
 from ..models.attention import PrunedMultiheadAttention
-from .plan import apply_pruning_plan
+from .plan import apply_pruning_plan, plan_from_state_dict
 from .reference import MaskedReference, masked_reference
 from .replace import register_module_cutter
 from .report import prunability_report
@@ -118,6 +122,7 @@ __all__ = [
     "apply_pruning_plan",
     "auto_set_dependency_group_ids",
     "masked_reference",
+    "plan_from_state_dict",
     "prunability_report",
     "register_channel_rule",
     "register_module_cutter",

@@ -1,14 +1,27 @@
-"""Pruning plans: the per-layer shapes of a pruned model, and their replay.
+"""Pruning plans: the per-layer shapes of a pruned model, and their one replay.
 
 :attr:`~.speedup.ModelSpeedup.plan` records what speedup did (new sizes and
 kept indices per layer, cut parameters, new int attributes);
 :func:`apply_pruning_plan` replays it on a fresh instance of the original
-architecture so that the pruned state_dict loads (example there).
+architecture so that the pruned state_dict loads. Weights pruned elsewhere
+come with their shapes only: :func:`plan_from_state_dict` writes the plan
+that gives each layer the shapes of its weights, for the same replay.
+
+Example::
+
+    >>> import torch, torch.nn as nn
+    >>> pruned = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Conv2d(4, 2, 3))
+    >>> fresh = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.Conv2d(8, 2, 3))
+    >>> plan = plan_from_state_dict(fresh, pruned.state_dict())
+    >>> sorted(plan), plan["0"]["out_channels"]
+    (['0', '1', '2'], 4)
+    >>> apply_pruning_plan(fresh, plan).load_state_dict(pruned.state_dict())
+    <All keys matched successfully>
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import torch
@@ -16,9 +29,12 @@ import torch.nn as nn
 
 from ..dependency import SpeedupError
 from ..dependency.literals import plain_sizes, sizes_like
-from ..models.attention import ATTENTION_TYPES, attention_sizes
+from ..models.attention import ATTENTION_TYPES, attention_sizes, input_dims, is_attention, projection_weights
 from .attention import cut_attention
 from .replace import cut_module, cut_tensor, is_cuttable, module_references, module_sizes, set_attr_tensor
+
+Plan = dict[str, dict[str, Any]]
+
 
 def _owner_and_attr(model: nn.Module, target: str) -> tuple[nn.Module, str]:
     owner_name, _, attr = target.rpartition(".")
@@ -110,7 +126,7 @@ def apply_pruning_plan(model: nn.Module, plan: Mapping[str, Mapping[str, Any]]) 
     """Give a fresh instance of the original architecture the pruned shapes.
 
     ``plan`` is :attr:`~.speedup.ModelSpeedup.plan` (possibly after a JSON
-    round trip).
+    round trip) or a plan from :func:`plan_from_state_dict`.
     Every layer it names is replaced by a smaller module of the same class
     (an attention layer by a ``PrunedMultiheadAttention``; its weights are the
     kept slices of the fresh ones, to be overwritten by ``load_state_dict``),
@@ -188,3 +204,129 @@ def apply_pruning_plan(model: nn.Module, plan: Mapping[str, Mapping[str, Any]]) 
             replacements[name] = new
         swap_in(model, replacements, tensors, sizes)
     return model
+
+
+# --------------------------------------------------------------------------
+# plans from the shapes of pruned weights
+
+
+def plan_from_state_dict(
+    model: nn.Module, state_dict: Mapping[str, torch.Tensor], names: Iterable[str] | None = None
+) -> Plan:
+    """A pruning plan giving ``model``'s layers the (smaller) shapes of their weights in ``state_dict``.
+
+    For weights pruned elsewhere, which say how many channels a layer kept
+    but not which: every layer keeps its first channels (the first heads of
+    an attention layer, at their width), to be overwritten when the
+    state_dict is loaded. Only the layers named in ``names`` (every layer
+    when ``None``) may change; Conv1d/2d/3d (plain, grouped: the first
+    channels of every group, depthwise), Linear, BatchNorm, LayerNorm over
+    one dim and attention layers are understood. A layer whose weights have
+    its own shapes, or shapes it cannot be cut to, is left out of the plan
+    (loading the state_dict then names the mismatch). Replay the plan with
+    :func:`apply_pruning_plan`.
+
+    Example::
+
+        >>> import torch.nn as nn
+        >>> plan = plan_from_state_dict(nn.Sequential(nn.Linear(4, 8)), nn.Sequential(nn.Linear(4, 3)).state_dict())
+        >>> plan["0"]["out_features"], plan["0"]["kept_out"]
+        (3, [0, 1, 2])
+    """
+    allowed = None if names is None else set(names)
+    plan: Plan = {}
+    for name, module in model.named_modules():
+        if not name or (allowed is not None and name not in allowed):
+            continue
+        if any(name.startswith(done + ".") for done in plan):
+            continue  # a child of a planned layer (an attention layer's out_proj): cut with it
+        entry = _entry_for(module, name + ".", state_dict)
+        if entry is not None:
+            plan[name] = entry
+    return plan
+
+
+def _first(count: int, total: int, groups: int = 1) -> list[int] | None:
+    """The first ``count / groups`` indices of each of ``groups`` equal slices of ``total`` (None: none fits)."""
+    if count > total or count % groups or total % groups:
+        return None
+    per, kept = total // groups, count // groups
+    return [g * per + j for g in range(groups) for j in range(kept)]
+
+
+def _entry(module: nn.Module, kept_out: list[int] | None, kept_in: list[int] | None, **after: Any) -> dict:
+    return {"type": type(module).__name__, **after, "kept_out": kept_out, "kept_in": kept_in,
+            "before": module_sizes(module)}
+
+
+def _entry_for(module: nn.Module, prefix: str, state_dict: Mapping[str, torch.Tensor]) -> dict | None:
+    weight = state_dict.get(prefix + "weight")
+    if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+        if weight is None or weight.shape == module.weight.shape or weight.shape[2:] != module.weight.shape[2:]:
+            return None
+        out_channels, per_group = int(weight.shape[0]), int(weight.shape[1])
+        groups = module.groups
+        if groups > 1 and groups == module.in_channels == module.out_channels and per_group == 1:  # depthwise
+            kept = _first(out_channels, module.out_channels)
+            return None if kept is None else _entry(module, kept, None, in_channels=len(kept),
+                                                    out_channels=len(kept), groups=len(kept))
+        kept_out = _first(out_channels, module.out_channels, groups)
+        kept_in = _first(per_group * groups, module.in_channels, groups)
+        if kept_out is None or kept_in is None:
+            return None
+        return _entry(module, kept_out, kept_in, in_channels=len(kept_in), out_channels=len(kept_out), groups=groups)
+    if isinstance(module, nn.Linear):
+        if weight is None or weight.dim() != 2 or weight.shape == module.weight.shape:
+            return None
+        kept_out, kept_in = _first(int(weight.shape[0]), module.out_features), _first(int(weight.shape[1]),
+                                                                                     module.in_features)
+        if kept_out is None or kept_in is None:
+            return None
+        return _entry(module, kept_out, kept_in, in_features=len(kept_in), out_features=len(kept_out))
+    if isinstance(module, nn.modules.batchnorm._BatchNorm):
+        ref = weight if weight is not None else state_dict.get(prefix + "running_mean")
+        if ref is None or ref.dim() != 1 or ref.shape[0] == module.num_features:
+            return None
+        kept = _first(int(ref.shape[0]), module.num_features)
+        return None if kept is None else _entry(module, kept, None, num_features=len(kept))
+    if isinstance(module, nn.LayerNorm):
+        if weight is None or tuple(weight.shape) == module.normalized_shape or weight.dim() != 1 \
+                or len(module.normalized_shape) != 1:
+            return None
+        kept = _first(int(weight.shape[0]), module.normalized_shape[0])
+        return None if kept is None else _entry(module, kept, None, normalized_shape=[len(kept)])
+    if is_attention(module):
+        return _attention_entry(module, prefix, state_dict)
+    return None
+
+
+def _attention_entry(module: nn.Module, prefix: str, state_dict: Mapping[str, torch.Tensor]) -> dict | None:
+    """The first heads (speedup keeps the head width) and the first channels of each side."""
+    names = list(projection_weights(module))
+    found = [state_dict.get(prefix + name) for name in names + ["out_proj.weight"]]
+    if any(w is None or w.dim() != 2 for w in found):
+        return None
+    current = [getattr(module, name).shape for name in names] + [module.out_proj.weight.shape]
+    if [w.shape for w in found] == current:
+        return None
+    sizes = attention_sizes(module)
+    head_dim, out_weight = sizes["head_dim"], found[-1]
+    inner = int(out_weight.shape[1])
+    if inner % head_dim:
+        return None
+    packed = module._qkv_same_embed_dim
+    widths = [int(w.shape[1]) for w in found[:-1]]
+    qdim, kdim, vdim = widths * 3 if packed else widths
+    old_qdim, old_kdim, old_vdim = input_dims(module)
+    kept = {
+        "kept_heads": _first(inner // head_dim, sizes["num_heads"]),
+        "kept_out": _first(int(out_weight.shape[0]), sizes["embed_dim"]),
+        "kept_in": _first(qdim, old_qdim),
+    }
+    if not packed:
+        kept.update(kept_key=_first(kdim, old_kdim), kept_value=_first(vdim, old_vdim))
+    if any(v is None for v in kept.values()):
+        return None
+    return {"type": type(module).__name__, "embed_dim": len(kept["kept_out"]), "num_heads": len(kept["kept_heads"]),
+            "head_dim": head_dim, "kdim": kdim, "vdim": vdim, **kept,
+            "before": {"embed_dim": sizes["embed_dim"], "num_heads": sizes["num_heads"]}}
