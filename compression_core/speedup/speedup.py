@@ -13,8 +13,10 @@ Example::
 
 from __future__ import annotations
 
+import difflib
 import logging
 import os
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -107,6 +109,32 @@ def _output_shapes(value: Any) -> Any:
     return None
 
 
+# NNI's ModelSpeedup options (2.x and 3.0) that mean nothing here, and why
+IGNORED_NNI_OPTIONS = {
+    "batch_dim": "speedup runs the model once on dummy_input as given, it builds no batch",
+    "batch_size": "speedup runs the model once on dummy_input as given, it builds no batch",
+    "confidence": "speedup runs the model once on dummy_input as given, it builds no batch",
+    "customized_mask_updaters": "give custom operations a rule with compression_core.speedup.register_channel_rule",
+    "customized_replacers": "resize custom modules with compression_core.speedup.register_module_cutter",
+    "customized_replace_func": "resize custom modules with compression_core.speedup.register_module_cutter",
+    "garbage_collect_values": "the shape pass keeps the shapes of values, never the values",
+}
+_OPTIONS = ("model", "dummy_input", "masks_or_file", "map_location", "graph_module", "logger", "strict")
+
+
+def _ignore_nni_options(options: Mapping[str, Any]) -> None:
+    """Warn about NNI's options ``ModelSpeedup`` ignores; a ``TypeError`` for any other keyword."""
+    for name in options:
+        if name not in IGNORED_NNI_OPTIONS:
+            close = difflib.get_close_matches(name, [*_OPTIONS, *IGNORED_NNI_OPTIONS], n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise TypeError(f"ModelSpeedup() got an unexpected keyword argument {name!r}{hint}")
+    if options:
+        why = "; ".join(f"{name}: {IGNORED_NNI_OPTIONS[name]}" for name in options)
+        warnings.warn(f"ModelSpeedup ignores NNI's option(s) {', '.join(options)} ({why})", UserWarning,
+                      stacklevel=3)
+
+
 class ModelSpeedup:
     """Replace masked layers of ``model`` by smaller ones (NNI's ``ModelSpeedup``).
 
@@ -134,6 +162,15 @@ class ModelSpeedup:
     channels. On any error a :class:`SpeedupError` is raised and the model is
     left unchanged.
 
+    ``map_location`` places masks read from a file, ``graph_module`` is a
+    GraphModule already traced from ``model`` (its ``call_module`` targets
+    the model's module names), ``logger`` gets the warnings. NNI's options
+    that mean nothing here (``batch_dim``, ``batch_size``, ``confidence``,
+    ``customized_mask_updaters``, ``customized_replacers``,
+    ``customized_replace_func``, ``garbage_collect_values``) are accepted
+    with a ``UserWarning`` saying why they are ignored; any other keyword is
+    a ``TypeError``.
+
     Example::
 
         >>> import torch, torchvision
@@ -152,14 +189,13 @@ class ModelSpeedup:
         dummy_input: Any,
         masks_or_file: Any,
         map_location: Any = None,
-        batch_dim: int = 0,
-        batch_size: int | None = None,
-        confidence: int | None = None,
+        *,
         graph_module: fx.GraphModule | None = None,
         logger: logging.Logger | None = None,  # noqa: A002 - NNI's name
         strict: bool = False,
-        **_nni_options: Any,
+        **nni_options: Any,
     ):
+        _ignore_nni_options(nni_options)
         if not isinstance(model, nn.Module):
             raise SpeedupError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         self.model = model

@@ -602,6 +602,28 @@ def test_untraceable_model():
     assert_unchanged(model, snap)
 
 
+def test_nni_options_without_meaning_here_warn_and_are_ignored():
+    model = simple_cnn(bn=False).eval()
+    masks = half_masks(model)
+    with pytest.warns(UserWarning, match=r"ignores NNI's option\(s\) batch_dim, customized_replacers") as record:
+        speedup = ModelSpeedup(model, torch.randn(1, 3, 6, 6), masks, batch_dim=0, customized_replacers=None)
+    assert "register_module_cutter" in str(record[0].message)
+    speedup.speedup_model()
+    assert model[0].out_channels == 4 and model[2].in_channels == 4
+
+
+def test_unknown_keyword_is_a_type_error_naming_it_and_the_closest_option():
+    model = simple_cnn(bn=False)
+    snap = snapshot(model)
+    with pytest.raises(TypeError, match=r"unexpected keyword argument 'strcit'; did you mean 'strict'\?"):
+        ModelSpeedup(model, torch.randn(1, 3, 6, 6), half_masks(model), strcit=True)
+    with pytest.raises(TypeError, match=r"'masks_file'; did you mean 'masks_or_file'\?"):
+        ModelSpeedup(model, torch.randn(1, 3, 6, 6), None, masks_file="masks.pt")
+    with pytest.raises(TypeError, match=r"'frobnicate'$"):
+        ModelSpeedup(model, torch.randn(1, 3, 6, 6), half_masks(model), frobnicate=1)
+    assert_unchanged(model, snap)
+
+
 def test_speedup_is_fast_on_resnet50():
     import time
 
