@@ -67,8 +67,8 @@ no channel order per tensor, and one dependency group id per layer cannot
 describe those runs to a pruner. ``shufflenet_v2_x0_5`` keeps about half of
 its parameters at 50 %.
 
-Extension point: say how a custom module or function treats channels, and
-how to resize the module::
+Extension point: say how a custom module, function or Tensor method
+(``torch.Tensor.roll``) treats channels, and how to resize the module::
 
     from compression_core.speedup import register_channel_rule, register_module_cutter
     from compression_core.speedup.replace import shallow_copy, cut_tensor
