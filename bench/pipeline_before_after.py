@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-from compression_core.architectures import ARCHITECTURES  # noqa: E402
+from compression_core.models import ARCHITECTURES  # noqa: E402
 from compression_core.evaluation import train_digits_cnn  # noqa: E402
 from compression_core.io import save_model  # noqa: E402
 from compression_core.jobs import ModelSource, Recipe, run_job  # noqa: E402

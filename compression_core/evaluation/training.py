@@ -4,7 +4,7 @@ Both run the engine's one loops (:mod:`.loops`).
 
 Example::
 
-    >>> from compression_core.architectures import build_architecture
+    >>> from compression_core.models import build_architecture
     >>> from compression_core.data import load_builtin_dataset
     >>> from compression_core.evaluation import evaluate_accuracy, train_classifier
     >>> x_train, y_train = load_builtin_dataset("digits", split="train")
@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..architectures import build_architecture
+from ..models import build_architecture
 from ..data import load_builtin_dataset
 from .loops import accuracy, output_logits, predict_logits, train_loop
 

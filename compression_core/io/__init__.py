@@ -37,7 +37,6 @@ from .weights import (
     extract_state_dict,
     load_state_dict_checked,
     plan_path_for,
-    resize_modules_to_state_dict,
     save_safetensors,
     state_dict_bytes,
 )
@@ -65,7 +64,6 @@ __all__ = [
     "compare_state_dicts",
     "extract_state_dict",
     "load_state_dict_checked",
-    "resize_modules_to_state_dict",
     "save_safetensors",
     "state_dict_bytes",
     "plan_path_for",

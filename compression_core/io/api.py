@@ -11,6 +11,7 @@ from typing import Any, Dict, Optional, Union
 import torch
 from torch import nn
 
+from ..speedup import apply_pruning_plan, plan_from_state_dict
 from .detect import detect_format
 from .errors import (
     PICKLE_REFUSED_MESSAGE,
@@ -28,7 +29,6 @@ from .weights import (
     plan_path_for,
     read_safetensors,
     read_torch_state_dict,
-    resize_modules_to_state_dict,
     save_safetensors,
 )
 
@@ -187,22 +187,20 @@ def _apply_plan(model: nn.Module, plan: dict, state_dict, source: str) -> None:
     """Give a fresh architecture the pruned shapes recorded in ``plan``.
 
     A plan from :class:`compression_core.speedup.ModelSpeedup` (``speedup.plan``)
-    goes through ``apply_pruning_plan``; a plan of the form ``{"modules": [names]}``
-    lets the named Conv/Linear/norm layers take the shapes found in the weights.
+    is replayed by ``apply_pruning_plan``; a plan of the form ``{"modules": [names]}``
+    first becomes one that gives the named Conv/Linear/norm/attention layers the
+    shapes found in the weights (``plan_from_state_dict``).
     """
-    if _is_speedup_plan(plan):
-        from ..speedup import apply_pruning_plan
-
-        try:
-            apply_pruning_plan(model, plan)
-        except ValueError as exc:  # SpeedupError
-            raise ModelFormatError(f"The pruning plan for {source} does not fit the architecture: {exc}") from exc
-    else:
-        resize_modules_to_state_dict(model, state_dict, _plan_module_names(plan))
+    if not _is_speedup_plan(plan):
+        plan = plan_from_state_dict(model, state_dict, _plan_module_names(plan))
+    try:
+        apply_pruning_plan(model, plan)
+    except ValueError as exc:  # SpeedupError
+        raise ModelFormatError(f"The pruning plan for {source} does not fit the architecture: {exc}") from exc
 
 
 def _weights_into_architecture(path: Path, state_dict, metadata, architecture, num_classes, plan_option) -> nn.Module:
-    from ..architectures import ARCHITECTURES, build_architecture
+    from ..models import ARCHITECTURES, build_architecture
 
     name = _name(path)
     plan = _read_plan(path, plan_option)

@@ -6,12 +6,11 @@ import json
 import os
 import pickle
 from pathlib import Path
-from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
 
-from ..pruning.attention_heads import PrunedMultiheadAttention, is_attention, projection_weights
 from .errors import ModelFormatError
 
 __all__ = [
@@ -22,7 +21,6 @@ __all__ = [
     "compare_state_dicts",
     "load_state_dict_checked",
     "infer_num_classes",
-    "resize_modules_to_state_dict",
     "safetensors_state_dict",
     "save_safetensors",
     "state_dict_bytes",
@@ -213,100 +211,6 @@ def infer_num_classes(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) 
     if weight.shape[0] == module.out_features:
         return None
     return int(weight.shape[0])
-
-
-def _resized(module: nn.Module, prefix: str, state_dict: Mapping[str, torch.Tensor]) -> Optional[nn.Module]:
-    weight = state_dict.get(prefix + "weight")
-    conv_types = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
-    if isinstance(module, conv_types) and weight is not None and weight.shape != module.weight.shape:
-        out_channels, per_group = int(weight.shape[0]), int(weight.shape[1])
-        depthwise = module.groups > 1 and module.groups == module.in_channels == module.out_channels
-        if depthwise and per_group == 1:
-            groups, in_channels = out_channels, out_channels
-        else:
-            groups, in_channels = module.groups, per_group * module.groups
-            if out_channels % groups:
-                return None
-        return type(module)(
-            in_channels, out_channels, tuple(weight.shape[2:]), stride=module.stride, padding=module.padding,
-            dilation=module.dilation, groups=groups, bias=module.bias is not None, padding_mode=module.padding_mode,
-        )
-    if isinstance(module, nn.Linear) and weight is not None and weight.shape != module.weight.shape:
-        return nn.Linear(int(weight.shape[1]), int(weight.shape[0]), bias=module.bias is not None)
-    if isinstance(module, nn.modules.batchnorm._BatchNorm):  # pylint: disable=protected-access
-        ref = weight if weight is not None else state_dict.get(prefix + "running_mean")
-        if ref is not None and ref.dim() == 1 and ref.shape[0] != module.num_features:
-            return type(module)(
-                int(ref.shape[0]), eps=module.eps, momentum=module.momentum, affine=module.affine,
-                track_running_stats=module.track_running_stats,
-            )
-    if isinstance(module, nn.LayerNorm) and weight is not None and tuple(weight.shape) != module.normalized_shape:
-        return nn.LayerNorm(tuple(weight.shape), eps=module.eps, elementwise_affine=module.elementwise_affine)
-    if is_attention(module):
-        return _resized_attention(module, prefix, state_dict)
-    return None
-
-
-def _resized_attention(module: nn.Module, prefix: str, state_dict: Mapping[str, torch.Tensor]) -> Optional[nn.Module]:
-    """A ``PrunedMultiheadAttention`` shaped like the attention weights in ``state_dict``.
-
-    Speedup keeps the head width, so the head count is the projection width
-    over ``head_dim``. Which heads were kept is not in the weights: a 3-D
-    ``attn_mask`` given per original head does not fit the result.
-    """
-    names = list(projection_weights(module))
-    found = [state_dict.get(prefix + name) for name in names + ["out_proj.weight"]]
-    if any(w is None or w.dim() != 2 for w in found):
-        return None
-    current = [getattr(module, name).shape for name in names] + [module.out_proj.weight.shape]
-    if [w.shape for w in found] == current:
-        return None
-    out_weight = found[-1]
-    inner, head_dim = int(out_weight.shape[1]), int(module.head_dim)
-    if inner % head_dim:
-        return None
-    widths = [int(w.shape[1]) for w in found[:-1]]
-    packed = module._qkv_same_embed_dim
-    qdim, kdim, vdim = widths * 3 if packed else widths
-    return PrunedMultiheadAttention(
-        int(out_weight.shape[0]), inner // head_dim, head_dim, bias=module.in_proj_bias is not None,
-        dropout=module.dropout, batch_first=module.batch_first, out_bias=module.out_proj.bias is not None,
-        qdim=qdim, kdim=kdim, vdim=vdim, qkv_packed=packed, add_bias_kv=module.bias_k is not None,
-        add_zero_attn=module.add_zero_attn,
-    )
-
-
-def resize_modules_to_state_dict(
-    model: nn.Module, state_dict: Mapping[str, torch.Tensor], names: Optional[Iterable[str]] = None
-) -> List[str]:
-    """Rebuild Conv/Linear/BatchNorm/LayerNorm/attention modules whose weights in ``state_dict`` have other shapes.
-
-    This re-creates a channel-pruned model from the original architecture:
-    only the layers named in ``names`` (all layers when ``None``) may change.
-    Returns the names of the modules replaced.
-
-    Example::
-
-        >>> model = build_architecture("resnet18")
-        >>> resize_modules_to_state_dict(model, pruned_state_dict, names=plan["modules"])
-        ['conv1', 'bn1', 'layer1.0.conv1', ...]
-    """
-    allowed = None if names is None else set(names)
-    replaced = []
-    for name, module in list(model.named_modules()):
-        if not name or (allowed is not None and name not in allowed):
-            continue
-        if any(name.startswith(done + ".") for done in replaced):
-            continue  # a child of a rebuilt module (an attention layer's out_proj): rebuilt with it
-        new = _resized(module, name + ".", state_dict)
-        if new is None:
-            continue
-        new.train(module.training)
-        parent_name, _, child = name.rpartition(".")
-        parent = model.get_submodule(parent_name) if parent_name else model
-        setattr(parent, child, new)
-        replaced.append(name)
-    return replaced
 
 
 # ---------------------------------------------------------------------------

@@ -22,7 +22,7 @@ import torch.nn as nn
 
 from ..data import DatasetSource
 from ..io import load_model, onnx_input_shapes
-from ..architectures import ARCHITECTURES, build_architecture  # MERGE: ..models
+from ..models import ARCHITECTURES, build_architecture
 
 
 @dataclass

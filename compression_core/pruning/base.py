@@ -10,7 +10,7 @@ Masks are NNI's format: ``{module_name: {"weight": Tensor, "bias": Tensor}}``
 with float tensors of 0.0 (pruned) and 1.0 (kept) shaped like the parameter.
 An ``nn.MultiheadAttention`` layer's mask names its own parameters, dotted
 for its child: ``{"in_proj_weight": ..., "in_proj_bias": ..., "out_proj.weight":
-...}`` (see :mod:`compression_core.pruning.attention_heads`). An attention
+...}`` (see :mod:`compression_core.models.attention`). An attention
 layer's ``out_proj`` may be pruned too (its rows: the layer's output
 channels, e.g. a ViT's residual stream); its mask is applied by a hook on
 the attention layer, which uses ``out_proj``'s weights without calling it.
@@ -25,8 +25,8 @@ import torch
 import torch.nn as nn
 
 from ..config import select_modules
+from ..models.attention import ATTENTION_TYPES, is_attention, unsupported_reason
 from ..tensors import get_tensor
-from .attention_heads import ATTENTION_TYPES, is_attention, unsupported_reason
 
 Masks = dict[str, dict[str, torch.Tensor]]
 

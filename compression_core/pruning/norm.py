@@ -19,7 +19,7 @@ sharing a ``global_group_id`` are ranked together (see :mod:`.selection`).
 ``nn.MultiheadAttention`` layers (``op_types: ["MultiheadAttention"]``) are
 pruned by whole heads: L1/L2NormPruner score each head by the norm of its q,
 k and v rows and its ``out_proj`` columns and mask the weakest ones (see
-:mod:`compression_core.pruning.attention_heads` for the mask format);
+:mod:`compression_core.models.attention` for the mask format);
 LevelPruner masks the q/k/v projection weights and ``out_proj.weight``
 element-wise. An attention layer's output channels are pruned through its
 ``out_proj`` (a Linear in the residual stream's dependency group, see
@@ -35,8 +35,9 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from .attention_heads import ATTENTION_TYPES, head_mask, head_scores, projection_weights
+from ..models.attention import ATTENTION_TYPES, head_mask, projection_weights
 from .base import Masks
+from .heads import head_scores
 from .scored import ScoredPruner
 from .selection import block_grid, block_norms, keep_largest, kept_count
 

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from .attention_heads import ATTENTION_TYPES
+from ..models.attention import ATTENTION_TYPES
 from .base import Masks, Pruner
 from .selection import block_shape, layer_mask, select_blocks
 

@@ -30,7 +30,7 @@ import torch
 import torch.nn as nn
 
 from ..config import select_modules
-from ..speedup import auto_set_dependency_group_ids
+from ..dependency import auto_set_dependency_group_ids
 from .base import PRUNABLE_TYPES
 from .norm import L1NormPruner
 

@@ -29,6 +29,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from ..dependency import analyze_channels
 from .base import Masks
 from .scored import DataDrivenPruner
 from .selection import block_shape, layer_mask, out_channel_dim, select_blocks
@@ -78,8 +79,6 @@ class SlimPruner(DataDrivenPruner):
         dummy = getattr(self.evaluator, "dummy_input", None)
         if dummy is None:
             return {}
-        from ..speedup.dependency import analyze_channels  # speedup imports pruning: import here
-
         analysis = analyze_channels(self.bound_model, dummy)
         uf = analysis.uf
         producers: dict[int, list[tuple[str, int]]] = {}

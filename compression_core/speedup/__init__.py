@@ -27,7 +27,7 @@ gives each piece the kept channels of its slice: ``chunk(n)``,
 the kept count per piece), ``split(x, self.sizes)`` and ``tensor_split(x,
 self.indices)`` take uneven pieces; sizes that change must come from a plain
 attribute of the calling module, which speedup finds by tracing again with a
-probe value (:mod:`.literals`), sets and records in the plan; sizes written
+probe value (:mod:`compression_core.dependency.literals`), sets and records in the plan; sizes written
 in ``forward`` keep their channels, with a warning that says so. Channels
 that reach an op it does not understand are kept and reported (``ModelSpeedup.warnings``,
 :func:`prunability_report`); ``ModelSpeedup(..., strict=True)`` makes that an
@@ -39,7 +39,7 @@ without bias) loses whole heads when selected with ``op_types:
 they belong to: selecting ``Conv2d`` (or the Linear layers writing into the
 residual stream) of a ViT prunes the embedding width, the attention layers'
 ``out_proj`` joining that dependency group. Speedup replaces it by an
-:class:`~.attention.PrunedMultiheadAttention` (same call and return
+:class:`~compression_core.models.attention.PrunedMultiheadAttention` (same call and return
 convention, same state_dict keys). The MLP blocks around it lose hidden
 channels as usual. On torchvision's ``vit_b_16`` at 50 %: width 384, 6 of 12
 heads, MLP hidden 1536. LayerNorm over pruned channels renormalises over the
@@ -67,8 +67,8 @@ no channel order per tensor, and one dependency group id per layer cannot
 describe those runs to a pruner. ``shufflenet_v2_x0_5`` keeps about half of
 its parameters at 50 %.
 
-Extension point: say how a custom module or function treats channels, and
-how to resize the module::
+Extension point: say how a custom module, function or Tensor method
+(``torch.Tensor.roll``) treats channels, and how to resize the module::
 
     from compression_core.speedup import register_channel_rule, register_module_cutter
     from compression_core.speedup.replace import shallow_copy, cut_tensor
@@ -81,30 +81,36 @@ how to resize the module::
     register_channel_rule(MyScale, "channelwise")   # or "passthrough", "producer", "pin", a callable
     register_module_cutter(MyScale, cut_scale)
 
-Modules: ``graph`` (fx tracing, tolerant of untraceable submodules, and shape
-propagation), ``channels`` (union-find, layouts), ``rules`` (the
-``Propagator``: its helpers, the elementwise rules, the dispatch from graph
-nodes to rules, and the rule registry), ``shape_rules`` (reshape, cat,
-indexing, permute and reduction rules), ``layer_rules`` (conv, linear,
-embedding and norm rules), ``dependency`` (``analyze_channels``,
-``auto_set_dependency_group_ids``), ``replace`` (building smaller layers,
-cutter registry), ``speedup`` (``ModelSpeedup``, ``apply_pruning_plan``),
-``reference`` (``masked_reference``), ``report`` (``prunability_report``),
-``splits`` (the split/chunk rule), ``literals`` (sizes in the graph read from
-module attributes),
-``attention`` (attention layers: channel rule, ``cut_attention``; head
-scores, masks and ``PrunedMultiheadAttention`` live in
-:mod:`compression_core.pruning.attention_heads`).
+Weights pruned elsewhere (only their shapes known) take the same road:
+:func:`plan_from_state_dict` writes the plan that gives each layer the shapes
+of its weights, and :func:`apply_pruning_plan` replays it.
+
+Modules: ``speedup`` (``ModelSpeedup``), ``plan`` (``apply_pruning_plan``,
+``plan_from_state_dict``), ``replace`` (building smaller layers, cutter
+registry), ``attention`` (cutting attention layers: ``cut_attention``,
+``speedup_attention``), ``reference`` (``masked_reference``), ``report``
+(``prunability_report``). Tracing, the channel rules and the dependency
+groups are in :mod:`compression_core.dependency` (``graph``, ``channels``,
+``rule_table``, ``builtin_rules``, ``rules``, ``shape_rules``,
+``layer_rules``, ``splits``, ``literals``, ``attention``, ``groups``); the
+heads' geometry and ``PrunedMultiheadAttention`` in
+:mod:`compression_core.models.attention`, head scores in
+:mod:`compression_core.pruning.heads`.
 """
 
-from .attention import PrunedMultiheadAttention
-from .dependency import ChannelAnalysis, analyze_channels, auto_set_dependency_group_ids
-from .errors import SpeedupError
+from ..dependency import (
+    ChannelAnalysis,
+    SpeedupError,
+    analyze_channels,
+    auto_set_dependency_group_ids,
+    register_channel_rule,
+)
+from ..models.attention import PrunedMultiheadAttention
+from .plan import apply_pruning_plan, plan_from_state_dict
 from .reference import MaskedReference, masked_reference
 from .replace import register_module_cutter
 from .report import prunability_report
-from .rules import register_channel_rule
-from .speedup import ModelSpeedup, apply_pruning_plan
+from .speedup import ModelSpeedup
 
 __all__ = [
     "ChannelAnalysis",
@@ -116,6 +122,7 @@ __all__ = [
     "apply_pruning_plan",
     "auto_set_dependency_group_ids",
     "masked_reference",
+    "plan_from_state_dict",
     "prunability_report",
     "register_channel_rule",
     "register_module_cutter",

@@ -5,14 +5,15 @@ An ``nn.MultiheadAttention`` is cut two ways, together or apart:
 - *heads*: a head is removed when its ``out_proj`` columns are fully
   masked, or its v projection rows are (weight, effective ``in_proj_bias``
   and ``bias_v``): then it contributes exactly zero. Pruners mask heads
-  with :func:`~compression_core.pruning.attention_heads.head_mask` (scoring
-  and masks live in the pruning package and are re-exported here).
+  with :func:`~compression_core.models.attention.head_mask` (the geometry
+  of heads lives in :mod:`compression_core.models.attention`).
 - *channels*: the layer reads query channels (``in_proj_weight`` columns;
   with ``kdim``/``vdim`` different from ``embed_dim``, the columns of
   ``q_proj_weight``, ``k_proj_weight``, ``v_proj_weight``) and writes
   output channels (``out_proj`` rows). They belong to the channel groups
-  of the values around the layer (a transformer's residual stream): a
-  removed channel loses its columns / rows. The output channels are
+  of the values around the layer (a transformer's residual stream), found
+  by the channel analysis (:mod:`compression_core.dependency.attention`):
+  a removed channel loses its columns / rows. The output channels are
   produced by ``out_proj``, so they are removed only when its rows are
   masked: :func:`~compression_core.speedup.auto_set_dependency_group_ids`
   puts ``<layer>.out_proj`` into the residual stream's dependency group
@@ -42,43 +43,21 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
 
 import torch
-import torch.fx as fx
 import torch.nn as nn
 
-from ..pruning.attention_heads import (
-    ATTENTION_TYPES,
+from ..dependency import SpeedupError
+from ..models.attention import (
     PROJECTIONS,
     PrunedMultiheadAttention,
     attention_dims,
     attention_sizes,
-    head_mask,
-    head_scores,
     input_dims,
-    is_attention,
     projection_weights,
     unsupported_reason,
 )
 from ..tensors import masked_data
-from .channels import Layout, ModuleChannels
-from .errors import SpeedupError
-
-
-@dataclass
-class AttentionChannels(ModuleChannels):
-    """What the analysis learnt about an attention layer.
-
-    ``in_ids`` are the query channels (and the key and value channels when
-    the projections are packed, which read all three through the same
-    columns), ``key_ids`` / ``value_ids`` those of separate key and value
-    projections, ``out_ids`` the output channels (``out_proj`` rows).
-    """
-
-    key_ids: list[int] | None = None
-    value_ids: list[int] | None = None
 
 
 def _take(tensor: torch.Tensor, dim: int, kept: Sequence[int] | None) -> torch.Tensor:
@@ -263,70 +242,9 @@ def speedup_attention(
     return new, entry
 
 
-def _read_channels(prop: Any, node: fx.Node, state: AttentionChannels, field: str, x: Any, width: int) -> None:
-    """Tie input ``x`` (channels on its last dim) to the layer's ``field`` ids (``in_ids``, ``key_ids``, ...)."""
-    lay, xi = prop.layout(x), prop.tinfo(x)
-    ok = lay is not None and xi is not None and lay.dim == xi.ndim - 1
-    # Propagator.consume reads and extends a record's in_ids: give it one holding this input's ids
-    reader = ModuleChannels(state.name, state.kind, state.module, in_ids=getattr(state, field))
-    setattr(state, field, prop.consume(node, reader, lay, width, ok))
-
-
-def attention_channels(prop: Any, node: fx.Node, name: str, m: nn.Module) -> Any:
-    """Channel rule for an attention layer (used by :class:`~.rules.Propagator`).
-
-    Query, key and value are consumed like a Linear's input (packed
-    projections tie all three to the same channel ids); the output gets
-    the layer's own output channel ids. Masks and other arguments keep
-    their channels. The layer is recorded as an :class:`AttentionChannels`
-    of kind ``"attention"``.
-    """
-    why = unsupported_reason(m)
-    if why is not None:
-        return prop.unknown(node, why)
-    from .graph import TensorInfo
-
-    out = prop.info.get(node)
-    if not (isinstance(out, (tuple, list)) and out and isinstance(out[0], TensorInfo)
-            and out[0].shape[-1] == m.embed_dim):
-        return prop.unknown(node, "its output is not (attention output, weights)")
-    state = prop.modules.get(name)
-    if state is None:
-        state = prop.modules[name] = AttentionChannels(name, "attention", m)
-    state.calls += 1
-    names = ("query", "key", "value")
-    query, key, value = (node.args[i] if len(node.args) > i else node.kwargs.get(n) for i, n in enumerate(names))
-    reason = f"arguments of attention layer {name!r} other than query, key and value"
-    for arg in list(node.args[3:]) + [v for k, v in node.kwargs.items() if k not in names]:
-        if isinstance(arg, fx.Node):
-            prop.pin_value(prop.lay.get(arg), reason)
-    qdim, kdim, vdim = input_dims(m)
-    if m._qkv_same_embed_dim:
-        for x in (query, key, value):
-            _read_channels(prop, node, state, "in_ids", x, qdim)
-    else:
-        _read_channels(prop, node, state, "in_ids", query, qdim)
-        _read_channels(prop, node, state, "key_ids", key, kdim)
-        _read_channels(prop, node, state, "value_ids", value, vdim)
-    if state.out_ids is None:
-        state.out_ids = prop.uf.new(m.embed_dim)
-    return type(out)([Layout(out[0].ndim - 1, state.out_ids)] + [None] * (len(out) - 1))
-
-
 __all__ = [
-    "ATTENTION_TYPES",
-    "AttentionChannels",
-    "PrunedMultiheadAttention",
-    "attention_channels",
-    "attention_dims",
-    "attention_sizes",
     "cut_attention",
     "dead_heads",
-    "head_mask",
-    "head_scores",
-    "input_dims",
-    "is_attention",
     "merged_mask",
     "speedup_attention",
-    "unsupported_reason",
 ]

@@ -32,7 +32,7 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 
-from .channels import Layout
+from ..dependency.channels import Layout
 from ..tensors import get_tensor
 from .speedup import ModelSpeedup
 

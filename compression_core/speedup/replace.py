@@ -25,9 +25,11 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from .attention import ATTENTION_TYPES, attention_dims, attention_sizes, cut_attention
+from ..dependency import SpeedupError
+from ..dependency.graph import LAYER_TYPES
+from ..models.attention import ATTENTION_TYPES, attention_dims, attention_sizes
 from ..tensors import masked_data
-from .errors import SpeedupError
+from .attention import cut_attention
 
 _HOOK_DICTS = (
     "_forward_hooks",
@@ -37,18 +39,6 @@ _HOOK_DICTS = (
     "_forward_pre_hooks_with_kwargs",
     "_backward_hooks",
     "_backward_pre_hooks",
-)
-
-CUTTABLE_TYPES: tuple[type, ...] = (
-    nn.modules.conv._ConvNd,
-    nn.Linear,
-    nn.modules.batchnorm._BatchNorm,
-    nn.modules.instancenorm._InstanceNorm,
-    nn.PReLU,
-    nn.LayerNorm,
-    nn.GroupNorm,
-    nn.Embedding,
-    *ATTENTION_TYPES,  # heads and embedding channels, see .attention
 )
 
 # module class -> cutter(module, kept_out, kept_in, mask) -> new module
@@ -79,7 +69,8 @@ def cutter_for(module: nn.Module) -> Any:
 
 
 def is_cuttable(module: nn.Module) -> bool:
-    return isinstance(module, CUTTABLE_TYPES) or cutter_for(module) is not None
+    # the built-in layers: those the tracer keeps whole, so that their weights stay where cut_module finds them
+    return isinstance(module, LAYER_TYPES) or cutter_for(module) is not None
 
 
 def shallow_copy(module: nn.Module) -> nn.Module:

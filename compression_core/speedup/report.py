@@ -17,8 +17,8 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 
-from .attention import ATTENTION_TYPES, attention_dims, unsupported_reason
-from .dependency import analyze_channels, producers
+from ..dependency import analyze_channels, producers
+from ..models.attention import ATTENTION_TYPES, attention_dims, unsupported_reason
 
 
 def _owner(node: fx.Node | None) -> str | None:

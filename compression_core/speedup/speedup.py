@@ -13,8 +13,10 @@ Example::
 
 from __future__ import annotations
 
+import difflib
 import logging
 import os
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -22,22 +24,13 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 
+from ..dependency import ChannelAnalysis, SpeedupError, analyze_channels
+from ..dependency.graph import TensorInfo, describe_input, normalize_inputs, set_training_flags, summarize
+from ..dependency.literals import plain_sizes, sizes_like
 from ..tensors import get_tensor
-from .attention import ATTENTION_TYPES, attention_sizes, cut_attention, merged_mask, speedup_attention
-from .dependency import ChannelAnalysis, analyze_channels
-from .errors import SpeedupError
-from .graph import TensorInfo, describe_input, normalize_inputs, set_training_flags, summarize
-from .literals import plain_sizes, sizes_like
-from .replace import (
-    apply_masks,
-    cut_module,
-    cut_tensor,
-    is_cuttable,
-    module_references,
-    module_sizes,
-    output_rows,
-    set_attr_tensor,
-)
+from .attention import merged_mask, speedup_attention
+from .plan import resolve_attr, swap_in
+from .replace import apply_masks, cut_module, cut_tensor, module_sizes, output_rows
 
 logger = logging.getLogger(__name__)
 
@@ -116,6 +109,32 @@ def _output_shapes(value: Any) -> Any:
     return None
 
 
+# NNI's ModelSpeedup options (2.x and 3.0) that mean nothing here, and why
+IGNORED_NNI_OPTIONS = {
+    "batch_dim": "speedup runs the model once on dummy_input as given, it builds no batch",
+    "batch_size": "speedup runs the model once on dummy_input as given, it builds no batch",
+    "confidence": "speedup runs the model once on dummy_input as given, it builds no batch",
+    "customized_mask_updaters": "give custom operations a rule with compression_core.speedup.register_channel_rule",
+    "customized_replacers": "resize custom modules with compression_core.speedup.register_module_cutter",
+    "customized_replace_func": "resize custom modules with compression_core.speedup.register_module_cutter",
+    "garbage_collect_values": "the shape pass keeps the shapes of values, never the values",
+}
+_OPTIONS = ("model", "dummy_input", "masks_or_file", "map_location", "graph_module", "logger", "strict")
+
+
+def _ignore_nni_options(options: Mapping[str, Any]) -> None:
+    """Warn about NNI's options ``ModelSpeedup`` ignores; a ``TypeError`` for any other keyword."""
+    for name in options:
+        if name not in IGNORED_NNI_OPTIONS:
+            close = difflib.get_close_matches(name, [*_OPTIONS, *IGNORED_NNI_OPTIONS], n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise TypeError(f"ModelSpeedup() got an unexpected keyword argument {name!r}{hint}")
+    if options:
+        why = "; ".join(f"{name}: {IGNORED_NNI_OPTIONS[name]}" for name in options)
+        warnings.warn(f"ModelSpeedup ignores NNI's option(s) {', '.join(options)} ({why})", UserWarning,
+                      stacklevel=3)
+
+
 class ModelSpeedup:
     """Replace masked layers of ``model`` by smaller ones (NNI's ``ModelSpeedup``).
 
@@ -143,6 +162,15 @@ class ModelSpeedup:
     channels. On any error a :class:`SpeedupError` is raised and the model is
     left unchanged.
 
+    ``map_location`` places masks read from a file, ``graph_module`` is a
+    GraphModule already traced from ``model`` (its ``call_module`` targets
+    the model's module names), ``logger`` gets the warnings. NNI's options
+    that mean nothing here (``batch_dim``, ``batch_size``, ``confidence``,
+    ``customized_mask_updaters``, ``customized_replacers``,
+    ``customized_replace_func``, ``garbage_collect_values``) are accepted
+    with a ``UserWarning`` saying why they are ignored; any other keyword is
+    a ``TypeError``.
+
     Example::
 
         >>> import torch, torchvision
@@ -161,14 +189,13 @@ class ModelSpeedup:
         dummy_input: Any,
         masks_or_file: Any,
         map_location: Any = None,
-        batch_dim: int = 0,
-        batch_size: int | None = None,
-        confidence: int | None = None,
+        *,
         graph_module: fx.GraphModule | None = None,
         logger: logging.Logger | None = None,  # noqa: A002 - NNI's name
         strict: bool = False,
-        **_nni_options: Any,
+        **nni_options: Any,
     ):
+        _ignore_nni_options(nni_options)
         if not isinstance(model, nn.Module):
             raise SpeedupError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         self.model = model
@@ -331,7 +358,7 @@ class ModelSpeedup:
             idx = kept(tie.ids)
             if len(idx) == len(tie.ids):
                 continue
-            owner, attr = _resolve_attr(self.model, target)
+            owner, attr = resolve_attr(self.model, target)
             old = getattr(owner, attr)
             tensors[target] = cut_tensor(old, tie.dim, idx)
             plan[target] = {
@@ -355,7 +382,7 @@ class ModelSpeedup:
     def _swap(self, replacements: dict[str, nn.Module], tensors: dict[str, torch.Tensor], sizes: dict[str, Any],
               analysis: ChannelAnalysis):
         model = self.model
-        undo = _swap_in(model, replacements, tensors, sizes)
+        undo = swap_in(model, replacements, tensors, sizes)
         try:
             self._check(analysis)
         except Exception as exc:
@@ -407,171 +434,3 @@ def _equalize(analysis: ChannelAnalysis, removed: set[int]) -> None:
                         removed.discard(r)
                         need -= sum(1 for q in seg if q == r)
             changed = True
-
-
-def _owner_and_attr(model: nn.Module, target: str) -> tuple[nn.Module, str]:
-    owner_name, _, attr = target.rpartition(".")
-    try:
-        return (model.get_submodule(owner_name) if owner_name else model), attr
-    except AttributeError as exc:
-        raise SpeedupError(f"{target!r} names no module of the model") from exc
-
-
-def _resolve_attr(model: nn.Module, target: str) -> tuple[nn.Module, str]:
-    owner, attr = _owner_and_attr(model, target)
-    if not isinstance(getattr(owner, attr, None), torch.Tensor):
-        raise SpeedupError(f"{target!r} names no parameter or buffer of the model")
-    return owner, attr
-
-
-def _resolve_size_attr(model: nn.Module, target: str) -> tuple[nn.Module, str]:
-    owner, attr = _owner_and_attr(model, target)
-    if plain_sizes(getattr(owner, attr, None)) is None:
-        raise SpeedupError(f"{target!r} names no int (or int list) attribute of the model")
-    return owner, attr
-
-
-def _swap_in(
-    model: nn.Module,
-    replacements: dict[str, nn.Module],
-    tensors: dict[str, torch.Tensor],
-    sizes: Mapping[str, Any] | None = None,
-):
-    """Put new modules / tensors / int attribute values into ``model``; returns a function that undoes it."""
-    refs = module_references(model)
-    done_modules: list[tuple[nn.Module, str, nn.Module]] = []
-    done_tensors: list[tuple[nn.Module, str, Any]] = []
-    done_sizes: list[tuple[nn.Module, str, Any]] = []
-
-    def undo() -> None:
-        for parent, attr, old in reversed(done_modules):
-            parent._modules[attr] = old
-        for owner, attr, old in reversed(done_tensors):
-            set_attr_tensor(owner, attr, old)
-        for owner, attr, old in reversed(done_sizes):
-            setattr(owner, attr, old)
-
-    try:
-        resolved = []
-        for name, new in replacements.items():
-            old = model.get_submodule(name)
-            resolved.append((old, new))
-        for old, new in resolved:
-            for parent, attr in refs.get(id(old), []):
-                done_modules.append((parent, attr, old))
-                setattr(parent, attr, new)
-        for target, value in tensors.items():
-            owner, attr = _resolve_attr(model, target)
-            done_tensors.append((owner, attr, getattr(owner, attr)))
-            set_attr_tensor(owner, attr, value)
-        for target, value in (sizes or {}).items():
-            owner, attr = _resolve_size_attr(model, target)
-            done_sizes.append((owner, attr, getattr(owner, attr)))
-            setattr(owner, attr, value)
-    except Exception:
-        undo()
-        raise
-    return undo
-
-
-def _plan_attention(name: str, module: nn.Module, entry: Mapping[str, Any]) -> nn.Module:
-    if type(module).__name__ != entry["type"]:
-        raise SpeedupError(
-            f"pruning plan entry {name!r} is a {entry['type']}, but the model's {name!r} is a {type(module).__name__}"
-        )
-    before = attention_sizes(module)
-    wanted = dict(entry.get("before", {}))
-    if {k: before.get(k) for k in wanted} != wanted:
-        raise SpeedupError(f"pruning plan entry {name!r} was made for {wanted}, the model's layer has {before}")
-    def indices(key: str) -> list[int] | None:
-        return [int(i) for i in entry[key]] if entry.get(key) is not None else None
-
-    new = cut_attention(module, indices("kept_heads"), kept_out=indices("kept_out"), kept_in=indices("kept_in"),
-                        kept_key=indices("kept_key"), kept_value=indices("kept_value"))
-    after = attention_sizes(new)
-    asked = {k: entry[k] for k in after if k in entry}
-    if {k: after[k] for k in asked} != asked:
-        raise SpeedupError(f"pruning plan entry {name!r} asks for {asked}, its kept heads and channels give {after}")
-    return new
-
-
-def apply_pruning_plan(model: nn.Module, plan: Mapping[str, Mapping[str, Any]]) -> nn.Module:
-    """Give a fresh instance of the original architecture the pruned shapes.
-
-    ``plan`` is :attr:`ModelSpeedup.plan` (possibly after a JSON round trip).
-    Every layer it names is replaced by a smaller module of the same class
-    (an attention layer by a ``PrunedMultiheadAttention``; its weights are the
-    kept slices of the fresh ones, to be overwritten by ``load_state_dict``),
-    parameters and buffers it names are cut, and int attributes it names
-    (``"type": "int"``) take their new values, so the pruned model's
-    state_dict loads with ``strict=True`` and its forward runs. Returns
-    ``model`` (modified in place); on a plan that does not fit the model a
-    :class:`SpeedupError` is raised and the model is unchanged.
-
-    Example::
-
-        >>> import json, torch, torchvision
-        >>> pruned = torchvision.models.resnet18()
-        >>> w = pruned.layer1[0].conv1.weight
-        >>> keep = (torch.arange(64) < 40).float().view(-1, 1, 1, 1)
-        >>> s = ModelSpeedup(pruned, torch.rand(1, 3, 64, 64), {"layer1.0.conv1": {"weight": keep.expand_as(w)}})
-        >>> _ = s.speedup_model()
-        >>> fresh = apply_pruning_plan(torchvision.models.resnet18(), json.loads(json.dumps(s.plan)))
-        >>> fresh.load_state_dict(pruned.state_dict(), strict=True)
-        <All keys matched successfully>
-    """
-    if not isinstance(plan, Mapping):
-        raise SpeedupError(f"a pruning plan must be a dict {{module_name: {{...}}}}, got {type(plan).__name__}")
-    replacements: dict[str, nn.Module] = {}
-    tensors: dict[str, torch.Tensor] = {}
-    sizes: dict[str, Any] = {}
-    with torch.no_grad():
-        for name, entry in plan.items():
-            if not isinstance(entry, Mapping) or "type" not in entry:
-                raise SpeedupError(f"pruning plan entry {name!r} must be a dict with a 'type'")
-            kind = entry["type"]
-            if kind in ("int", "list", "tuple"):
-                owner, attr = _resolve_size_attr(model, name)
-                if plain_sizes(getattr(owner, attr)) != entry["before"]["value"]:
-                    raise SpeedupError(
-                        f"pruning plan entry {name!r} expects {entry['before']['value']}, the model has "
-                        f"{getattr(owner, attr)}"
-                    )
-                sizes[name] = sizes_like(getattr(owner, attr), entry["value"])
-                continue
-            if kind in ("Parameter", "Buffer"):
-                owner, attr = _resolve_attr(model, name)
-                old = getattr(owner, attr)
-                if list(old.shape) != list(entry["before"]["shape"]):
-                    raise SpeedupError(
-                        f"pruning plan entry {name!r} expects shape {entry['before']['shape']}, "
-                        f"the model has {list(old.shape)}"
-                    )
-                tensors[name] = cut_tensor(old, int(entry["dim"]), [int(i) for i in entry["kept"]])
-                continue
-            try:
-                module = model.get_submodule(name)
-            except AttributeError:
-                raise SpeedupError(f"pruning plan names module {name!r}, which the model does not have") from None
-            if isinstance(module, ATTENTION_TYPES) and "kept_heads" in entry:
-                replacements[name] = _plan_attention(name, module, entry)
-                continue
-            if type(module).__name__ != kind or not is_cuttable(module):
-                raise SpeedupError(
-                    f"pruning plan entry {name!r} is a {kind}, but the model's {name!r} is a {type(module).__name__}"
-                )
-            before = module_sizes(module)
-            if {k: before.get(k) for k in entry.get("before", {})} != dict(entry.get("before", {})):
-                raise SpeedupError(
-                    f"pruning plan entry {name!r} was made for {dict(entry['before'])}, the model's layer has {before}"
-                )
-            kept_out = [int(i) for i in entry["kept_out"]] if entry.get("kept_out") is not None else None
-            kept_in = [int(i) for i in entry["kept_in"]] if entry.get("kept_in") is not None else None
-            new = cut_module(module, kept_out, kept_in)
-            after = module_sizes(new)
-            wanted = {k: entry[k] for k in after if k in entry}
-            if {k: after[k] for k in wanted} != wanted:
-                raise SpeedupError(f"pruning plan entry {name!r} asks for {wanted}, its kept indices give {after}")
-            replacements[name] = new
-        _swap_in(model, replacements, tensors, sizes)
-    return model

@@ -13,7 +13,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.worker, pytest.mark.slow]
 
 
 def _export_digits_onnx(path):
-    from compression_core.architectures import ARCHITECTURES, build_architecture
+    from compression_core.models import ARCHITECTURES, build_architecture
 
     torch.manual_seed(0)
     model = build_architecture("digits_cnn").eval()

@@ -122,7 +122,7 @@ def test_output_fidelity():
 
 def test_head_pruned_attention_is_counted_like_the_original():
     from compression_core.analysis import count_flops_params
-    from compression_core.speedup.attention import PrunedMultiheadAttention
+    from compression_core.models.attention import PrunedMultiheadAttention
 
     class SelfAttention(torch.nn.Module):
         def __init__(self, attention):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from compression_core.architectures import build_architecture
+from compression_core.models import build_architecture
 from compression_core.data import load_builtin_dataset
 from compression_core.evaluation import evaluate_accuracy, train_classifier, train_digits_cnn
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from compression_core.analysis import measure_latency
-from compression_core.architectures import build_architecture
+from compression_core.models import build_architecture
 from compression_core.evaluation import predict_logits, tensor_evaluator, train_loop
 from compression_core.jobs import ModelSource, Recipe, run_job
 from compression_core.pruning import L1NormPruner

@@ -12,7 +12,7 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
-from compression_core.architectures import build_architecture
+from compression_core.models import build_architecture
 from compression_core.io import (
     ModelFormatError,
     constants_to_initializers,

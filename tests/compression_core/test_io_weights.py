@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from compression_core.architectures import DigitsCNN, build_architecture
+from compression_core.models import DigitsCNN, build_architecture
 from compression_core.io import (
     PICKLE_REFUSED_MESSAGE,
     ModelFormatError,

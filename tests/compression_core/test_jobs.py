@@ -8,7 +8,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from compression_core.architectures import build_architecture
+from compression_core.models import build_architecture
 from compression_core.io import load_model
 from compression_core.jobs import JobCancelled, ModelSource, Recipe, run_job, validate_recipe
 from compression_core.speedup import apply_pruning_plan

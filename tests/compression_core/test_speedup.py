@@ -18,6 +18,7 @@ from compression_core.speedup import (
     SpeedupError,
     apply_pruning_plan,
     auto_set_dependency_group_ids,
+    plan_from_state_dict,
 )
 from tests.compression_core.speedup_helpers import rel_err
 
@@ -451,6 +452,32 @@ def test_pruning_plan_round_trip_with_strict_state_dict():
         apply_pruning_plan(torchvision.models.resnet18(), {"layer9.conv": plan["layer1.0.conv1"]})
 
 
+def _layers(width: int, mid: int) -> nn.Sequential:
+    """Plain, grouped and depthwise convolutions, BatchNorm, LayerNorm and Linear, ``mid`` channels inside."""
+    return nn.Sequential(
+        nn.Conv2d(3, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(),
+        nn.Conv2d(width, width, 3, padding=1, groups=width),  # depthwise
+        nn.Conv2d(width, mid, 1, groups=2), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(mid, mid), nn.LayerNorm(mid), nn.Linear(mid, 5),
+    ).eval()
+
+
+def test_plan_from_state_dict_gives_layers_the_shapes_of_pruned_weights():
+    pruned = _layers(4, 6)
+    plan = json.loads(json.dumps(plan_from_state_dict(_layers(8, 12), pruned.state_dict())))
+    assert sorted(plan, key=int) == ["0", "1", "3", "4", "8", "9", "10"]
+    assert plan["4"]["kept_out"] == [0, 1, 2, 6, 7, 8] and plan["4"]["kept_in"] == [0, 1, 4, 5]  # first per group
+    assert plan["3"]["groups"] == 4 and plan["1"]["kept_out"] == [0, 1, 2, 3]
+    fresh = apply_pruning_plan(_layers(8, 12), plan)
+    fresh.load_state_dict(pruned.state_dict(), strict=True)
+    x = torch.randn(2, 3, 6, 6)
+    with torch.no_grad():
+        assert torch.equal(fresh.eval()(x), pruned(x))
+    # only the named layers change; weights that do not shrink a layer are left to load_state_dict
+    assert list(plan_from_state_dict(_layers(8, 12), pruned.state_dict(), names=["0", "1"])) == ["0", "1"]
+    assert plan_from_state_dict(_layers(2, 12), pruned.state_dict(), names=["0"]) == {}
+
+
 # --------------------------------------------------------------------------
 # onnx2torch graph modules
 
@@ -572,6 +599,28 @@ def test_untraceable_model():
     masks = {"conv": channel_masks(model.conv, torch.arange(4) < 2)}
     with pytest.raises(SpeedupError, match=r"cannot trace DataDependent.*if x.mean\(\) > 0"):
         ModelSpeedup(model, torch.randn(1, 3, 4, 4), masks).speedup_model()
+    assert_unchanged(model, snap)
+
+
+def test_nni_options_without_meaning_here_warn_and_are_ignored():
+    model = simple_cnn(bn=False).eval()
+    masks = half_masks(model)
+    with pytest.warns(UserWarning, match=r"ignores NNI's option\(s\) batch_dim, customized_replacers") as record:
+        speedup = ModelSpeedup(model, torch.randn(1, 3, 6, 6), masks, batch_dim=0, customized_replacers=None)
+    assert "register_module_cutter" in str(record[0].message)
+    speedup.speedup_model()
+    assert model[0].out_channels == 4 and model[2].in_channels == 4
+
+
+def test_unknown_keyword_is_a_type_error_naming_it_and_the_closest_option():
+    model = simple_cnn(bn=False)
+    snap = snapshot(model)
+    with pytest.raises(TypeError, match=r"unexpected keyword argument 'strcit'; did you mean 'strict'\?"):
+        ModelSpeedup(model, torch.randn(1, 3, 6, 6), half_masks(model), strcit=True)
+    with pytest.raises(TypeError, match=r"'masks_file'; did you mean 'masks_or_file'\?"):
+        ModelSpeedup(model, torch.randn(1, 3, 6, 6), None, masks_file="masks.pt")
+    with pytest.raises(TypeError, match=r"'frobnicate'$"):
+        ModelSpeedup(model, torch.randn(1, 3, 6, 6), half_masks(model), frobnicate=1)
     assert_unchanged(model, snap)
 
 

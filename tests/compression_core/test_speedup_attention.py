@@ -10,6 +10,7 @@ import torch
 import torch.nn as nn
 from torchvision.models.vision_transformer import VisionTransformer
 
+from compression_core.models.attention import PrunedMultiheadAttention, head_mask
 from compression_core.pruning import L1NormPruner, LevelPruner
 from compression_core.speedup import (
     ModelSpeedup,
@@ -19,7 +20,7 @@ from compression_core.speedup import (
     masked_reference,
     prunability_report,
 )
-from compression_core.speedup.attention import PrunedMultiheadAttention, cut_attention, head_mask
+from compression_core.speedup.attention import cut_attention
 from tests.compression_core.speedup_helpers import onnx_output, rel_err
 
 # Heads and MLP hidden channels only: selecting the MLP's output Linear (it writes into the

@@ -17,8 +17,8 @@ from compression_core.speedup import (
     register_channel_rule,
     register_module_cutter,
 )
+from compression_core.dependency.rule_table import RULES
 from compression_core.speedup.replace import MODULE_CUTTERS, cut_tensor, shallow_copy
-from compression_core.speedup.rules import CHANNEL_RULES
 from tests.compression_core.speedup_helpers import rel_err
 
 
@@ -227,7 +227,7 @@ def scale_rule():
     register_channel_rule(Scale, "channelwise")
     register_module_cutter(Scale, cut_scale)
     yield
-    CHANNEL_RULES.pop(Scale, None)
+    RULES.remove(Scale)
     MODULE_CUTTERS.pop(Scale, None)
 
 
@@ -254,9 +254,46 @@ def test_unregistered_custom_module_is_kept():
         assert model(x).shape == (1, 2, 4, 4)
 
 
+class Rolled(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 8, 1), nn.Conv2d(8, 2, 1)
+
+    def forward(self, x):
+        return self.b(self.a(x).roll(1, dims=-1))
+
+
+@pytest.fixture
+def roll_rule():
+    register_channel_rule(torch.Tensor.roll, "passthrough")
+    yield
+    RULES.remove(torch.Tensor.roll)
+
+
+def test_a_tensor_method_gets_a_registered_rule(roll_rule):
+    model = Rolled().eval()
+    x = torch.rand(1, 3, 4, 4)
+    masks = {"a": channel_masks(model.a, torch.arange(8) % 2 == 0)}
+    ref = masked_reference(model, x, masks)
+    ModelSpeedup(model, x, masks, strict=True).speedup_model()
+    assert model.a.out_channels == 4 and model.b.in_channels == 4
+    with torch.no_grad():
+        assert rel_err(model(x), ref(x)) < 1e-5
+
+
+def test_unregistered_tensor_method_keeps_the_channels():
+    model = Rolled().eval()
+    masks = {"a": channel_masks(model.a, torch.arange(8) % 2 == 0)}
+    speedup = ModelSpeedup(model, torch.rand(1, 3, 4, 4), masks)
+    speedup.speedup_model()
+    assert model.a.out_channels == 8 and any("Tensor.roll" in w for w in speedup.warnings)
+
+
 def test_bad_rule_is_rejected():
     with pytest.raises(ValueError, match="channel rule"):
         register_channel_rule(Scale, "sideways")
+    with pytest.raises(ValueError, match="module class, a function or a torch.Tensor method"):
+        register_channel_rule("Scale", "pin")
 
 
 # --------------------------------------------------------------------------

@@ -11,15 +11,15 @@ import torch.nn as nn
 import torchvision
 
 from compression_core.analysis import count_flops_params
-from compression_core.io.weights import resize_modules_to_state_dict
+from compression_core.models.attention import PrunedMultiheadAttention, head_mask
 from compression_core.pruning import L1NormPruner
-from compression_core.pruning.attention_heads import PrunedMultiheadAttention, head_mask
 from compression_core.speedup import (
     ModelSpeedup,
     SpeedupError,
     apply_pruning_plan,
     auto_set_dependency_group_ids,
     masked_reference,
+    plan_from_state_dict,
     prunability_report,
 )
 from compression_core.speedup.attention import cut_attention
@@ -316,8 +316,9 @@ def test_weights_only_plan_rebuilds_pruned_attention_layers():
     ModelSpeedup(model, x, masks).speedup_model()
     assert model.blocks[0].attn.num_heads == 2 and model.hidden_dim == 32
     fresh = TinyViT()
-    replaced = resize_modules_to_state_dict(fresh, model.state_dict())
-    assert {"blocks.0.attn", "blocks.1.attn"} <= set(replaced) and "blocks.0.attn.out_proj" not in replaced
+    plan = plan_from_state_dict(fresh, model.state_dict())
+    assert {"blocks.0.attn", "blocks.1.attn"} <= set(plan) and "blocks.0.attn.out_proj" not in plan
+    apply_pruning_plan(fresh, plan)
     fresh.load_state_dict(model.state_dict(), strict=True)
     y = torch.rand(2, 3, 16, 16)
     with torch.no_grad():

@@ -5,7 +5,7 @@ import torch
 
 
 def _onnx_bytes(architecture: str) -> bytes:
-    from compression_core.architectures import ARCHITECTURES, build_architecture
+    from compression_core.models import ARCHITECTURES, build_architecture
 
     torch.manual_seed(0)
     model = build_architecture(architecture).eval()

@@ -5,7 +5,7 @@ import pytest
 import torch
 from safetensors.torch import save as safetensors_save
 
-from compression_core.architectures import build_architecture
+from compression_core.models import build_architecture
 from webapp.modelhub.models import ModelArtifact
 
 pytestmark = pytest.mark.django_db

@@ -10,7 +10,7 @@ from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
 from compression_core.algorithms import all_algorithms
-from compression_core.architectures import architecture_choices
+from compression_core.models import architecture_choices
 from webapp.datahub import selectors as dataset_selectors
 from webapp.datahub import services as dataset_services
 from webapp.jobs import selectors as job_selectors

@@ -12,7 +12,7 @@ from django import forms
 
 from compression_core.algorithms import all_algorithms
 from compression_core.evaluation import TRAINING_SCHEMA
-from compression_core.architectures import architecture_choices
+from compression_core.models import architecture_choices
 from compression_core.data import BUILTIN_DATASETS
 from webapp.datahub import selectors as dataset_selectors
 from webapp.jobs.models import Job

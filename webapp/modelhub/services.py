@@ -15,7 +15,7 @@ from django.core.exceptions import ValidationError
 from django.core.files import File
 from django.db import transaction
 
-from compression_core.architectures import ARCHITECTURES
+from compression_core.models import ARCHITECTURES
 from compression_core.io import detect_format, verify_onnx_conversion
 from compression_core.jobs import ModelSource, inspect_model
 

@@ -28,7 +28,7 @@ Example::
     ...     def forward(self, x):
     ...         a, b = torch.split(self.conv(x), self.sizes, dim=1)
     ...         return a.mean() + b.mean()
-    >>> from compression_core.speedup import analyze_channels
+    >>> from compression_core.dependency import analyze_channels
     >>> sizes = analyze_channels(Block(), torch.rand(1, 3, 4, 4)).size_attrs["sizes"]
     >>> sizes.module, [len(piece) for piece in sizes.pieces]
     ('', [2, 6])
@@ -44,6 +44,7 @@ import torch.fx as fx
 import torch.nn as nn
 
 from .channels import SizeAttr
+from .graph import _Tracer
 
 Position = tuple  # ("args", 1) or ("kwargs", "split_size"), then list indices
 
@@ -156,8 +157,6 @@ def _changed_leaves(old: fx.Graph, new: fx.Graph) -> set[tuple[str, Position]] |
 
 
 def _trace_with(model: nn.Module, leaves: Iterable[str], owner: nn.Module, attr: str, value: Any) -> fx.Graph | None:
-    from .graph import _Tracer
-
     old = vars(owner)[attr]
     object.__setattr__(owner, attr, value)
     try:

@@ -20,7 +20,7 @@ only through the module attribute they were read from (see
 Example::
 
     >>> import torch, torch.nn as nn
-    >>> from compression_core.speedup import analyze_channels
+    >>> from compression_core.dependency import analyze_channels
     >>> class Net(nn.Module):
     ...     def __init__(self):
     ...         super().__init__()

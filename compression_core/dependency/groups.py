@@ -1,4 +1,4 @@
-"""Channel dependency analysis: which channels of which layers are coupled.
+"""Channel dependency analysis and groups: which channels of which layers are coupled.
 
 Every tensor value in the traced graph gets a *channel layout*: the dimension
 that holds its channels and, for every index along it, a channel id. Channel
@@ -33,8 +33,9 @@ from typing import Any
 import torch.fx as fx
 import torch.nn as nn
 
-from .attention import ATTENTION_TYPES
-from .channels import AttrTie, ChannelAnalysis, ChannelUnionFind, Layout, ModuleChannels, UniformConstraint, UnknownOp
+from ..config import canonicalize_config_list, select_modules
+from ..models.attention import ATTENTION_TYPES
+from .channels import ChannelAnalysis
 from .graph import propagate_shapes, trace_model
 from .literals import bind_literal_uses
 from .rules import Propagator
@@ -153,8 +154,6 @@ def auto_set_dependency_group_ids(
         >>> by_name["conv1"] == by_name["layer1.0.conv2"] == by_name["layer1.1.conv2"]
         True
     """
-    from ..config import select_modules
-
     config_list = list(config_list)
     selected = select_modules(model, config_list, supported_types=DEPENDENCY_LAYER_TYPES)
     analysis = analyze_channels(model, dummy_input)
@@ -208,8 +207,6 @@ def _coupled_producers(
     writing into the same residual stream. Layers a config entry excludes by
     name or with ``exclude: true`` stay out, and so do groups whose channels
     cannot be removed (e.g. they reach the model output)."""
-    from ..config import canonicalize_config_list, select_modules
-
     excluded: set[str] = set()
     for entry in canonicalize_config_list(config_list):
         excluded.update(entry.get("exclude_op_names", ()))
@@ -239,13 +236,7 @@ def _coupled_producers(
 
 
 __all__ = [
-    "AttrTie",
-    "ChannelAnalysis",
-    "ChannelUnionFind",
-    "Layout",
-    "ModuleChannels",
-    "UniformConstraint",
-    "UnknownOp",
+    "DEPENDENCY_LAYER_TYPES",
     "analyze_channels",
     "auto_set_dependency_group_ids",
     "channel_groups",

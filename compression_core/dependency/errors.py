@@ -1,4 +1,4 @@
-"""Errors raised by the speedup engine."""
+"""Errors raised by the channel analysis and by speedup."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Attention heads: which layers have them, how they are scored and masked, the smaller layer.
+"""Attention geometry: which layers have heads, where each head's weights sit, the smaller layer.
 
 An ``nn.MultiheadAttention`` of ``H`` heads of width ``d`` projects its
 inputs to ``H * d`` features per q, k and v (the packed ``in_proj_weight``
@@ -6,7 +6,8 @@ inputs to ``H * d`` features per q, k and v (the packed ``in_proj_weight``
 when ``kdim`` or ``vdim`` differ from ``embed_dim``): head ``h`` owns rows
 ``h*d:(h+1)*d`` of each projection (and of ``in_proj_bias``, ``bias_k``,
 ``bias_v``) and columns ``h*d:(h+1)*d`` of ``out_proj.weight``. Pruners
-score and mask whole heads here; speedup (:mod:`compression_core.speedup.attention`)
+score heads (:func:`compression_core.pruning.heads.head_scores`) and mask
+them with :func:`head_mask`; speedup (:mod:`compression_core.speedup.attention`)
 replaces a pruned layer by a :class:`PrunedMultiheadAttention`.
 
 Mask format (parameter names of the layer, dotted for ``out_proj``)::
@@ -287,15 +288,6 @@ def qkv_weights(module: nn.Module) -> tuple[torch.Tensor, torch.Tensor, torch.Te
     return tuple(getattr(module, name) for name in PROJECTIONS)
 
 
-def head_scores(module: nn.Module, p: float = 1.0) -> torch.Tensor:
-    """Per head: the p-norm of its q, k, v projection rows and its ``out_proj`` columns."""
-    _, h, d = attention_dims(module)
-    rows = [w.detach().reshape(h, -1) for w in qkv_weights(module)]
-    out = module.out_proj.weight.detach()
-    cols = out.reshape(out.shape[0], h, d).transpose(0, 1).reshape(h, -1)
-    return torch.cat([*rows, cols], dim=1).float().norm(p=p, dim=1)
-
-
 def head_mask(module: nn.Module, kept: torch.Tensor) -> dict[str, torch.Tensor]:
     """Masks keeping the heads where ``kept`` (bool, one per head) is true."""
     _, h, d = attention_dims(module)
@@ -322,7 +314,6 @@ __all__ = [
     "attention_dims",
     "attention_sizes",
     "head_mask",
-    "head_scores",
     "input_dims",
     "is_attention",
     "projection_weights",

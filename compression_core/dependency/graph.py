@@ -30,13 +30,25 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 
+from ..models.attention import ATTENTION_TYPES
 from .errors import SpeedupError
-from .replace import CUTTABLE_TYPES
+from .rule_table import RULES
 
-# Modules the tracer keeps whole even when the user subclassed them (a
+# The layers with per-channel weights: the layer rules resize them and speedup
+# cuts them. The tracer keeps them whole even when the user subclassed them (a
 # subclass of nn.Conv2d defined outside torch.nn would otherwise be traced
 # through into F.conv2d on get_attr weights, which speedup cannot cut).
-LEAF_TYPES: tuple[type, ...] = CUTTABLE_TYPES
+LAYER_TYPES: tuple[type, ...] = (
+    nn.modules.conv._ConvNd,
+    nn.Linear,
+    nn.modules.batchnorm._BatchNorm,
+    nn.modules.instancenorm._InstanceNorm,
+    nn.PReLU,
+    nn.LayerNorm,
+    nn.GroupNorm,
+    nn.Embedding,
+    *ATTENTION_TYPES,  # heads and embedding channels, see compression_core.speedup.attention
+)
 
 _TORCH_DIR = os.path.dirname(torch.__file__)
 
@@ -53,16 +65,13 @@ class _Tracer(fx.Tracer):
         self.extra_leaves = set(extra_leaves)
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
-        from .rules import registered_module_types
-
         if module_qualified_name in self.extra_leaves:
             return True
-        custom = registered_module_types()
-        if custom and isinstance(m, custom):
+        if RULES.keeps_whole(m):  # a class given a rule with register_channel_rule
             return True
         if isinstance(m, nn.LayerNorm):
             return _is_leaf_norm(m)
-        if isinstance(m, LEAF_TYPES):
+        if isinstance(m, LAYER_TYPES):
             return True
         return super().is_leaf_module(m, module_qualified_name)
 

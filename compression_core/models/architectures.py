@@ -2,7 +2,7 @@
 
 Example::
 
-    >>> from compression_core.architectures import build_architecture
+    >>> from compression_core.models import build_architecture
     >>> model = build_architecture("resnet18", num_classes=10)
     >>> model.fc.out_features
     10
@@ -108,7 +108,7 @@ class CifarCNN(nn.Module):
 
 def _torchvision(name: str) -> Callable[[int], nn.Module]:
     def build(num_classes: int) -> nn.Module:
-        import torchvision
+        import torchvision  # heavy: imported only when a torchvision architecture is built
 
         return getattr(torchvision.models, name)(weights=None, num_classes=num_classes)
 

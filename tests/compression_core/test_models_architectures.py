@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from compression_core.architectures import (
+from compression_core.models import (
     ARCHITECTURES,
     ArchitectureSpec,
     DigitsCNN,
