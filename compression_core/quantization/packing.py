@@ -33,6 +33,8 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn as nn
+from safetensors import safe_open
+from safetensors.torch import save_file
 
 METADATA_KEY = "condense.packed"
 CODES_SUFFIX = ".codes"
@@ -67,8 +69,6 @@ def save_packed(model: nn.Module, calibration_config: Mapping[str, Any], path: s
     describes (it was changed after quantization). Returns ``{"path",
     "bytes", "packed": {tensor name: bits}}``.
     """
-    from safetensors.torch import save_file
-
     state = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
     tensors: dict[str, torch.Tensor] = {}
     layout: dict[str, Any] = {}
@@ -100,8 +100,6 @@ def save_packed(model: nn.Module, calibration_config: Mapping[str, Any], path: s
 
 def load_packed(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """The float state_dict of a :func:`save_packed` file (load it with ``model.load_state_dict``)."""
-    from safetensors import safe_open
-
     with safe_open(str(path), framework="pt") as handle:
         metadata = handle.metadata() or {}
         if METADATA_KEY not in metadata:

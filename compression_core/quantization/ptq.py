@@ -37,9 +37,11 @@ from typing import Any
 import torch
 import torch.nn as nn
 from torch.ao.quantization import QConfigMapping, fuse_modules, quantize_dynamic
+from torch.ao.quantization.backend_config import get_native_backend_config
 from torch.ao.quantization.fx.custom_config import PrepareCustomConfig
 from torch.ao.quantization.quantize_fx import convert_fx, convert_to_reference_fx, prepare_fx
 
+from ..config.quantization import LayerQuantSpec, fuse_groups, parse_quant_config_list, resolve_layers
 from ..data import first_batch
 from ..evaluation.evaluator import TorchEvaluator
 from .calibrate import calibrate
@@ -54,7 +56,6 @@ from .qconfig import (
     quiet_torch_ao,
 )
 from .report import QuantizationReport, serialized_bytes
-from ..config.quantization import LayerQuantSpec, fuse_groups, parse_quant_config_list, resolve_layers
 from .tracing import _first_line, plan_regions
 
 MODES = ("static", "dynamic")
@@ -109,9 +110,6 @@ class PostTrainingConfig:
 @functools.lru_cache(maxsize=1)
 def static_int8_types() -> frozenset[type]:
     """Module types with a static int8 kernel in PyTorch's native backend config (x86/fbgemm/onednn)."""
-    import torch.ao.quantization.quantize_fx  # noqa: F401 - imports the backend_config helpers it needs
-    from torch.ao.quantization.backend_config import get_native_backend_config
-
     types = set()
     for config in get_native_backend_config().configs:
         pattern = config.pattern

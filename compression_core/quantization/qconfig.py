@@ -21,9 +21,11 @@ from collections.abc import Iterator
 
 import torch
 from torch.ao.quantization import (
+    FusedMovingAvgObsFakeQuantize,
     HistogramObserver,
     MinMaxObserver,
     MovingAverageMinMaxObserver,
+    MovingAveragePerChannelMinMaxObserver,
     PerChannelMinMaxObserver,
     PlaceholderObserver,
     QConfig,
@@ -146,12 +148,6 @@ def dynamic_qconfig(spec: LayerQuantSpec, *, recurrent: bool = False) -> QConfig
 
 
 def _fake_quantize(setting: TargetSpec, *, weight: bool, reduce_range: bool):
-    from torch.ao.quantization import (
-        FusedMovingAvgObsFakeQuantize,
-        MovingAverageMinMaxObserver,
-        MovingAveragePerChannelMinMaxObserver,
-    )
-
     if weight:
         observer = MovingAveragePerChannelMinMaxObserver if setting.per_channel else MovingAverageMinMaxObserver
         extra = {"ch_axis": 0} if setting.per_channel else {}
