@@ -35,15 +35,9 @@ import torch.nn as nn
 from . import registry
 from .analysis import measure_latency, output_fidelity
 from .evaluation import TorchEvaluator, TrainingOptions
-from .io import save_model
+from .io import export_dynamic_int8_onnx, export_int8_onnx, onnx_session, save_model
 from .pipeline_steps import holdout
-from .quantization import (
-    export_calibration,
-    export_dynamic_int8_onnx,
-    export_int8_onnx,
-    onnx_session,
-    save_packed,
-)
+from .quantization import export_calibration, save_packed
 
 Progress = Callable[[float, str], None]
 

@@ -18,8 +18,7 @@ from .errors import (
     TORCHSCRIPT_REFUSED_MESSAGE,
     ModelFormatError,
 )
-from .onnx_export import DEFAULT_OPSET, example_inputs_for, export_onnx
-from .onnx_import import load_onnx
+from .onnx import DEFAULT_OPSET, example_inputs_for, export_onnx, load_onnx
 from .weights import (
     NotWeightsOnly,
     extract_state_dict,
