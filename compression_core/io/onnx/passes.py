@@ -12,15 +12,15 @@ In order:
    ``fold_constants``: it also rewrites ops that do not compute on constants (``Shape`` of a
    static input becomes a constant, which freezes the batch size into the converted model;
    ``Cast`` / ``Concat`` / ``Dropout`` become ``Identity``) and renames unnamed nodes
-   (``node_3``), whose names become torch module names.
+   (``node``, ``node_1``, ...), whose names become torch module names.
 4. :func:`_drop_irrelevant_allowzero`: no library pass does it.
 5. :func:`_matmul_add_to_gemm`: Keras-style dense layers -> ``Gemm``. Not onnxscript's
-   ``MatMulAddToGemm`` rule: it needs the ``Add``, does not match ``Add(bias, MatMul)``,
-   keeps a ``[1, N]`` bias 2-D (then not folded into the ``nn.Linear``) and names the
-   ``Gemm`` ``node_Gemm_0`` instead of after the ``MatMul``.
+   ``MatMulAddToGemm`` rule: it does not match ``Add(bias, MatMul)``, and it names the
+   ``Gemm`` ``node_Gemm_0`` (and every unnamed node ``node``, ``node_1``, ...) instead of
+   after the ``MatMul``.
 6. :func:`_remove_unused_initializers`: onnx_ir's ``RemoveUnusedNodesPass`` would need a
-   second IR round trip after steps 3-5 (another copy of every weight: +0.35 s and
-   +0.5 GB for VGG-11) and also drops unused optional outputs and BatchNormalization's
+   second IR round trip after steps 3-5 (another copy of every weight: 0.3 s and 0.5 GB
+   more for VGG-11) and also drops unused optional outputs and BatchNormalization's
    ``training_mode``.
 7. :func:`_friendly_node_names`: readable, unique node names, which onnx2torch turns into
    torch module names (onnx_ir's ``NameFixPass`` only makes names unique).
