@@ -21,7 +21,7 @@ Variants, each from the same float model:
   fused, calibrated on 32 random inputs (batches of 16).
 - ``int8 dynamic`` (mlp only): the same quantizer with ``mode="dynamic"``.
 - ``float32 ONNX`` / ``int8 ONNX``: ``compression_core.io.save_model`` and
-  :func:`compression_core.quantization.export_int8_onnx` (QDQ, per-channel
+  :func:`compression_core.io.export_int8_onnx` (QDQ, per-channel
   weights, calibrated on the same 32 inputs) run in onnxruntime (CPU, 2
   intra-op threads, no spinning).
 
@@ -71,14 +71,8 @@ import torchvision  # noqa: E402
 
 from compression_core.analysis.fidelity import output_fidelity  # noqa: E402
 from compression_core.evaluation import predict_logits  # noqa: E402
-from compression_core.io import save_model  # noqa: E402
-from compression_core.quantization import (  # noqa: E402
-    PostTrainingQuantizer,
-    export_int8_onnx,
-    onnx_session,
-    serialized_bytes,
-)
-from compression_core.quantization.onnx_int8 import cpu_has_vnni  # noqa: E402
+from compression_core.io import cpu_has_vnni, export_int8_onnx, onnx_session, save_model  # noqa: E402
+from compression_core.quantization import PostTrainingQuantizer, serialized_bytes  # noqa: E402
 
 MODELS = ["resnet18", "mobilenet_v2", "mlp"]
 OUT = ROOT / "docs" / "quantization-benchmark.md"

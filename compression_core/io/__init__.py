@@ -2,8 +2,9 @@
 
 In: ONNX (-> ``torch.fx.GraphModule``), safetensors or weights-only state_dicts
 for a built-in architecture; pickles, TorchScript and ``.pt2`` archives only in
-trusted mode. Out: ONNX (checked in onnxruntime) and safetensors (+ a JSON
-pruning plan).
+trusted mode. Out: ONNX (checked in onnxruntime), int8 ONNX (onnxruntime's
+quantization) and safetensors (+ a JSON pruning plan). Everything ONNX lives in
+:mod:`compression_core.io.onnx`.
 
 Example::
 
@@ -20,11 +21,15 @@ from .errors import (
     TORCHSCRIPT_REFUSED_MESSAGE,
     ModelFormatError,
 )
-from .onnx_export import export_onnx
-from .onnx_import import (
+from .onnx import (
     constants_to_initializers,
+    cpu_has_vnni,
+    export_dynamic_int8_onnx,
+    export_int8_onnx,
+    export_onnx,
     load_onnx,
     onnx_input_shapes,
+    onnx_session,
     onnx_to_torch,
     preprocess_onnx,
     random_onnx_inputs,
@@ -61,6 +66,10 @@ __all__ = [
     "random_onnx_inputs",
     "verify_onnx_conversion",
     "export_onnx",
+    "export_int8_onnx",
+    "export_dynamic_int8_onnx",
+    "onnx_session",
+    "cpu_has_vnni",
     "compare_state_dicts",
     "extract_state_dict",
     "load_state_dict_checked",

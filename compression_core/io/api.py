@@ -11,6 +11,7 @@ from typing import Any, Dict, Optional, Union
 import torch
 from torch import nn
 
+from ..models import ARCHITECTURES, build_architecture
 from ..speedup import apply_pruning_plan, plan_from_state_dict
 from .detect import detect_format
 from .errors import (
@@ -19,8 +20,7 @@ from .errors import (
     TORCHSCRIPT_REFUSED_MESSAGE,
     ModelFormatError,
 )
-from .onnx_export import DEFAULT_OPSET, example_inputs_for, export_onnx
-from .onnx_import import load_onnx
+from .onnx import DEFAULT_OPSET, example_inputs_for, export_onnx, load_onnx
 from .weights import (
     NotWeightsOnly,
     extract_state_dict,
@@ -200,8 +200,6 @@ def _apply_plan(model: nn.Module, plan: dict, state_dict, source: str) -> None:
 
 
 def _weights_into_architecture(path: Path, state_dict, metadata, architecture, num_classes, plan_option) -> nn.Module:
-    from ..models import ARCHITECTURES, build_architecture
-
     name = _name(path)
     plan = _read_plan(path, plan_option)
     plan_info = plan if plan is not None and not _is_speedup_plan(plan) else {}

@@ -9,6 +9,8 @@ import zipfile
 from pathlib import Path
 from typing import Union
 
+import onnx
+
 __all__ = ["detect_format", "FORMATS"]
 
 PathLike = Union[str, os.PathLike]
@@ -125,8 +127,6 @@ def _looks_like_onnx(path: Path, head: bytes, size: int) -> bool:
     if size > _ONNX_PARSE_LIMIT:
         return header_ok
     try:
-        import onnx
-
         with open(path, "rb") as handle:
             model = onnx.load_model_from_string(handle.read())
     except Exception:  # noqa: BLE001 - any parse failure means "not a well-formed ONNX"

@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
 from torch import nn
 
 from .errors import ModelFormatError
@@ -51,8 +53,6 @@ def read_safetensors(path: PathLike) -> Tuple[Dict[str, torch.Tensor], Dict[str,
 
         >>> state_dict, metadata = read_safetensors("resnet18.safetensors")
     """
-    from safetensors import safe_open
-
     try:
         tensors: Dict[str, torch.Tensor] = {}
         with safe_open(str(path), framework="pt", device="cpu") as handle:
@@ -265,8 +265,6 @@ def save_safetensors(model_or_state_dict, path: PathLike, metadata: Optional[Dic
         >>> save_safetensors(model, "model.safetensors", {"condense.architecture": "resnet18"})
         46827520
     """
-    from safetensors.torch import save_file
-
     tensors = safetensors_state_dict(model_or_state_dict)
     save_file(tensors, str(path), metadata={str(k): str(v) for k, v in (metadata or {}).items()} or None)
     return Path(path).stat().st_size

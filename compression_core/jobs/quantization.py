@@ -31,8 +31,8 @@ from ..algorithms import AlgorithmSpec, QuantizedForm, get_algorithm
 from ..analysis import output_fidelity
 from ..data import holdout
 from ..evaluation import TrainingOptions, steps_per_epoch
-from ..io import save_model
-from ..quantization import export_calibration, export_dynamic_int8_onnx, export_int8_onnx, onnx_session, save_packed
+from ..io import export_dynamic_int8_onnx, export_int8_onnx, onnx_session, save_model
+from ..quantization import export_calibration, save_packed
 from .context import JobContext
 from .measure import Measurement, onnx_forward
 from .result import Artifact, JobResult, artifact

@@ -1,4 +1,4 @@
-"""Quantization: real int8 models through PyTorch's maintained int8 path, NNI's quantizers, int8 ONNX.
+"""Quantization: real int8 models through PyTorch's maintained int8 path, NNI's quantizers.
 
 - :class:`PostTrainingQuantizer`: static (calibrated) or dynamic int8, converted
   to ``torch.ao.nn.quantized`` modules (x86 CPU kernels).
@@ -11,10 +11,11 @@
 - :class:`BNNQuantizer`: NNI's binarized networks: +1/-1 weights and chosen
   activations learnt through a TorchEvaluator (simulated).
 - :func:`export_calibration`: scales, zero points and bits per layer as JSON.
-- :func:`export_int8_onnx`: a QDQ int8 ONNX model (onnxruntime), checked
-  against the float model; :func:`export_dynamic_int8_onnx` its dynamic twin.
 - :func:`save_packed` / :func:`load_packed`: a simulated quantizer's weights
   stored at their bit width (1-bit BNN weights: a 32nd of float32).
+
+int8 ONNX files (onnxruntime's quantization) are written by
+:func:`compression_core.io.export_int8_onnx`.
 
 Example::
 
@@ -28,7 +29,6 @@ Example::
 from .calibration import export_calibration, is_int8_module
 from .lowbit import BNNQuantizer, DoReFaQuantizer
 from .naive import NaiveQuantizer
-from .onnx_int8 import export_dynamic_int8_onnx, export_int8_onnx, onnx_session
 from .packing import load_packed, save_packed
 from .ptq import PostTrainingConfig, PostTrainingQuantizer
 from .qat import QATQuantizer
@@ -53,11 +53,8 @@ __all__ = [
     "QuantizationReport",
     "TargetSpec",
     "export_calibration",
-    "export_dynamic_int8_onnx",
-    "export_int8_onnx",
     "is_int8_module",
     "load_packed",
-    "onnx_session",
     "parse_quant_config_list",
     "resolve_layers",
     "save_packed",

@@ -94,7 +94,7 @@ class QATQuantizer(PostTrainingQuantizer):
     def trained_float_model(self) -> nn.Module:
         """After ``compress()``: the trained model in float32, fake quantization and observers removed.
 
-        What :func:`~compression_core.quantization.export_int8_onnx` takes to give a QAT-trained int8
+        What :func:`~compression_core.io.export_int8_onnx` takes to give a QAT-trained int8
         ONNX: PyTorch's fake-quantize operators have no ONNX form, so onnxruntime re-derives the ranges
         of these weights (which have learnt to sit on an int8 grid) from calibration data.
         """

@@ -19,11 +19,12 @@ from compression_core.io import (
     detect_format,
     load_model,
     onnx_input_shapes,
+    preprocess_onnx,
     save_model,
     unsupported_operators,
     verify_onnx_conversion,
 )
-from compression_core.io._onnx2torch_compat import find_converter
+from compression_core.io.onnx.compat import find_converter
 
 
 def _seeded(name: str, seed: int = 0) -> nn.Module:
@@ -196,6 +197,33 @@ def test_constants_to_initializers_counts(digits_onnx):
     moved = constants_to_initializers(proto)
     assert moved == len(proto.graph.initializer) > 0
     assert not any(n.op_type == "Constant" for n in proto.graph.node)
+
+
+def test_preprocess_leaves_its_input_as_it_is(digits_onnx):
+    proto = _initializers_as_constants(onnx.load(str(digits_onnx)))
+    before = proto.SerializeToString()
+    ready = preprocess_onnx(proto)
+    assert proto.SerializeToString() == before
+    assert not any(n.op_type == "Constant" for n in ready.graph.node)
+    assert len(ready.graph.initializer) == len(proto.graph.node) - len(ready.graph.node)
+
+
+def test_sparse_constant_is_refused(tmp_path):
+    values = numpy_helper.from_array(np.array([1.0, 2.0], dtype=np.float32), "values")
+    indices = numpy_helper.from_array(np.array([0, 3], dtype=np.int64), "indices")
+    graph = helper.make_graph(
+        [
+            helper.make_node("Constant", [], ["c"], sparse_value=helper.make_sparse_tensor(values, indices, [4])),
+            helper.make_node("Add", ["x", "c"], ["y"]),
+        ],
+        "sparse",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])],
+    )
+    path = tmp_path / "sparse.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    with pytest.raises(ModelFormatError, match="sparse.onnx cannot be converted to PyTorch: Sparse tensors"):
+        load_model(path)
 
 
 def _foreign_model(opset: int = 21) -> onnx.ModelProto:

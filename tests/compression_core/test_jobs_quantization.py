@@ -8,8 +8,9 @@ import torch
 import torch.nn as nn
 
 from compression_core.data import DatasetSource
+from compression_core.io import onnx_session
 from compression_core.jobs import JobCancelled, ModelSource, Recipe, run_job, validate_recipe
-from compression_core.quantization import load_packed, onnx_session
+from compression_core.quantization import load_packed
 
 L1_HALF = [{"op_types": ["Conv2d"], "sparse_ratio": 0.5}]
 

@@ -10,8 +10,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from compression_core import TorchEvaluator
-from compression_core.io import save_model
-from compression_core.quantization import BNNQuantizer, DoReFaQuantizer, onnx_session
+from compression_core.io import onnx_session, save_model
+from compression_core.quantization import BNNQuantizer, DoReFaQuantizer
 
 
 def _cnn():

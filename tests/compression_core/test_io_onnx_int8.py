@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from compression_core.quantization import export_int8_onnx, onnx_session
+from compression_core.io import export_int8_onnx, onnx_session
 
 
 def _cnn():

@@ -1,8 +1,12 @@
-"""int8 ONNX: the float model exported to ONNX, then quantized by onnxruntime (QDQ format).
+"""int8 ONNX: the float model exported to ONNX, then quantized by onnxruntime (QDQ or dynamic int8).
 
 QDQ ("QuantizeLinear / DequantizeLinear" pairs around each quantized
 operator) is ONNX's portable int8 form: onnxruntime fuses the pairs into
 int8 kernels (QLinearConv, QGemm, ...), and TensorRT / OpenVINO read it too.
+
+- :func:`export_int8_onnx`: static (calibrated) QDQ int8, checked against the float model.
+- :func:`export_dynamic_int8_onnx`: int8 MatMul/Gemm weights, activations quantized at run time.
+- :func:`cpu_has_vnni`: whether this CPU has int8 dot products (decides ``reduce_range``).
 
 Example::
 
@@ -20,12 +24,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 import torch
 import torch.nn as nn
 
-from ..analysis.fidelity import output_fidelity
-from ..data import iter_batches
-from ..io.api import save_model
+from ...analysis.fidelity import output_fidelity
+from ...data import iter_batches
+from .export import export_onnx
+from .runtime import onnx_session
+
+__all__ = ["export_int8_onnx", "export_dynamic_int8_onnx", "cpu_has_vnni"]
 
 ACTIVATION_TYPES = ("uint8", "int8")
 CALIBRATE_METHODS = ("minmax", "entropy", "percentile")
@@ -45,23 +53,8 @@ def cpu_has_vnni() -> bool:
     return bool(flags & {"avx512_vnni", "avx_vnni", "amx_int8"})
 
 
-def onnx_session(path: str | os.PathLike, threads: int | None = None):
-    """An onnxruntime CPU session for ``path`` (``threads`` intra-op threads, quiet logging)."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    # No busy-waiting after a run: spinning threads would steal the CPU from whatever runs next.
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
-    if threads:
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
 def _reader(session_inputs: list[str], batches: list[tuple]):
-    from onnxruntime.quantization import CalibrationDataReader
+    from onnxruntime.quantization import CalibrationDataReader  # heavy native library: only when quantizing
 
     class _Batches(CalibrationDataReader):
         def __init__(self) -> None:
@@ -94,7 +87,7 @@ def export_int8_onnx(
 ) -> dict[str, Any]:
     """Export ``model`` to a QDQ int8 ONNX file at ``path``, calibrated on ``calibration_inputs``.
 
-    1. ``compression_core.io.save_model`` exports the float model (checked in
+    1. :func:`~compression_core.io.onnx.export.export_onnx` exports the float model (checked in
        onnxruntime); ``preprocess`` runs onnxruntime's ``quant_pre_process``
        (shape inference, graph optimisation) on it.
     2. ``onnxruntime.quantization.quantize_static`` in QDQ format: int8 weights
@@ -112,7 +105,8 @@ def export_int8_onnx(
     "quantized_ops": {op_type: count}, "fidelity": {cosine_similarity,
     top1_agreement, max_abs_diff, mean_abs_diff}}``.
     """
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    # heavy native library: only when quantizing
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quant_pre_process, quantize_static
 
     if activation_type not in ACTIVATION_TYPES:
         raise ValueError(f"activation_type must be one of {', '.join(ACTIVATION_TYPES)}, got {activation_type!r}")
@@ -127,11 +121,9 @@ def export_int8_onnx(
     try:
         float_path = workdir / "float.onnx"
         example = tuple(t[:1] for t in batches[0])
-        save_model(model, float_path, example_inputs=example, opset=opset)
+        export_onnx(model, float_path, example, opset=opset)
         source = float_path
         if preprocess:
-            from onnxruntime.quantization import quant_pre_process
-
             prepared = workdir / "prepared.onnx"
             try:
                 quant_pre_process(str(float_path), str(prepared))
@@ -166,7 +158,7 @@ def export_dynamic_int8_onnx(model: nn.Module, example_inputs: Any, path: str | 
 
     Returns what :func:`export_int8_onnx` returns, ``format`` ``onnx-dynamic-int8``.
     """
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization import QuantType, quantize_dynamic  # heavy native library: only when quantizing
 
     inputs = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
     path = Path(path)
@@ -174,7 +166,7 @@ def export_dynamic_int8_onnx(model: nn.Module, example_inputs: Any, path: str | 
     workdir = Path(tempfile.mkdtemp(prefix="condense-int8-onnx-"))
     try:
         float_path = workdir / "float.onnx"
-        save_model(model, float_path, example_inputs=tuple(t[:1] for t in inputs), opset=opset)
+        export_onnx(model, float_path, tuple(t[:1] for t in inputs), opset=opset)
         quantize_dynamic(str(float_path), str(path), weight_type=QuantType.QInt8,
                          op_types_to_quantize=["MatMul", "Gemm"])
         float_bytes = float_path.stat().st_size
@@ -201,8 +193,6 @@ def _check_int8_onnx(path: Path, model: nn.Module, check: tuple) -> dict[str, An
         model.train(was_training)
     reference = reference[0] if isinstance(reference, (tuple, list)) else reference
     fidelity = output_fidelity(reference.detach().float().cpu(), torch.from_numpy(np.asarray(outputs[0])).float())
-    import onnx
-
     counts: dict[str, int] = {}
     for node in onnx.load(str(path)).graph.node:
         counts[node.op_type] = counts.get(node.op_type, 0) + 1

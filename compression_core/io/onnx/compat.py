@@ -24,17 +24,34 @@ inference over the full weights when it has inferred the shapes without them.
 Nothing in site-packages is edited: :func:`install` swaps the function that
 ``onnx2torch.converter`` calls and registers the extra converters; it is
 idempotent and only ever widens what converts.
+
+This module imports onnx2torch (seconds), so :mod:`.convert` imports it only when converting.
 """
 
 from __future__ import annotations
 
 import contextlib
+import sys
 import threading
 from typing import Any, Callable, List, Optional, Tuple
 
+import onnx2torch.converter as converter_module
+import onnx2torch.node_converters as node_converters_module  # also loads every converter module
 import torch
-from onnx import defs
+from onnx import ModelProto, defs, helper
+from onnx2torch.node_converters import registry as converter_registry
+from onnx2torch.node_converters.reduce import OnnxReduceStaticAxes
+from onnx2torch.node_converters.registry import OperationDescription
+from onnx2torch.node_converters.split import OnnxSplit13
+from onnx2torch.utils import common as onnx2torch_common
+from onnx2torch.utils.common import OnnxMapping, OperationConverterResult, get_const_value, onnx_mapping_from_node
 from torch import nn
+from torch.onnx import symbolic_helper
+
+try:  # where torch >= 2.9 keeps the TorchScript exporter's state
+    from torch.onnx._internal.torchscript_exporter._globals import GLOBALS as _TORCHSCRIPT_EXPORTER_GLOBALS
+except ImportError:
+    _TORCHSCRIPT_EXPORTER_GLOBALS = None
 
 __all__ = ["install", "find_converter", "UnsupportedOperator", "shapes_already_inferred"]
 
@@ -63,9 +80,7 @@ def _as_str(value: Any) -> str:
 
 
 def _registry() -> dict:
-    from onnx2torch.node_converters import registry
-
-    return registry._CONVERTER_REGISTRY  # pylint: disable=protected-access
+    return converter_registry._CONVERTER_REGISTRY  # pylint: disable=protected-access
 
 
 def _schema(op_type: str, version: int, domain: str):
@@ -84,8 +99,6 @@ def find_converter(op_type: str, version: int, domain: str = "") -> Tuple[Option
         >>> v
         16
     """
-    from onnx2torch.node_converters.registry import OperationDescription
-
     registry = _registry()
     schema = _schema(op_type, version, domain)
     since = schema.since_version if schema is not None else version
@@ -130,8 +143,6 @@ def _guarded(converter: Callable, op_type: str, base: int, version: int, domain:
                 if new is not None and attr_name in new.attributes:
                     default = new.attributes[attr_name].default_value
                     if default is not None and default.name:
-                        from onnx import helper
-
                         if helper.get_attribute_value(default) == value:
                             continue
                 raise UnsupportedOperator(
@@ -209,8 +220,6 @@ class OnnxReduceAxesInput(nn.Module):
 
 
 def _reduce_axes_input_converter(node, graph):
-    from onnx2torch.utils.common import OnnxMapping, OperationConverterResult, get_const_value
-
     keepdims = node.attributes.get("keepdims", 1)
     noop = node.attributes.get("noop_with_empty_axes", 0)
     axes = None
@@ -225,8 +234,6 @@ def _reduce_axes_input_converter(node, graph):
         axes = [int(a) for a in torch.as_tensor(axes).reshape(-1).tolist()]
     if axes and node.operation_type in _AS_STATIC_AXES:
         # The same module as opset 13 gives, so opset-18 graphs look the same to speedup & co.
-        from onnx2torch.node_converters.reduce import OnnxReduceStaticAxes
-
         return OperationConverterResult(
             torch_module=OnnxReduceStaticAxes(operation_type=node.operation_type, axes=axes, keepdims=keepdims),
             onnx_mapping=OnnxMapping(inputs=(inputs[0],), outputs=node.output_values),
@@ -254,10 +261,6 @@ class OnnxSplitNumOutputs(nn.Module):
 
 
 def _split18_converter(node, graph):
-    from onnx2torch.utils.common import OnnxMapping, OperationConverterResult
-
-    from onnx2torch.node_converters.split import OnnxSplit13
-
     axis = node.attributes.get("axis", 0)
     inputs = list(node.input_values)
     if len(inputs) > 1 and inputs[1]:
@@ -281,8 +284,6 @@ class OnnxGlobalMaxPool(nn.Module):
 
 def _simple_converter(make_module: Callable):
     def convert(node, graph):  # pylint: disable=unused-argument
-        from onnx2torch.utils.common import OperationConverterResult, onnx_mapping_from_node
-
         return OperationConverterResult(torch_module=make_module(node), onnx_mapping=onnx_mapping_from_node(node))
 
     return convert
@@ -302,8 +303,6 @@ class _ConstantMatMulConverter:
         self.original = original
 
     def __call__(self, node, graph):
-        from onnx2torch.utils.common import OnnxMapping, OperationConverterResult
-
         inputs = list(node.input_values)
         if len(inputs) == 2 and inputs[1] in graph.initializers and inputs[0] not in graph.initializers:
             weight = graph.initializers[inputs[1]].to_torch()
@@ -321,26 +320,14 @@ class _ConstantMatMulConverter:
 
 def _onnx_export_opset_version() -> int:
     """Opset of the ``torch.onnx.export`` in progress (onnx2torch's lookup fails on torch >= 2.9)."""
-    try:
-        from torch.onnx._internal.torchscript_exporter._globals import GLOBALS
-
-        return int(GLOBALS.export_onnx_opset_version)
-    except (ImportError, AttributeError):
-        pass
-    from torch.onnx import symbolic_helper
-
-    if hasattr(symbolic_helper, "GLOBALS"):
-        return int(symbolic_helper.GLOBALS.export_onnx_opset_version)
+    for exporter_globals in (_TORCHSCRIPT_EXPORTER_GLOBALS, getattr(symbolic_helper, "GLOBALS", None)):
+        if exporter_globals is not None and hasattr(exporter_globals, "export_onnx_opset_version"):
+            return int(exporter_globals.export_onnx_opset_version)
     return int(symbolic_helper._export_onnx_opset_version)  # pylint: disable=protected-access
 
 
 def _patch_get_onnx_version() -> None:
-    import sys
-
-    import onnx2torch.node_converters  # noqa: F401 - loads every converter module
-    from onnx2torch.utils import common
-
-    original = common.get_onnx_version
+    original = onnx2torch_common.get_onnx_version
     for name, module in list(sys.modules.items()):
         in_package = name == "onnx2torch" or name.startswith("onnx2torch.")
         if in_package and getattr(module, "get_onnx_version", None) is original:
@@ -362,7 +349,7 @@ def shapes_already_inferred():
 
     onnx2torch runs ONNX shape inference on the whole model, weights included,
     which for a model of hundreds of megabytes costs seconds of serialisation;
-    :func:`compression_core.io.onnx_import.onnx_to_torch` infers shapes on a
+    :func:`compression_core.io.onnx.convert.onnx_to_torch` infers shapes on a
     copy without the weights and stores them in the model first.
     """
     previous = getattr(_LOCAL, "skip_shape_inference", False)
@@ -377,8 +364,6 @@ def _patch_shape_inference(converter_module) -> None:
     original = converter_module.safe_shape_inference
 
     def safe_shape_inference(onnx_model_or_path, **kwargs):
-        from onnx import ModelProto
-
         if getattr(_LOCAL, "skip_shape_inference", False) and isinstance(onnx_model_or_path, ModelProto):
             return onnx_model_or_path
         return original(onnx_model_or_path, **kwargs)
@@ -387,8 +372,6 @@ def _patch_shape_inference(converter_module) -> None:
 
 
 def _register(op_type: str, version: int, converter: Callable) -> None:
-    from onnx2torch.node_converters.registry import OperationDescription
-
     registry = _registry()
     desc = OperationDescription(domain=defs.ONNX_DOMAIN, operation_type=op_type, version=version)
     if desc not in registry:  # a newer onnx2torch may already have it
@@ -401,9 +384,6 @@ def install() -> None:
     with _LOCK:
         if _INSTALLED:
             return
-        import onnx2torch.converter as converter_module
-        import onnx2torch.node_converters as node_converters_module
-
         for op_type in _REDUCE_FUNCTIONS:
             _register(op_type, 18, _reduce_axes_input_converter)
         _register("ReduceMax", 20, _reduce_axes_input_converter)

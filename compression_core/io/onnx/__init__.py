@@ -1,0 +1,49 @@
+"""ONNX in and out: read and check, convert to ``torch.fx``, verify, export, int8 export.
+
+- :mod:`.read`: :func:`read_onnx`, :func:`check_onnx`, :func:`weightless_copy`,
+  :func:`onnx_input_shapes`, :func:`random_onnx_inputs`.
+- :mod:`.passes`: :func:`preprocess_onnx` (graph rewrites before conversion, from onnx_ir
+  where it has them), :func:`constants_to_initializers`.
+- :mod:`.convert`: :func:`onnx_to_torch`, :func:`load_onnx`, :func:`unsupported_operators`;
+  :mod:`.compat` makes onnx2torch 1.5.15 convert current exporters' files.
+- :mod:`.verify`: :func:`verify_onnx_conversion` against onnxruntime
+  (:func:`onnx_session` in :mod:`.runtime`).
+- :mod:`.export`: :func:`export_onnx`, :func:`example_inputs_for`.
+- :mod:`.int8`: :func:`export_int8_onnx`, :func:`export_dynamic_int8_onnx`, :func:`cpu_has_vnni`.
+
+Example::
+
+    >>> from compression_core.io.onnx import load_onnx, export_onnx
+    >>> module = load_onnx("resnet18.onnx", verify=True)
+    >>> export_onnx(module, "again.onnx", torch.randn(1, 3, 224, 224))["format"]
+    'onnx'
+"""
+
+from .convert import load_onnx, onnx_to_torch, unsupported_operators
+from .export import DEFAULT_OPSET, example_inputs_for, export_onnx
+from .int8 import cpu_has_vnni, export_dynamic_int8_onnx, export_int8_onnx
+from .passes import constants_to_initializers, preprocess_onnx
+from .read import check_onnx, onnx_input_shapes, random_onnx_inputs, read_onnx, weightless_copy
+from .runtime import onnx_session
+from .verify import verify_onnx_conversion
+
+__all__ = [
+    "DEFAULT_OPSET",
+    "check_onnx",
+    "constants_to_initializers",
+    "cpu_has_vnni",
+    "example_inputs_for",
+    "export_dynamic_int8_onnx",
+    "export_int8_onnx",
+    "export_onnx",
+    "load_onnx",
+    "onnx_input_shapes",
+    "onnx_session",
+    "onnx_to_torch",
+    "preprocess_onnx",
+    "random_onnx_inputs",
+    "read_onnx",
+    "unsupported_operators",
+    "verify_onnx_conversion",
+    "weightless_copy",
+]
