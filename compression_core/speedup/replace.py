@@ -311,13 +311,6 @@ def cut_tensor(tensor: torch.Tensor, dim: int, kept: Sequence[int]) -> torch.Ten
     return value
 
 
-def get_parent(model: nn.Module, name: str) -> tuple[nn.Module, str]:
-    """The module holding ``name`` and the attribute name within it."""
-    parent_name, _, attr = name.rpartition(".")
-    parent = model.get_submodule(parent_name) if parent_name else model
-    return parent, attr
-
-
 def module_references(model: nn.Module) -> dict[int, list[tuple[nn.Module, str]]]:
     """For every module object (by id), each (parent, attribute) holding it."""
     refs: dict[int, list[tuple[nn.Module, str]]] = {}
