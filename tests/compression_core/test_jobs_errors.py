@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import onnx
 import pytest
 import torch
 import torch.nn as nn
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper
 
 from compression_core.io import ModelFormatError
 from compression_core.io.onnx import onnx_session, onnx_to_torch
 from compression_core.jobs import JobCancelled, JobFailed, ModelSource, Recipe, explain_failure, run_job
 from compression_core.speedup import register_module_cutter
 from compression_core.speedup.replace import MODULE_CUTTERS, shallow_copy
+from tests.compression_core.failing_models import reshape_onnx, resize_onnx
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def failure(call, *args):
@@ -40,39 +48,6 @@ class FixedBatch(nn.Module):
         x = self.conv(x)
         x = x.view(1, 144)
         return self.fc(x)
-
-
-def reshape_onnx(batch_shape: list[int]) -> onnx.ModelProto:
-    """Conv -> Reshape to a constant ``batch_shape`` -> Gemm, as an export at batch 1 writes it."""
-    rng = np.random.default_rng(0)
-    initializers = [
-        numpy_helper.from_array(rng.standard_normal((4, 1, 3, 3)).astype(np.float32), "conv.weight"),
-        numpy_helper.from_array(np.array(batch_shape, dtype=np.int64), "shape"),
-        numpy_helper.from_array(rng.standard_normal((10, 144)).astype(np.float32), "fc.weight"),
-    ]
-    nodes = [
-        helper.make_node("Conv", ["input", "conv.weight"], ["c"], name="/conv/Conv"),
-        helper.make_node("Reshape", ["c", "shape"], ["r"], name="/Reshape"),
-        helper.make_node("Gemm", ["r", "fc.weight"], ["output"], name="/fc/Gemm", transB=1),
-    ]
-    graph = helper.make_graph(nodes, "fixed_batch", [helper.make_tensor_value_info("input", TensorProto.FLOAT,
-                                                                                     [1, 1, 8, 8])],
-                              [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 10])], initializers)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    onnx.checker.check_model(model)
-    return model
-
-
-def resize_onnx() -> onnx.ModelProto:
-    """A Resize to constant sizes [1, 1, 16, 16]: the batch of the export is written into the graph."""
-    sizes = numpy_helper.from_array(np.array([1, 1, 16, 16], dtype=np.int64), "sizes")
-    node = helper.make_node("Resize", ["input", "", "", "sizes"], ["output"], name="/up/Resize", mode="nearest")
-    graph = helper.make_graph([node], "resize", [helper.make_tensor_value_info("input", TensorProto.FLOAT,
-                                                                                [1, 1, 8, 8])],
-                              [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 1, 16, 16])], [sizes])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    onnx.checker.check_model(model)
-    return model
 
 
 # -- user errors keep their words --------------------------------------------------------------------------
@@ -352,3 +327,19 @@ def test_a_cancelled_job_is_not_wrapped(tmp_path):
 
     with pytest.raises(JobCancelled):
         run_job(_recipe(tmp_path, ModelSource(architecture="digits_cnn")), progress=cancel_at_once)
+
+
+def test_the_command_line_prints_the_sentence_and_the_traceback_only_when_asked(tmp_path):
+    path = tmp_path / "fixed_batch.onnx"
+    onnx.save(reshape_onnx([1, 144]), path)
+    recipe = tmp_path / "recipe.json"
+    recipe.write_text(json.dumps(_recipe(tmp_path, ModelSource(path=str(path))).to_dict()))
+    command = [sys.executable, "-m", "compression_core", "run", str(recipe)]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and done.stdout == ""
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: the model has a fixed batch size of 1 in layer `Reshape`")
+    assert "Traceback" not in done.stderr
+    done = subprocess.run([*command, "--traceback"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and "Traceback (most recent call last)" in done.stderr
+    assert done.stderr.strip().splitlines()[-1] == last
