@@ -5,12 +5,8 @@
 in), so the worker, the API and the command line all show the same words. The
 traceback is for the log, never for the sentence.
 
-The layer is found by walking the exception's traceback for the innermost frame
-whose ``self`` is a module of the job's model (fx GraphModules call their
-submodules by name from generated code, so their layers are found the same way)
-and naming it through ``named_modules()``. A model imported from ONNX carries
-``onnx_nodes`` (module qualified name -> ``{"node": ..., "op": ...}``), which adds
-the ONNX node to the name.
+The layer (and ONNX node) a failure happened in comes from
+:func:`~.failure_location.locate_failure`.
 
 Example::
 
@@ -19,23 +15,19 @@ Example::
     ...     model(torch.zeros(4, 144))
     ... except RuntimeError as exc:
     ...     print(explain_failure(exc, stage="measure_original", model=model))
-    layer `1` (Linear) expects 100 input features but receives 144 while measuring the original model: ...
+    layer `1` (Linear) expects 100 input features but receives 144 while measuring the original model: check that the job's input shape matches the model.
 """
 
 from __future__ import annotations
 
-import linecache
 import re
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
-from types import FrameType
-from typing import Any
 
 import torch
 import torch.nn as nn
 
+from .failure_location import Location, locate_failure
 from .stages import JobCancelled
 
 __all__ = ["JobFailed", "explain_failure"]
@@ -63,7 +55,6 @@ _AFTER_COMPRESSION = {"speedup", "finetune", "measure_compressed", "quantize", "
                       "export_int8_onnx", "export", "done"}
 
 _MAX_CHARS = 1000  # a sentence, not a dump: longer messages are cut
-_PACKAGE_DIR = str(Path(__file__).resolve().parents[1])  # compression_core/: "our" code, named in internal errors
 
 
 class JobFailed(ValueError):
@@ -105,108 +96,21 @@ def explain_failure(exc: BaseException, *, stage: str | None = None, model: nn.M
 
     Example::
 
-        >>> explain_failure(KeyError("sparse_ratio"), stage="prune")
-        "the key 'sparse_ratio' was missing while pruning (in `...`): ..."
+        >>> explain_failure(ValueError("config_list[0]: unknown key 'sparsty'"), stage="load")
+        "config_list[0]: unknown key 'sparsty'"
+        >>> explain_failure(torch.cuda.OutOfMemoryError("CUDA out of memory"), stage="finetune")
+        'the GPU memory ran out while fine-tuning: run the job on the CPU, or use a smaller training batch_size ...'
     """
     if isinstance(exc, JobFailed):
         return exc.sentence
     if isinstance(exc, JobCancelled):
         return "the job was cancelled; nothing failed"
-    where = locate(exc, model)
+    where = locate_failure(exc, model)
     for explain in _EXPLAINERS:
         sentence = explain(exc, _Failure(exc, _message(exc), stage, where, model))
         if sentence:
             return _one_line(sentence)
     return _one_line(_internal(_Failure(exc, _message(exc), stage, where, model)))
-
-
-# -- where: the layer or function a failure happened in --------------------------------------------------------
-
-
-@dataclass
-class Location:
-    """The innermost place in the traceback worth naming."""
-
-    layer: str | None = None         # qualified name in its model ("" for the model itself), None outside modules
-    module: nn.Module | None = None
-    onnx: dict[str, str] | None = None  # {"node": ..., "op": ...} of a model imported from ONNX
-    source: str = ""                 # the line of code that failed (the model's own forward, fx generated code)
-    function: str = ""               # the innermost function of ours (or the innermost at all) outside modules
-
-    def describe(self) -> str:
-        """``layer `conv1` (Conv2d)``, ``layer `x` (ONNX Conv node '/conv/Conv')``, or the function."""
-        if self.layer:
-            if self.onnx:
-                return f"layer `{self.layer}` (ONNX {self.onnx.get('op', '?')} node '{self.onnx.get('node', '?')}')"
-            return f"layer `{self.layer}` ({type(self.module).__name__})"
-        if self.layer == "":
-            line = f" at `{self.source}`" if self.source else ""
-            return f"the model's forward (`{type(self.module).__name__}.forward`{line})"
-        return f"`{self.function}`" if self.function else "an unknown place"
-
-    @property
-    def is_onnx(self) -> bool:
-        """Imported from ONNX: the layer has its node, or is one of onnx2torch's modules."""
-        return self.onnx is not None or type(self.module).__module__.startswith("onnx2torch")
-
-
-def locate(exc: BaseException, model: nn.Module | None = None) -> Location:
-    """Where in ``model`` (or in the code) ``exc`` was raised; see the module's docstring."""
-    frames = [(frame, lineno) for frame, lineno in traceback.walk_tb(exc.__traceback__)]
-    module_frames = [(frame, lineno, owner) for frame, lineno in frames
-                     if isinstance(owner := _frame_self(frame), nn.Module)]
-    if not module_frames:
-        return Location(function=_function_name(frames))
-    frame, lineno, innermost = module_frames[-1]
-    # The job's model first; a copy of it (speedup, quantization) is the outermost module of the traceback.
-    roots = [root for root in (model, module_frames[0][2]) if root is not None]
-    for root in roots:
-        name = next((name for name, sub in root.named_modules() if sub is innermost), None)
-        if name is None:
-            continue
-        nodes = getattr(root, "onnx_nodes", None) or getattr(model, "onnx_nodes", None) or {}
-        onnx = nodes.get(name) if isinstance(nodes, dict) else None
-        source = _source_line(frame, lineno) if name == "" else ""
-        return Location(layer=name, module=innermost, onnx=onnx, source=source)
-    # A replacement being tried out (speedup swaps its new layers in, then back out on failure) is in no
-    # model any more; the code that built it keeps it in a name -> module mapping.
-    name = _name_in_mappings(innermost, [frame for frame, _ in frames])
-    return Location(layer=name or type(innermost).__name__, module=innermost)
-
-
-def _name_in_mappings(module: nn.Module, frames: list[FrameType]) -> str | None:
-    for frame in reversed(frames):
-        for value in frame.f_locals.values():
-            if isinstance(value, dict) and len(value) < 100_000:
-                name = next((key for key, item in value.items() if item is module and isinstance(key, str)), None)
-                if name:
-                    return name
-    return None
-
-
-def _frame_self(frame: FrameType) -> Any:
-    """The method's first argument (whatever its name), or a closure's ``self``."""
-    code = frame.f_code
-    try:
-        first = frame.f_locals.get(code.co_varnames[0]) if code.co_argcount else None
-        return first if isinstance(first, nn.Module) else frame.f_locals.get("self")
-    except Exception:  # noqa: BLE001 - a frame whose locals cannot be read names nothing
-        return None
-
-
-def _source_line(frame: FrameType, lineno: int) -> str:
-    """The failing line, fx's generated code included (fx registers it with linecache)."""
-    line = linecache.getline(frame.f_code.co_filename, lineno, frame.f_globals).strip()
-    return line.split(";")[0].strip()[:120]
-
-
-def _function_name(frames: list[tuple[FrameType, int]]) -> str:
-    """The innermost frame in Condense's own code (else the innermost at all), as ``Class.method``."""
-    ours = [frame for frame, _ in frames if frame.f_code.co_filename.startswith(_PACKAGE_DIR)]
-    chosen = (ours or [frame for frame, _ in frames] or [None])[-1]
-    if chosen is None:
-        return ""
-    return getattr(chosen.f_code, "co_qualname", chosen.f_code.co_name)
 
 
 # -- what: one explainer per class of failure ------------------------------------------------------------------
@@ -254,9 +158,8 @@ def _out_of_memory(exc: BaseException, f: _Failure) -> str | None:
     if not (cuda or cpu):
         return None
     device = "GPU" if cuda else "worker's"
-    advice = ("run the job on the CPU, or use a smaller training batch_size (params.training) or latency batch sizes"
-              if cuda else "use a smaller training batch_size (params.training) or smaller latency batch sizes, "
-              "or a smaller input shape")
+    advice = ("run the job on the CPU, or use a smaller training batch_size (params.training)"
+              if cuda else "use a smaller training batch_size (params.training) or a smaller input shape")
     return _join(f"the {device} memory ran out", f.during, f.at()) + f": {advice}."
 
 
@@ -266,7 +169,7 @@ def _user_error(exc: BaseException, f: _Failure) -> str | None:
     # A message phrased for the user stays as it is; when it wraps a failure inside the model, add the layer.
     cause = exc.__cause__
     if cause is not None and cause.__traceback__ is not None:
-        where = locate(cause, f.model)
+        where = locate_failure(cause, f.model)
         if where.layer and f"`{where.layer}`" not in f.message and f"'{where.layer}'" not in f.message:
             return f"{f.message.rstrip('. ')}; it happened in {where.describe()}."
     return f.message
@@ -407,15 +310,16 @@ def _unsupported_operator(exc: BaseException, f: _Failure) -> str | None:
 def _missing_key(exc: BaseException, f: _Failure) -> str | None:
     if not isinstance(exc, KeyError):
         return None
-    return _join(f"the key {f.message!r} was missing", f.during, f"(in {f.where.describe()})") + \
+    place = f"(in {f.where.describe()})" if f.where.describe() else ""
+    return _join(f"the key {f.message!r} was missing", f.during, place) + \
         f": check that the job's params (config_list entries, training options) give {f.message!r}."
 
 
 def _internal(f: _Failure) -> str:
     detail = f.message.strip().splitlines()[0][:200] if f.message.strip() else ""
-    stage = f" {f.during}" if f.during else ""
-    return (f"internal error{stage} ({type(f.exc).__name__} in {f.where.describe()}"
-            f"{': ' + detail if detail else ''}); the model was left unchanged; please report it with the job id.")
+    what = _join(type(f.exc).__name__, f"in {f.where.describe()}" if f.where.describe() else "")
+    return (_join("internal error", f.during) + f" ({what}{': ' + detail if detail else ''}); "
+            "the model was left unchanged; please report it with the job id.")
 
 
 #: In order: the first that recognises the failure writes the sentence; :func:`_internal` takes the rest.
