@@ -4,8 +4,9 @@ The exception's traceback is walked for the innermost frame whose ``self`` is
 an ``nn.Module``; the module is named through the job's model's
 ``named_modules()`` (or, for a copy of it being worked on, the outermost module
 of the traceback). fx GraphModules, onnx2torch's included, call their
-submodules by name from generated code, so the same walk finds their layers; a
-failure in the generated code itself names its line. A model imported from ONNX
+submodules by name from generated code, so the same walk finds their layers (fx
+drops the frames of a failure in the generated code itself: that names the
+model's forward only). A model imported from ONNX
 carries ``onnx_nodes`` (module qualified name -> ``{"node": ..., "op": ...}``),
 which adds the ONNX node to the layer's name.
 """
@@ -23,7 +24,8 @@ import torch.nn as nn
 
 __all__ = ["Location", "locate_failure"]
 
-_PACKAGE_DIR = str(Path(__file__).resolve().parents[1])  # compression_core/: "our" code, named in internal errors
+_PACKAGE_DIR = str(Path(__file__).parents[1])  # compression_core/: "our" code, named in internal errors
+_TORCH_DIR = str(Path(nn.__file__).parents[1])
 
 
 @dataclass
@@ -79,7 +81,7 @@ def locate_failure(exc: BaseException, model: nn.Module | None = None) -> Locati
             continue
         nodes = getattr(root, "onnx_nodes", None) or getattr(model, "onnx_nodes", None) or {}
         onnx = nodes.get(name) if isinstance(nodes, dict) else None
-        source = _source_line(frame, lineno) if name == "" else ""
+        source = _source_line(frame, lineno) if name == "" and not _in_torch(frame) else ""
         return Location(layer=name, module=innermost, onnx=onnx, source=source)
     # A replacement being tried out (speedup swaps its new layers in, then back out on failure) is in no
     # model any more; the code that built it keeps it in a name -> module mapping.
@@ -105,6 +107,11 @@ def _frame_self(frame: FrameType) -> Any:
         return first if isinstance(first, nn.Module) else frame.f_locals.get("self")
     except Exception:  # noqa: BLE001 - a frame whose locals cannot be read names nothing
         return None
+
+
+def _in_torch(frame: FrameType) -> bool:
+    # fx drops the traceback of an error raised in its generated code itself, leaving torch's own call line
+    return frame.f_code.co_filename.startswith(_TORCH_DIR)
 
 
 def _source_line(frame: FrameType, lineno: int) -> str:
