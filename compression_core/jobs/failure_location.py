@@ -77,8 +77,8 @@ def locate_failure(exc: BaseException, model: nn.Module | None = None) -> Locati
     roots = [root for root in (model, module_frames[0][2]) if root is not None]
     for root in roots:
         name = next((name for name, sub in root.named_modules() if sub is innermost), None)
-        if name is None:
-            continue
+        if name is None or (name == "" and model is not None and root is not model):
+            continue  # a module outside the job's model (a loss, say) is no "model's forward"
         nodes = getattr(root, "onnx_nodes", None) or getattr(model, "onnx_nodes", None) or {}
         onnx = nodes.get(name) if isinstance(nodes, dict) else None
         source = _source_line(frame, lineno) if name == "" and not _in_torch(frame) else ""
