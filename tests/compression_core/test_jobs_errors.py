@@ -184,6 +184,31 @@ def test_out_of_memory_names_the_stage_and_asks_for_a_smaller_batch(error, devic
     assert_one_plain_sentence(sentence)
 
 
+class Hoarder(nn.Module):
+    """Asks the GPU for far more memory than any has (2**50 floats: 4 PiB)."""
+
+    def forward(self, x):
+        return x + torch.empty(2**50, device=x.device)[: x.numel()].view_as(x)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_a_real_cuda_out_of_memory_asks_for_the_cpu():
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), Hoarder()).cuda()
+    exc = failure(model, torch.zeros(1, 1, 8, 8, device="cuda"))
+    assert isinstance(exc, torch.cuda.OutOfMemoryError)
+    sentence = explain_failure(exc, stage="measure_original", model=model)
+    assert sentence.startswith("the GPU memory ran out while measuring the original model in layer `1` (Hoarder)")
+    assert "on the CPU" in sentence
+
+
+def test_a_real_cpu_allocation_failure_asks_for_a_smaller_batch():
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), Hoarder())
+    sentence = explain_failure(failure(model, torch.zeros(1, 1, 8, 8)), stage="finetune", model=model)
+    assert sentence.startswith("the worker's memory ran out while fine-tuning in layer `1` (Hoarder)")
+    assert "batch_size" in sentence
+
+
 # -- operators the importer or onnxruntime cannot run ---------------------------------------------------------
 
 
