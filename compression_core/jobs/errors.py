@@ -15,7 +15,8 @@ Example::
     ...     model(torch.zeros(4, 144))
     ... except RuntimeError as exc:
     ...     print(explain_failure(exc, stage="measure_original", model=model))
-    layer `1` (Linear) expects 100 input features but receives 144 while measuring the original model: check that the job's input shape matches the model.
+    layer `1` (Linear) expects 100 input features but receives 144 while measuring the original model: check
+    that the job's input shape matches the model.
 """
 
 from __future__ import annotations
@@ -55,6 +56,11 @@ _AFTER_COMPRESSION = {"speedup", "finetune", "measure_compressed", "quantize", "
                       "export_int8_onnx", "export", "done"}
 
 _MAX_CHARS = 1000  # a sentence, not a dump: longer messages are cut
+
+#: What to do about a batch size written into an ONNX export.
+_ONNX_DYNAMIC_BATCH = ("re-export the model with a dynamic batch dimension (torch.onnx.export with "
+                       "dynamic_axes={'input': {0: 'batch'}}, or dynamo=True with dynamic_shapes) and upload it again")
+
 
 
 class JobFailed(ValueError):
@@ -253,9 +259,6 @@ _ORT_INPUT = re.compile(r"invalid dimensions for input: (\S+) for the following 
 _ORT_FIXED_RESHAPE = re.compile(r"Input shape:\{(\d+)[,}].*requested shape:\{1[,}]")
 _ORT_SOURCE = re.compile(r"/\S+\.(?:h|cc|cpp):\d+ .*? was false\.\s*")  # where in onnxruntime's C++, for its developers
 _ATEN_BACKEND = re.compile(r"Could not run '([^']+)' with arguments from the '([^']+)' backend")
-
-_ONNX_DYNAMIC_BATCH = ("re-export the model with a dynamic batch dimension (torch.onnx.export with "
-                       "dynamic_axes={'input': {0: 'batch'}}, or dynamo=True with dynamic_shapes) and upload it again")
 
 
 def _onnxruntime(exc: BaseException, f: _Failure) -> str | None:
