@@ -1,6 +1,8 @@
 """Command line: ``python -m compression_core run recipe.json [--out DIR]``.
 
-Runs the same job as a Condense worker and prints the result as JSON.
+Runs the same job as a Condense worker and prints the result as JSON; a job
+that fails prints one sentence (``error: ...``, exit status 2), and with
+``--traceback`` the traceback before it.
 ``python -m compression_core algorithms`` lists the registered algorithms.
 """
 
@@ -9,9 +11,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import traceback
 
 from .algorithms import all_algorithms, markdown_table
-from .jobs import Recipe, run_job
+from .jobs import Recipe, explain_failure, run_job
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -20,6 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     run = commands.add_parser("run", help="run a job recipe (JSON file)")
     run.add_argument("recipe")
     run.add_argument("--out", help="output folder (overrides the recipe's output_dir)")
+    run.add_argument("--traceback", action="store_true", help="on failure, print the traceback after the sentence")
     listing = commands.add_parser("algorithms", help="list registered algorithms")
     listing.add_argument("--markdown", action="store_true", help="print the README's table")
     args = parser.parse_args(argv)
@@ -39,8 +43,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         recipe = Recipe.from_dict(data)
         result = run_job(recipe, progress=lambda f, msg: print(f"[{f:4.0%}] {msg}", file=sys.stderr))
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except Exception as exc:  # noqa: BLE001 - a failed job is one sentence; --traceback shows the rest
+        if args.traceback:
+            traceback.print_exc(file=sys.stderr)
+        print(f"error: {explain_failure(exc)}", file=sys.stderr)
         return 2
     json.dump(result.to_dict(), sys.stdout, indent=2, default=str)
     print()

@@ -4,6 +4,7 @@
 - :mod:`.validation`: :func:`validate_recipe` (cheap in the web request, full in the worker);
 - :mod:`.runner`: :func:`run_job` and the handler table;
 - :mod:`.pruning`, :mod:`.quantization`, :mod:`.analysis`, :mod:`.chain`: the handlers;
+- :mod:`.errors`: :func:`explain_failure`, the one sentence a failed job shows, and :class:`JobFailed`;
 - :mod:`.measure`: what every model is measured on; :mod:`.stages`: progress; :mod:`.result`: :class:`JobResult`;
 - :mod:`.inspect`: :func:`inspect_model`, the summary of an uploaded model.
 
@@ -18,6 +19,7 @@ Example::
     print(result.metrics["before"]["params"], "->", result.metrics["after"]["params"])
 """
 
+from .errors import JobFailed, explain_failure
 from .inspect import inspect_model
 from .recipe import ModelSource, Recipe
 from .result import Artifact, JobResult
@@ -28,11 +30,13 @@ from .validation import validate_recipe
 __all__ = [
     "Artifact",
     "JobCancelled",
+    "JobFailed",
     "JobResult",
     "ModelSource",
     "Progress",
     "Recipe",
     "STAGES",
+    "explain_failure",
     "inspect_model",
     "run_job",
     "validate_recipe",

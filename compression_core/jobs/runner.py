@@ -35,12 +35,13 @@ from ..evaluation import TrainingOptions
 from .analysis import run_sensitivity
 from .chain import run_prune_then_quantize
 from .context import JobContext
+from .errors import JobFailed
 from .measure import Measurement
 from .pruning import run_pruning
 from .quantization import run_quantization
 from .recipe import Recipe
 from .result import JobResult
-from .stages import Progress, Reporter
+from .stages import JobCancelled, Progress, Reporter
 from .validation import data_needs, validate_recipe
 
 Handler = Callable[[JobContext, nn.Module, dict[str, Any], list[dict[str, Any]]], JobResult]
@@ -63,16 +64,29 @@ def run_job(recipe: Recipe, progress: Progress | None = None) -> JobResult:
     """Load, validate, measure, compress, measure again and export; artifacts go to ``recipe.output_dir``.
 
     ``progress(fraction, message)`` is called at every step and may raise
-    :class:`~.stages.JobCancelled` to stop the job there. Raises ``ValueError``
-    with a message for the user when the recipe cannot run.
+    :class:`~.stages.JobCancelled` to stop the job there. Any failure raises
+    :class:`~.errors.JobFailed` (a ``ValueError``) whose message is one sentence
+    for the user (:func:`~.errors.explain_failure`), with the stage it happened
+    in and the original exception as ``__cause__``.
     """
-    started = time.perf_counter()
     report = Reporter(progress)
+    loaded: list[nn.Module] = []  # the job's model once loaded, to name the layer a failure happened in
+    try:
+        return _run_job(recipe, report, loaded)
+    except JobCancelled:
+        raise
+    except Exception as exc:  # noqa: BLE001 - every failure reaches the user as one sentence
+        raise JobFailed.from_exception(exc, stage=report.stage, model=loaded[0] if loaded else None) from exc
+
+
+def _run_job(recipe: Recipe, report: Reporter, loaded: list[nn.Module]) -> JobResult:
+    started = time.perf_counter()
     warnings: list[str] = []
     if recipe.device == "gpu" and not torch.cuda.is_available():
         warnings.append("a GPU was asked for, but this worker has no CUDA device: everything ran on the CPU")
     report("load", "loading model")
     model = recipe.model.load()
+    loaded.append(model)
     params = validate_recipe(recipe, model, full=True)
     spec = get_algorithm(recipe.algorithm)
     out_dir = Path(recipe.output_dir)

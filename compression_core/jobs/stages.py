@@ -54,8 +54,10 @@ class Reporter:
     def __init__(self, progress: Progress | None = None):
         self.progress = progress or (lambda fraction, message: None)
         self.log: list[str] = []
+        self.stage: str | None = None  # the last stage reported: where a failure happened
 
     def __call__(self, stage: str, message: str, *, done: int = 0, total: int = 1) -> None:
         start, end = STAGES[stage]
+        self.stage = stage
         self.log.append(message)
         self.progress(start + (end - start) * done / total, message)

@@ -105,6 +105,28 @@ def test_a_job_that_throws_ends_failed_with_the_error(api, digits_model, no_enqu
     assert job.logs.filter(level="error").exists()
 
 
+def test_a_job_that_fails_inside_the_model_stores_one_sentence_and_logs_the_traceback(api, user, upload, no_enqueue):
+    from webapp.modelhub.services import model_create
+    from tests.compression_core.failing_models import reshape_onnx
+
+    # exported at batch 1: its Reshape has the batch written into it, so the first batch of digits fails
+    model = model_create(owner=user, name="batch-1 export", source="onnx",
+                         upload=upload("fixed.onnx", reshape_onnx([1, 144]).SerializeToString()))
+    job_id = _create(api, model).json()["id"]
+    job_execute(job_id, task_id="task-fixed-batch")
+    body = api.get(f"/api/v1/jobs/{job_id}/").json()
+    assert body["status"] == "failed" and body["stage"] == "failed"
+    error = body["error"]
+    assert error.startswith("the model has a fixed batch size of 1 in layer `Reshape`")
+    assert "dynamic_axes" in error
+    assert "\n" not in error and "Traceback" not in error and "RuntimeError" not in error
+    logs = api.get(f"/api/v1/jobs/{job_id}/logs/").json()
+    tracebacks = [e["message"] for e in logs if "Traceback (most recent call last)" in e["message"]]
+    assert len(tracebacks) == 1 and [e["level"] for e in logs if e["message"] == tracebacks[0]] == ["error"]
+    assert "RuntimeError: shape '[1, 144]' is invalid for input of size" in tracebacks[0]
+    assert tracebacks[0].rstrip().endswith(error)  # the log ends with the sentence the user read
+
+
 def test_unreachable_broker_fails_the_job_with_a_message(api, digits_model, monkeypatch,
                                                          django_capture_on_commit_callbacks):
     def broken(job_id, queue):
@@ -115,6 +137,8 @@ def test_unreachable_broker_fails_the_job_with_a_message(api, digits_model, monk
         job_id = _create(api, digits_model).json()["id"]
     job = Job.objects.get(pk=job_id)
     assert job.status == "failed" and "task queue could not be reached" in job.error
+    assert "ConnectionRefusedError" not in job.error and "submit the job again" in job.error
+    assert job.logs.filter(level="error", message__contains="broker down").exists()
 
 
 def test_cancel_queued_job_and_transition_rules(api, digits_model, no_enqueue):

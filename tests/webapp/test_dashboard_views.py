@@ -343,6 +343,34 @@ def test_failed_job_page_shows_the_error(client_in, digits, enqueued):
     html = client_in.get(f"/jobs/{job.pk}/").content.decode()
     assert 'id="job-error"' in html and "the pruner &lt;exploded&gt;" in html
     assert 'data-status="failed"' in html
+    assert 'id="job-traceback"' not in html  # no traceback was logged: no empty box
+
+
+def test_failed_job_page_shows_the_sentence_and_the_traceback_collapsed(client_in, user, enqueued):
+    from webapp.jobs.services import job_create, job_execute
+    from webapp.modelhub.services import model_create
+    from tests.compression_core.failing_models import reshape_onnx
+
+    model = model_create(owner=user, name="batch-1 export", source="onnx", upload=SimpleUploadedFile(
+        "fixed.onnx", reshape_onnx([1, 144]).SerializeToString()))
+    job = job_create(owner=user, model=model, algorithm="L1NormPruner", params={"config_list": L1_HALF},
+                     dataset="digits")
+    job_execute(job.pk, task_id="task-page")
+    job.refresh_from_db()
+    html = client_in.get(f"/jobs/{job.pk}/").content.decode()
+    error_card = html[html.index('id="job-error"'):html.index("</section>", html.index('id="job-error"'))]
+    sentence = re.search(r'id="job-error-sentence"><strong>(.*?)</strong>', error_card).group(1)
+    assert sentence.startswith("the model has a fixed batch size of 1 in layer `Reshape`")
+    assert "Traceback" not in sentence
+    traceback_box = re.search(r'<details class="traceback" id="job-traceback">\s*<summary>Technical details '
+                              r'\(traceback\)</summary>\s*<pre class="code">(.*?)</pre>', error_card, re.S)
+    assert traceback_box and traceback_box.group(1).startswith("Traceback (most recent call last)")
+    assert "is invalid for input of size" in traceback_box.group(1)
+    # in the log, the traceback is collapsed too, and appears nowhere else in the page uncollapsed
+    log = html[html.index('id="job-log"'):]
+    assert re.search(r'<details class="log-msg"><summary>Technical details \(traceback\)</summary>Traceback', log)
+    outside_details = re.sub(r"<details.*?</details>", "", html, flags=re.S)
+    assert "Traceback" not in outside_details and "RuntimeError" not in outside_details
 
 
 # -- ownership ------------------------------------------------------------------------

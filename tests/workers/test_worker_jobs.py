@@ -100,6 +100,8 @@ def test_worker_reports_failure_instead_of_hanging(api, user, wait_job):
     job = wait_job(job_id)
     assert job.status == "failed"
     assert "unknown algorithm 'VanishedPruner'" in job.error
+    assert "\n" not in job.error and "Traceback" not in job.error and "Error:" not in job.error
+    assert job.logs.filter(level="error", message__startswith="Traceback (most recent call last)").exists()
 
 
 @pytest.mark.slow

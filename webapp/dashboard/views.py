@@ -23,6 +23,7 @@ from webapp.modelhub import services as model_services
 from .forms import DatasetUploadForm, JobForm, ModelUploadForm
 
 RECENT = 10
+TRACEBACK_HEADER = "Traceback (most recent call last)"
 PAGE_SIZE = 50
 
 
@@ -127,10 +128,13 @@ def job_create(request):
 def job_detail(request, job_id: int):
     job = job_selectors.job_get(user=request.user, job_id=job_id)
     logs = list(job_selectors.job_logs(job=job))
+    # A failed job's traceback is shown collapsed under its sentence, and collapsed in the log.
+    tracebacks = [entry for entry in logs if entry.level == "error" and TRACEBACK_HEADER in entry.message]
     return render(request, "dashboard/job_detail.html", {
         "job": job,
         "logs": logs,
         "last_log_id": logs[-1].pk if logs else 0,
+        "traceback_entry": tracebacks[-1] if tracebacks else None,
     })
 
 

@@ -13,7 +13,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from compression_core.algorithms import get_algorithm
-from compression_core.jobs import JobCancelled, Recipe, run_job, validate_recipe
+from compression_core.jobs import JobCancelled, Recipe, explain_failure, run_job, validate_recipe
 
 from webapp.common.exceptions import ServiceConflict
 from webapp.datahub.models import Dataset
@@ -59,8 +59,16 @@ def job_recipe(job: Job) -> Recipe:
     )
 
 
+#: The longest log line kept; a longer traceback keeps its end, where the error is.
+JOB_LOG_CHARS = 10000
+
+
 def job_log(job_id: int, message: str, level: str = "info") -> None:
-    JobLog.objects.create(job_id=job_id, message=message[:10000], level=level)
+    JobLog.objects.create(job_id=job_id, message=message[:JOB_LOG_CHARS], level=level)
+
+
+def _tail(text: str, limit: int) -> str:
+    return text if len(text) <= limit else "…\n" + text[-(limit - 2):]
 
 
 @transaction.atomic
@@ -154,8 +162,10 @@ def job_enqueue(job_id: int, device: str) -> None:
     except Exception as exc:
         # The row is committed; a job nobody will run must not sit in "queued".
         logger.exception("could not enqueue job %s", job_id)
+        job_log(job_id, f"could not publish the job on the task queue: {type(exc).__name__}: {exc}", level="error")
         job_transition(job_id, to=Status.FAILED, expected=(Status.QUEUED,),
-                       error=f"the task queue could not be reached ({type(exc).__name__}: {exc}); submit the job again")
+                       error="the task queue could not be reached, so no worker received this job; "
+                       "submit the job again, and if this keeps happening tell the administrator")
 
 
 def job_cancel(*, job: Job) -> Job:
@@ -233,9 +243,10 @@ def job_execute(job_id: int, task_id: str, worker: str = "") -> None:
         return
     except Exception as exc:
         logger.exception("job %s failed", job_id)
-        job_log(job_id, traceback.format_exc(), level="error")
-        message = str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
-        job_transition(job_id, to=Status.FAILED, expected=(Status.RUNNING,), error=message, stage="failed")
+        # The page shows the sentence; the traceback (its end is what matters) goes to the log, collapsed there.
+        job_log(job_id, _tail(traceback.format_exc(), JOB_LOG_CHARS), level="error")
+        job_transition(job_id, to=Status.FAILED, expected=(Status.RUNNING,), error=explain_failure(exc),
+                       stage="failed")
         return
     for warning in result.warnings:
         job_log(job_id, warning, level="warning")
