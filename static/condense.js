@@ -39,9 +39,18 @@
       time.dateTime = entry.created_at;
       var when = new Date(entry.created_at);
       time.textContent = isNaN(when) ? "" : when.toISOString().slice(11, 19);
-      var message = document.createElement("span");
+      // A traceback arrives as one error line; like the server-rendered page, it stays folded away.
+      var traceback = entry.level === "error" && entry.message.indexOf("Traceback (most recent call last)") !== -1;
+      var message = document.createElement(traceback ? "details" : "span");
       message.className = "log-msg";
-      message.textContent = entry.message;
+      if (traceback) {
+        var summary = document.createElement("summary");
+        summary.textContent = "Technical details (traceback)";
+        message.appendChild(summary);
+        message.appendChild(document.createTextNode(entry.message));
+      } else {
+        message.textContent = entry.message;
+      }
       item.appendChild(time);
       item.appendChild(message);
       list.appendChild(item);
