@@ -5,7 +5,7 @@
 - :mod:`.runner`: :func:`run_job` and the handler table;
 - :mod:`.pruning`, :mod:`.quantization`, :mod:`.analysis`, :mod:`.chain`: the handlers;
 - :mod:`.measure`: what every model is measured on; :mod:`.stages`: progress; :mod:`.result`: :class:`JobResult`;
-- :mod:`.inspect`: :func:`inspect_model`, the summary of an uploaded model.
+- :mod:`.inspect`: :func:`inspect_model`, the summary of an uploaded model, and its :func:`batch_report`.
 
 Example::
 
@@ -18,7 +18,7 @@ Example::
     print(result.metrics["before"]["params"], "->", result.metrics["after"]["params"])
 """
 
-from .inspect import inspect_model
+from .inspect import batch_report, fixed_batch_message, inspect_model
 from .recipe import ModelSource, Recipe
 from .result import Artifact, JobResult
 from .runner import run_job
@@ -33,6 +33,8 @@ __all__ = [
     "Progress",
     "Recipe",
     "STAGES",
+    "batch_report",
+    "fixed_batch_message",
     "inspect_model",
     "run_job",
     "validate_recipe",
