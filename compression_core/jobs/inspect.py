@@ -101,9 +101,10 @@ def batch_report(model: nn.Module, input_shape: list[int], onnx_path: str | Path
 
     - ``declared_batch``: the batch size the ONNX input declares (``None``: dynamic, or not ONNX);
     - ``runs``: per batch size ``{"batch", "torch", "onnxruntime", "max_abs_diff", "comparison"}``,
-      each runtime ``"ok"`` or the error, ``onnxruntime`` ``None`` without a file. When the
-      input declares a fixed batch, onnxruntime runs a copy whose batch dimension is freed, so
-      that what fails at batch 2 is the graph itself, not the declaration;
+      each runtime ``"ok"`` or the error (an output whose batch is not the input's is one),
+      ``onnxruntime`` ``None`` without a file. When the input declares a fixed batch,
+      onnxruntime runs the other size on a copy whose batch dimension is freed, so that what
+      fails there is the graph itself, not the declaration;
     - ``literal_reshapes``: Reshape nodes whose literal target pins the batch or a channel count;
     - ``fixed``: the declared batch is fixed, or batch 2 fails in either runtime;
     - ``fixed_batch``: ``1`` when the imported model (what jobs run) fails at batch 2, else ``None``;
@@ -197,34 +198,46 @@ def _advice(report: dict[str, Any]) -> list[str]:
 def _run_torch(model: nn.Module, x: torch.Tensor) -> list[np.ndarray] | str:
     try:
         with torch.inference_mode():
-            return [t.detach().cpu().float().numpy() for t in flatten_tensors(model(x))]
+            outputs = [t.detach().cpu().float().numpy() for t in flatten_tensors(model(x))]
     except Exception as exc:  # noqa: BLE001 - any failure of the user's model is reported as such
         return _one_line(exc)
+    return _wrong_batch(outputs, len(x)) or outputs
+
+
+def _wrong_batch(outputs: list[np.ndarray], batch: int) -> str | None:
+    """A model that folds its batch away (``view(1, -1)`` before a pooling) runs, but answers for one sample."""
+    if outputs and outputs[0].ndim and outputs[0].shape[0] != batch:
+        return f"it returns an output of shape {list(outputs[0].shape)} for a batch of {batch}"
+    return None
 
 
 def _run_onnxruntime(proto: onnx.ModelProto, path, declared: int | None,
                      inputs: dict[int, torch.Tensor]) -> dict[int, list[np.ndarray] | str]:
-    """onnxruntime's outputs per batch (or the error); with a declared fixed batch, on a copy whose batch is free."""
-    with tempfile.TemporaryDirectory(prefix="condense-batch-") as tmp:
-        run_path = path
-        if declared is not None:
-            run_path = Path(tmp) / "free-batch.onnx"
-            onnx.save(_free_batch(proto, declared), str(run_path))
-        try:
-            session = onnx_session(run_path)
-        except Exception as exc:  # noqa: BLE001 - onnxruntime's own error types
-            return {batch: _one_line(exc) for batch in inputs}
-        import onnxruntime as ort  # heavy native library, already loaded by onnx_session above
+    """onnxruntime's outputs per batch (or the error): the file itself at its declared batch, and where
+    that is fixed, a copy whose batch is free at the other sizes."""
+    import onnxruntime as ort  # heavy native library: loaded when a model is run, as onnx_session does
 
-        quiet = ort.RunOptions()
-        quiet.log_severity_level = 4  # a failing batch is reported in the summary, not logged as an error
-        name = session.get_inputs()[0].name
-        results: dict[int, list[np.ndarray] | str] = {}
+    quiet = ort.RunOptions()
+    quiet.log_severity_level = 4  # a failing batch is reported in the summary, not logged as an error
+    results: dict[int, list[np.ndarray] | str] = {}
+    with tempfile.TemporaryDirectory(prefix="condense-batch-") as tmp:
+        sessions: dict[bool, Any] = {}
         for batch, x in inputs.items():
+            freed = declared is not None and batch != declared
             try:
-                results[batch] = [np.asarray(out) for out in session.run(None, {name: x.numpy()}, quiet)]
-            except Exception as exc:  # noqa: BLE001
+                if freed not in sessions:
+                    run_path = path
+                    if freed:
+                        run_path = Path(tmp) / "free-batch.onnx"
+                        onnx.save(_free_batch(proto, declared), str(run_path))
+                    sessions[freed] = onnx_session(run_path)
+                session = sessions[freed]
+                name = session.get_inputs()[0].name
+                outputs = [np.asarray(out) for out in session.run(None, {name: x.numpy()}, quiet)]
+            except Exception as exc:  # noqa: BLE001 - onnxruntime's own error types
                 results[batch] = _one_line(exc)
+                continue
+            results[batch] = _wrong_batch(outputs, batch) or outputs
     return results
 
 

@@ -88,3 +88,22 @@ def test_builtin_architecture_is_checked_in_torch_only():
     report = inspect_model(ModelSource(architecture="digits_cnn"))["batch"]
     assert [(r["torch"], r["onnxruntime"]) for r in report["runs"]] == [("ok", None), ("ok", None)]
     assert report["fixed"] is False and report["advice"] == []
+
+
+class _Folded(nn.Module):
+    """``view(1, -1)`` before a reduction: runs at any batch, but answers for one sample."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+
+    def forward(self, x):
+        return self.conv(x).view(1, -1).mean(dim=1, keepdim=True)
+
+
+def test_a_model_that_folds_its_batch_away_runs_at_batch_1_only(tmp_path):
+    path = _export(_Folded(), tmp_path / "folded.onnx", dynamo=False, dynamic=True)
+    report = inspect_model(ModelSource(path=str(path)))["batch"]
+    second = report["runs"][1]
+    assert second["torch"] == second["onnxruntime"] == "it returns an output of shape [1, 1] for a batch of 2"
+    assert report["fixed_batch"] == 1 and [r["shape"] for r in report["literal_reshapes"]] == [[1, -1]]
