@@ -235,3 +235,18 @@ def test_models_above_protobufs_limit_are_refused(exported, tmp_path, monkeypatc
     monkeypatch.setattr(external_module, "PROTOBUF_LIMIT_BYTES", 4096)
     with pytest.raises(ModelFormatError, match="above protobuf's 2 GB limit"):
         consolidate_onnx(exported, tmp_path / "out.onnx", external_data_dir=exported.parent)
+
+
+def test_a_truncated_data_file_is_refused(exported, tmp_path):
+    upload = tmp_path / "upload"
+    upload.mkdir()
+    shutil.copy(exported, upload / "m.onnx")
+    (upload / "m.onnx.data").write_bytes((exported.parent / "m.onnx.data").read_bytes()[:100])
+    with pytest.raises(ModelFormatError, match="which holds only 100 bytes"):
+        read_onnx(upload / "m.onnx", external_data_dir=upload)
+
+
+def test_a_file_and_a_folder_of_one_name_in_the_zip_is_refused(exported, tmp_path):
+    archive = _zip(tmp_path / "clash.zip", {"m.onnx": exported.read_bytes(), "w": b"file", "w/m.onnx.data": b"x"})
+    with pytest.raises(ModelFormatError, match="a file and a folder of that name"):
+        unpack_onnx_zip(archive, tmp_path / "out")

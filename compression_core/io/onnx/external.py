@@ -109,8 +109,10 @@ def lone_external_data_message(name: str, locations: List[str]) -> str:
 
 def _resolve_location(base: Path, location: str, name: str) -> Path:
     """The file ``location`` names inside ``base``; :class:`ModelFormatError` if it would leave ``base``."""
-    if not location:
-        raise ModelFormatError(f"{name} has an external tensor without a location; re-export the model as one file.")
+    if not location or "\x00" in location:
+        raise ModelFormatError(
+            f"{name} has an external tensor without a usable location ({location!r}); re-export the model as one file."
+        )
     if location.startswith(("/", "\\")) or _DRIVE.match(location) or Path(location).is_absolute():
         raise ModelFormatError(
             f"{name} points its external data at the absolute path {location!r}; Condense reads external data "
@@ -136,7 +138,8 @@ def _resolve_location(base: Path, location: str, name: str) -> Path:
     return target
 
 
-def _external_bytes(tensor: TensorProto, info: dict, path: Path, name: str) -> int:
+def _external_span(tensor: TensorProto, info: dict, path: Path, name: str) -> tuple:
+    """``(offset, length)`` of the tensor's bytes in ``path``, checked against the file's size."""
     size = path.stat().st_size
     try:
         offset = int(info.get("offset", 0) or 0)
@@ -148,7 +151,7 @@ def _external_bytes(tensor: TensorProto, info: dict, path: Path, name: str) -> i
             f"{name}: tensor {tensor.name!r} reads bytes {offset}..{offset + length} of {info.get('location')!r}, "
             f"which holds only {size} bytes; the data file does not belong to this model (or is truncated)."
         )
-    return length
+    return offset, length
 
 
 def inline_external_data(model: ModelProto, base_dir: PathLike, name: str = "model") -> ModelProto:
@@ -171,8 +174,8 @@ def inline_external_data(model: ModelProto, base_dir: PathLike, name: str = "mod
     for tensor in tensors:
         info = _external_info(tensor)
         path = _resolve_location(base, info.get("location", ""), name)
-        length = _external_bytes(tensor, info, path, name)
-        planned.append((tensor, path, int(info.get("offset", 0) or 0), length))
+        offset, length = _external_span(tensor, info, path, name)
+        planned.append((tensor, path, offset, length))
         total += length
     if total > PROTOBUF_LIMIT_BYTES:
         raise ModelFormatError(
@@ -233,11 +236,12 @@ def unpack_onnx_zip(
     """
     zip_path, target = Path(zip_path), Path(target_dir)
     with _open_zip(zip_path) as archive:
-        members = [info for info in archive.infolist() if not info.is_dir()]
-        if len(members) > max_entries:
-            raise ModelFormatError(f"the zip holds {len(members)} files; the limit is {max_entries}.")
+        entries = archive.infolist()
+        if len(entries) > max_entries:
+            raise ModelFormatError(f"the zip holds {len(entries)} files; the limit is {max_entries}.")
+        members = [info for info in entries if not info.is_dir()]
         if sum(info.file_size for info in members) > max_bytes:
-            raise ModelFormatError(f"the zip unpacks to more than the {max_bytes} byte limit.")
+            raise ModelFormatError(f"the zip unpacks to more than the {max_bytes:,} byte limit.")
         placed = [(info, _zip_member_path(info)) for info in members]
         placed = [(info, rel) for info, rel in placed if rel is not None]
         models = [rel for _, rel in placed if rel.suffix.lower() == ".onnx"]
@@ -249,16 +253,18 @@ def unpack_onnx_zip(
         written = 0
         for info, rel in placed:
             destination = target.joinpath(*rel.parts)
-            destination.parent.mkdir(parents=True, exist_ok=True)
             try:
+                destination.parent.mkdir(parents=True, exist_ok=True)
                 with archive.open(info) as source, open(destination, "xb") as sink:
                     while chunk := source.read(_COPY_CHUNK):
                         written += len(chunk)
                         if written > max_bytes:
-                            raise ModelFormatError(f"the zip unpacks to more than the {max_bytes} byte limit.")
+                            raise ModelFormatError(f"the zip unpacks to more than the {max_bytes:,} byte limit.")
                         sink.write(chunk)
-            except FileExistsError:
-                raise ModelFormatError(f"the zip holds {str(rel)!r} twice; zip each file once.") from None
+            except OSError:  # the same name twice, or a file and a folder of one name
+                raise ModelFormatError(
+                    f"the zip holds {str(rel)!r} twice (or a file and a folder of that name); zip each file once."
+                ) from None
             except (RuntimeError, zipfile.BadZipFile, zlib.error, EOFError) as exc:  # encrypted, damaged
                 raise ModelFormatError(
                     f"the zip entry {info.filename!r} cannot be read ({exc}); upload a zip without a password."
