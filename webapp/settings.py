@@ -112,6 +112,9 @@ CONDENSE_MAX_UPLOAD_BYTES = int(os.environ.get("CONDENSE_MAX_UPLOAD_BYTES", 2 * 
 # Caps on an uploaded dataset's content (zip bombs): unpacked bytes and image count.
 CONDENSE_DATASET_MAX_UNCOMPRESSED_BYTES = int(os.environ.get("CONDENSE_DATASET_MAX_UNCOMPRESSED_BYTES", 1024**3))
 CONDENSE_DATASET_MAX_IMAGES = int(os.environ.get("CONDENSE_DATASET_MAX_IMAGES", 50_000))
+# Caps on an uploaded model zip (.onnx + external-data files; zip bombs): files in it, and bytes unpacked.
+CONDENSE_MODEL_ZIP_MAX_ENTRIES = int(os.environ.get("CONDENSE_MODEL_ZIP_MAX_ENTRIES", 1000))
+CONDENSE_MODEL_MAX_UNPACKED_BYTES = int(os.environ.get("CONDENSE_MODEL_MAX_UNPACKED_BYTES", 2 * 1024**3))
 
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "dashboard:home"

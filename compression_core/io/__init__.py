@@ -22,11 +22,13 @@ from .errors import (
     ModelFormatError,
 )
 from .onnx import (
+    consolidate_onnx,
     constants_to_initializers,
     cpu_has_vnni,
     export_dynamic_int8_onnx,
     export_int8_onnx,
     export_onnx,
+    literal_reshapes,
     load_onnx,
     onnx_input_shapes,
     onnx_session,
@@ -57,7 +59,9 @@ __all__ = [
     "load_model",
     "save_model",
     "load_onnx",
+    "literal_reshapes",
     "read_onnx",
+    "consolidate_onnx",
     "onnx_to_torch",
     "preprocess_onnx",
     "constants_to_initializers",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, Dict, Optional, Union
@@ -20,7 +21,8 @@ from .errors import (
     TORCHSCRIPT_REFUSED_MESSAGE,
     ModelFormatError,
 )
-from .onnx import DEFAULT_OPSET, example_inputs_for, export_onnx, load_onnx
+from .onnx import DEFAULT_OPSET, consolidate_onnx, example_inputs_for, export_onnx, load_onnx
+from .onnx.external import MAX_UNPACKED_BYTES, MAX_ZIP_ENTRIES
 from .weights import (
     NotWeightsOnly,
     extract_state_dict,
@@ -40,7 +42,10 @@ PathLike = Union[str, os.PathLike]
 LOAD_OPTIONS: Dict[str, Any] = {
     "verify": False,         # ONNX: compare with onnxruntime on random input (ModelFormatError if not equal)
     "atol": 1e-4,            # ONNX: tolerance of that check
-    "external_data": False,  # ONNX: allow tensors stored in files next to the model
+    "external_data": False,  # ONNX: read tensors stored in files next to the model (only from that folder)
+    "external_data_dir": None,  # ONNX: the folder holding the model's external-data files (only from there)
+    "max_zip_entries": MAX_ZIP_ENTRIES,  # ONNX zip: most files the archive may hold
+    "max_unpacked_bytes": MAX_UNPACKED_BYTES,  # ONNX zip: most bytes it may unpack to
     "plan": None,            # weights: pruning plan (dict or JSON path); None = use <stem>.plan.json if present, False = never
     "map_location": "cpu",   # trusted pickles / TorchScript
 }
@@ -65,7 +70,10 @@ def load_model(
 
     - **ONNX** -> ``torch.fx.GraphModule`` (onnx2torch, opset 11 and newer,
       weights stored as ``Constant`` nodes accepted). ``verify=True`` also
-      checks it against onnxruntime.
+      checks it against onnxruntime. A model with external data (the dynamo
+      exporter's ``m.onnx`` + ``m.onnx.data``) loads from a **.zip** of both,
+      a **folder** holding one ``.onnx`` and its data, or the ``.onnx`` with
+      ``external_data_dir=``; locations are read only from inside that folder.
     - **safetensors** or a **weights-only state_dict** (``torch.save(model.state_dict())``,
       read with ``torch.load(weights_only=True)``) -> ``build_architecture(architecture, num_classes)``
       with the weights loaded strictly. ``num_classes`` defaults to what the
@@ -82,6 +90,7 @@ def load_model(
     Example::
 
         >>> model = load_model("resnet18.onnx")                                   # ONNX
+        >>> model = load_model("export.zip")                  # m.onnx + m.onnx.data (torch.onnx.export's default)
         >>> model = load_model("weights.safetensors", architecture="resnet18")    # weights
         >>> load_model("model.pt")        # torch.save(model): refused
         Traceback (most recent call last):
@@ -95,6 +104,8 @@ def load_model(
     opts = {**LOAD_OPTIONS, **options}
     path = Path(path)
     name = _name(path)
+    if path.is_dir() or (path.is_file() and opts["external_data_dir"] is not None):
+        return _load_onnx_bundle(path, opts)
     if not path.is_file():
         raise ModelFormatError(f"{name} does not exist or is not a file")
 
@@ -102,6 +113,8 @@ def load_model(
     if fmt == "onnx":
         return load_onnx(path, verify=bool(opts["verify"]), atol=float(opts["atol"]),
                          external_data=bool(opts["external_data"]))
+    if fmt == "onnx_zip":
+        return _load_onnx_bundle(path, opts)
 
     if fmt == "safetensors":
         state_dict, metadata = read_safetensors(path)
@@ -149,6 +162,15 @@ def load_model(
         f"{name} is not an ONNX model, safetensors file or state_dict (torch.save(model.state_dict())). "
         "Upload an ONNX export, or weights for a built-in architecture."
     )
+
+
+def _load_onnx_bundle(path: Path, opts: Dict[str, Any]) -> nn.Module:
+    """An ONNX model with external data (a zip, a folder, or a file and its data folder), made one file first."""
+    with tempfile.TemporaryDirectory(prefix="condense-onnx-") as tmp:
+        target = Path(tmp) / (path.name if path.suffix.lower() == ".onnx" else "model.onnx")
+        single = consolidate_onnx(path, target, external_data_dir=opts["external_data_dir"],
+                                  max_entries=int(opts["max_zip_entries"]), max_bytes=int(opts["max_unpacked_bytes"]))
+        return load_onnx(single, verify=bool(opts["verify"]), atol=float(opts["atol"]))
 
 
 def _read_plan(path: Path, plan) -> Optional[dict]:

@@ -16,7 +16,7 @@ __all__ = ["detect_format", "FORMATS"]
 PathLike = Union[str, os.PathLike]
 
 #: Every value :func:`detect_format` can return.
-FORMATS = ("onnx", "safetensors", "torch_zip", "pickle", "torchscript", "torch_export", "unknown")
+FORMATS = ("onnx", "onnx_zip", "safetensors", "torch_zip", "pickle", "torchscript", "torch_export", "unknown")
 
 _ZIP_MAGIC = b"PK\x03\x04"
 _HEAD_BYTES = 64
@@ -37,6 +37,7 @@ def detect_format(path: PathLike) -> str:
     - ``"onnx"``: an ONNX ``ModelProto`` with a graph. A file whose header is
       that of an ONNX model but which does not parse (truncated, corrupted) is
       also reported as ``"onnx"``, so that loading it says what is wrong.
+    - ``"onnx_zip"``: a zip holding ``.onnx`` files (a model and its external-data files).
     - ``"safetensors"``: 8-byte header length followed by a JSON header.
     - ``"torchscript"``: a ``torch.jit.save`` zip (``constants.pkl`` / ``code/``).
     - ``"torch_export"``: a ``torch.export.save`` (``.pt2``) zip.
@@ -95,6 +96,8 @@ def _detect_zip(path: Path) -> str:
         return "torch_export"
     if "data.pkl" in inner or "data.pkl" in top:
         return "torch_zip"
+    if any(name.lower().endswith(".onnx") for name in names):
+        return "onnx_zip"
     return "unknown"
 
 

@@ -6,7 +6,7 @@
 - :mod:`.pruning`, :mod:`.quantization`, :mod:`.analysis`, :mod:`.chain`: the handlers;
 - :mod:`.errors`: :func:`explain_failure`, the one sentence a failed job shows, and :class:`JobFailed`;
 - :mod:`.measure`: what every model is measured on; :mod:`.stages`: progress; :mod:`.result`: :class:`JobResult`;
-- :mod:`.inspect`: :func:`inspect_model`, the summary of an uploaded model.
+- :mod:`.inspect`: :func:`inspect_model`, the summary of an uploaded model, and its :func:`batch_report`.
 
 Example::
 
@@ -20,7 +20,7 @@ Example::
 """
 
 from .errors import JobFailed, explain_failure
-from .inspect import inspect_model
+from .inspect import batch_report, fixed_batch_message, inspect_model
 from .recipe import ModelSource, Recipe
 from .result import Artifact, JobResult
 from .runner import run_job
@@ -36,7 +36,9 @@ __all__ = [
     "Progress",
     "Recipe",
     "STAGES",
+    "batch_report",
     "explain_failure",
+    "fixed_batch_message",
     "inspect_model",
     "run_job",
     "validate_recipe",

@@ -112,3 +112,46 @@ def client_in(client, user):
     """A browser session signed in as ``user``."""
     client.force_login(user)
     return client
+
+
+def _external_data_export(dynamic: bool) -> dict[str, bytes]:
+    """``torch.onnx.export(model, x, "m.onnx")`` with today's defaults (dynamo): m.onnx plus m.onnx.data.
+
+    The classifier flattens with ``flatten(1)``; exported at a static batch 1
+    that becomes a literal Reshape [1, 256], so only ``dynamic=True`` runs at batch 2.
+    """
+    import tempfile
+    import warnings
+    from pathlib import Path
+
+    pytest.importorskip("onnxscript")
+
+    class Small(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(1, 4, 3, padding=1)
+            self.fc = torch.nn.Linear(4 * 8 * 8, 10)
+
+        def forward(self, x):
+            return self.fc(torch.flatten(torch.relu(self.conv(x)), 1))
+
+    torch.manual_seed(0)
+    options = {"dynamic_shapes": ({0: torch.export.Dim("batch")},)} if dynamic else {}
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(Small().eval(), (torch.randn(1, 1, 8, 8),), str(Path(tmp) / "m.onnx"), **options)
+        files = {path.name: path.read_bytes() for path in Path(tmp).iterdir()}
+    assert sorted(files) == ["m.onnx", "m.onnx.data"]
+    return files
+
+
+@pytest.fixture(scope="session")
+def pinned_external_onnx() -> dict[str, bytes]:
+    """m.onnx + m.onnx.data, exported at batch 1 with a literal Reshape [1, 256]."""
+    return _external_data_export(dynamic=False)
+
+
+@pytest.fixture(scope="session")
+def dynamic_external_onnx() -> dict[str, bytes]:
+    """m.onnx + m.onnx.data, exported with a dynamic batch."""
+    return _external_data_export(dynamic=True)

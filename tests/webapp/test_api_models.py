@@ -139,3 +139,153 @@ def test_model_summary_has_a_prunability_report(api, client, user):
     client.force_login(user)
     html = client.get(f"/models/{response.json()['id']}/").content.decode()
     assert 'id="group-table"' in html and "layer1.0.conv2" in html
+
+
+# -- ONNX with external data, and the batch check ---------------------------------------
+
+
+def _with_location(model_bytes: bytes, location: str) -> bytes:
+    import onnx
+    from onnx import TensorProto
+
+    proto = onnx.load_model_from_string(model_bytes)
+    for tensor in proto.graph.initializer:
+        if tensor.data_location == TensorProto.EXTERNAL:
+            for entry in tensor.external_data:
+                if entry.key == "location":
+                    entry.value = location
+    return proto.SerializeToString()
+
+
+def _stored_onnx_is_self_contained(model: dict, media_root) -> None:
+    import onnx
+    from compression_core.io.onnx import external_locations
+
+    stored = ModelArtifact.objects.get(pk=model["id"])
+    folder = Path(stored.file.path).parent
+    assert [p.suffix for p in folder.iterdir()] == [".onnx"]  # one file: the data was inlined
+    assert external_locations(onnx.load(stored.file.path, load_external_data=False)) == []
+    assert model["size_bytes"] == Path(stored.file.path).stat().st_size
+
+
+def test_zip_with_external_data_is_stored_as_one_file(api, upload, make_zip, dynamic_external_onnx, media_root):
+    response = api.post("/api/v1/models/", {"source": "onnx", "file": upload("export.zip", make_zip(dynamic_external_onnx))})
+    assert response.status_code == 201, response.json()
+    body = response.json()
+    assert body["file_format"] == "onnx" and body["input_shape"] == [1, 8, 8] and body["name"] == "export"
+    _stored_onnx_is_self_contained(body, media_root)
+    batch = body["summary"]["batch"]
+    assert batch["fixed"] is False and batch["fixed_batch"] is None
+    assert [(r["batch"], r["torch"], r["onnxruntime"]) for r in batch["runs"]] == [(1, "ok", "ok"), (2, "ok", "ok")]
+    assert all(r["max_abs_diff"] < 1e-4 for r in batch["runs"])
+
+
+def test_api_takes_the_data_file_as_a_second_part(api, upload, dynamic_external_onnx, media_root):
+    response = api.post("/api/v1/models/", {"source": "onnx", "file": upload("m.onnx", dynamic_external_onnx["m.onnx"]),
+                                            "data": [upload("m.onnx.data", dynamic_external_onnx["m.onnx.data"])]})
+    assert response.status_code == 201, response.json()
+    _stored_onnx_is_self_contained(response.json(), media_root)
+    assert response.json()["summary"]["onnxruntime_max_abs_diff"] < 1e-4
+
+
+def test_lone_external_data_onnx_is_refused_with_both_fixes(api, upload, dynamic_external_onnx, media_root):
+    files_before = _stored_files(media_root)
+    response = api.post("/api/v1/models/", {"source": "onnx", "file": upload("m.onnx", dynamic_external_onnx["m.onnx"])})
+    assert response.status_code == 400
+    detail = response.json()["detail"]
+    assert "'m.onnx.data'" in detail and ".zip" in detail and "'data' part" in detail
+    assert "external_data=False" in detail and "save_as_external_data=False" in detail
+    assert ModelArtifact.objects.count() == 0 and _stored_files(media_root) == files_before
+
+
+def test_wrongly_named_data_part_names_the_expected_location(api, upload, dynamic_external_onnx):
+    response = api.post("/api/v1/models/", {"source": "onnx", "file": upload("m.onnx", dynamic_external_onnx["m.onnx"]),
+                                            "data": [upload("weights.bin", dynamic_external_onnx["m.onnx.data"])]})
+    assert response.status_code == 400
+    assert "expects its external data in 'm.onnx.data'" in response.json()["detail"]
+
+
+@pytest.mark.parametrize("location, message", [
+    ("../m.onnx.data", "leaves the upload's folder ('..')"),
+    ("/etc/passwd", "absolute path '/etc/passwd'"),
+])
+def test_locations_outside_the_upload_are_refused(api, upload, make_zip, dynamic_external_onnx, location, message):
+    hostile = _with_location(dynamic_external_onnx["m.onnx"], location)
+    response = api.post("/api/v1/models/", {"source": "onnx", "file": upload("m.onnx", hostile),
+                                            "data": [upload("m.onnx.data", dynamic_external_onnx["m.onnx.data"])]})
+    assert response.status_code == 400 and message in response.json()["detail"]
+    zipped = make_zip({"m.onnx": hostile, "m.onnx.data": dynamic_external_onnx["m.onnx.data"]})
+    response = api.post("/api/v1/models/", {"source": "onnx", "file": upload("m.zip", zipped)})
+    assert response.status_code == 400 and message in response.json()["detail"]
+    assert ModelArtifact.objects.count() == 0
+
+
+def test_symlink_in_the_zip_is_refused(api, upload, dynamic_external_onnx):
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("m.onnx", dynamic_external_onnx["m.onnx"])
+        link = zipfile.ZipInfo("m.onnx.data")
+        link.external_attr = 0o120777 << 16
+        archive.writestr(link, "/etc/passwd")
+    response = api.post("/api/v1/models/", {"source": "onnx", "file": upload("m.zip", buffer.getvalue())})
+    assert response.status_code == 400 and "symbolic link" in response.json()["detail"]
+
+
+@pytest.mark.parametrize("files, message", [
+    (lambda f: {"a.onnx": f["m.onnx"], "b.onnx": f["m.onnx"], "m.onnx.data": f["m.onnx.data"]},
+     "2 .onnx files (a.onnx, b.onnx); put exactly one"),
+    (lambda f: {"m.onnx.data": f["m.onnx.data"]}, "no .onnx file"),
+    (lambda f: {"../m.onnx": f["m.onnx"]}, "points outside the archive's folder"),
+])
+def test_zips_without_exactly_one_safe_onnx_are_refused(api, upload, make_zip, dynamic_external_onnx, files, message):
+    response = api.post("/api/v1/models/", {"source": "onnx",
+                                            "file": upload("m.zip", make_zip(files(dynamic_external_onnx)))})
+    assert response.status_code == 400
+    assert message in response.json()["detail"]
+
+
+def test_zip_bomb_is_capped(api, upload, make_zip, dynamic_external_onnx, settings, media_root):
+    settings.CONDENSE_MODEL_MAX_UNPACKED_BYTES = 1024 * 1024
+    bomb = make_zip({"m.onnx": dynamic_external_onnx["m.onnx"], "m.onnx.data": bytes(16 * 1024 * 1024)})
+    assert len(bomb) < 100_000
+    response = api.post("/api/v1/models/", {"source": "onnx", "file": upload("bomb.zip", bomb)})
+    assert response.status_code == 400 and "byte limit" in response.json()["detail"]
+    settings.CONDENSE_MODEL_ZIP_MAX_ENTRIES = 5
+    many = make_zip({"m.onnx": dynamic_external_onnx["m.onnx"], **{f"{i}.txt": b"" for i in range(9)}})
+    response = api.post("/api/v1/models/", {"source": "onnx", "file": upload("many.zip", many)})
+    assert response.status_code == 400 and "holds 10 files; the limit is 5" in response.json()["detail"]
+    assert ModelArtifact.objects.count() == 0
+
+
+def test_fixed_batch_model_is_accepted_with_the_fix_and_jobs_are_refused(api, upload, make_zip, pinned_external_onnx,
+                                                                         no_enqueue):
+    response = api.post("/api/v1/models/", {"source": "onnx", "file": upload("pinned.zip", make_zip(pinned_external_onnx))})
+    assert response.status_code == 201, response.json()
+    batch = response.json()["summary"]["batch"]
+    assert batch["declared_batch"] == 1 and batch["fixed"] is True and batch["fixed_batch"] == 1
+    first, second = batch["runs"]
+    assert first["torch"] == first["onnxruntime"] == "ok" and first["max_abs_diff"] < 1e-4
+    assert "invalid for input of size 512" in second["torch"] and "Reshape" in second["onnxruntime"]
+    (literal,) = batch["literal_reshapes"]
+    assert literal["shape"] == [1, 256] and literal["pins_batch"] and literal["pins_channels"]
+    assert literal["node"] in batch["advice"][0] and "dynamic_shapes=" in batch["advice"][0]
+
+    job = api.post("/api/v1/jobs/", {"model": response.json()["id"], "algorithm": "L1NormPruner",
+                                     "params": {"config_list": [{"op_types": ["Conv2d"], "sparse_ratio": 0.5}]}},
+                   format="json")
+    assert job.status_code == 400
+    assert "runs at batch 1 only" in str(job.json()) and literal["node"] in str(job.json())
+    assert no_enqueue == []
+
+
+def test_dynamic_batch_model_takes_jobs(api, upload, make_zip, dynamic_external_onnx, no_enqueue,
+                                        django_capture_on_commit_callbacks):
+    model = api.post("/api/v1/models/", {"source": "onnx", "file": upload("dyn.zip", make_zip(dynamic_external_onnx))})
+    with django_capture_on_commit_callbacks(execute=True):
+        job = api.post("/api/v1/jobs/", {"model": model.json()["id"], "algorithm": "L1NormPruner",
+                                         "params": {"config_list": [{"op_types": ["Conv2d"], "sparse_ratio": 0.5}]}},
+                       format="json")
+    assert job.status_code == 201, job.json()
+    assert no_enqueue == [(job.json()["id"], "cpu")]

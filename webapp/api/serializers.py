@@ -50,7 +50,16 @@ class JsonListField(serializers.Field):
 class ModelCreateSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
     source = serializers.ChoiceField(choices=ModelArtifact.Source.choices)
-    file = serializers.FileField(required=False, allow_null=True)
+    file = serializers.FileField(
+        required=False, allow_null=True,
+        help_text="ONNX: a .onnx file, or a .zip holding one .onnx and its external-data files (m.onnx.data). "
+        "Built-in: optional weights (safetensors or a weights-only state_dict).",
+    )
+    data = serializers.ListField(
+        child=serializers.FileField(), required=False, default=list,
+        help_text="ONNX only: the model's external-data files (e.g. m.onnx.data), one part each, named as the "
+        "model refers to them; instead of a zip.",
+    )
     architecture = serializers.CharField(required=False, allow_blank=True, default="")
     num_classes = serializers.IntegerField(required=False, allow_null=True, min_value=1)
     input_shape = JsonListField(required=False, allow_null=True)

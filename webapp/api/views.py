@@ -42,8 +42,9 @@ class ModelListCreateView(_ListView):
     def post(self, request):
         form = s.ModelCreateSerializer(data=request.data)
         form.is_valid(raise_exception=True)
-        model = model_services.model_create(owner=request.user, upload=form.validated_data.pop("file", None),
-                                            **form.validated_data)
+        data = dict(form.validated_data)
+        model = model_services.model_create(owner=request.user, upload=data.pop("file", None),
+                                            data_files=data.pop("data", []), **data)
         return Response(s.ModelOutputSerializer(model).data, status=status.HTTP_201_CREATED)
 
 

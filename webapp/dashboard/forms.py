@@ -37,8 +37,9 @@ class ModelUploadForm(forms.Form):
     )
     file = forms.FileField(
         required=False,
-        help_text="ONNX: the model file. Built-in: optional weights (safetensors or a weights-only state_dict); "
-        "without a file the network starts from random weights, which is enough for a demo.",
+        help_text="ONNX: the .onnx file, or a .zip holding it and its external-data file (torch.onnx.export "
+        "writes m.onnx plus m.onnx.data by default: zip both). Built-in: optional weights (safetensors or a "
+        "weights-only state_dict); without a file the network starts from random weights, which is enough for a demo.",
     )
     architecture = forms.ChoiceField(required=False, help_text="Only for a built-in architecture.")
     num_classes = forms.IntegerField(

@@ -13,7 +13,9 @@ from django.db import transaction
 from django.utils import timezone
 
 from compression_core.algorithms import get_algorithm
-from compression_core.jobs import JobCancelled, Recipe, explain_failure, run_job, validate_recipe
+from compression_core.jobs import (
+    JobCancelled, Recipe, explain_failure, fixed_batch_message, run_job, validate_recipe,
+)
 
 from webapp.common.exceptions import ServiceConflict
 from webapp.datahub.models import Dataset
@@ -122,6 +124,9 @@ def job_create(
             raise ValidationError("choose either a built-in dataset or an uploaded one, not both")
     if device not in Job.Device.values:
         raise ValidationError(f"device must be one of {', '.join(Job.Device.values)}")
+    blocked = fixed_batch_message(model.summary.get("batch"))  # the upload's inspection found it runs at batch 1 only
+    if blocked:
+        raise ValidationError(blocked)
     try:
         spec = get_algorithm(algorithm)
         draft = Job(owner=owner, model=model, algorithm=algorithm, params=params, speedup=speedup,

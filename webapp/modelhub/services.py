@@ -6,9 +6,8 @@ import logging
 import shutil
 import tempfile
 import uuid
+import zipfile
 from pathlib import Path
-
-import torch
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -16,7 +15,7 @@ from django.core.files import File
 from django.db import transaction
 
 from compression_core.models import ARCHITECTURES
-from compression_core.io import detect_format, verify_onnx_conversion
+from compression_core.io import consolidate_onnx, detect_format, load_model
 from compression_core.jobs import ModelSource, inspect_model
 
 from webapp.common.exceptions import ServiceConflict
@@ -53,16 +52,22 @@ def model_create(
     name: str,
     source: str,
     upload=None,
+    data_files=(),
     architecture: str = "",
     num_classes: int | None = None,
     input_shape: list[int] | None = None,
 ) -> ModelArtifact:
     """Inspect an upload (or a built-in architecture) and store it.
 
-    Raises ``ValidationError`` with the engine's message for anything that
-    cannot be loaded; then nothing is stored.
+    An ONNX upload is a ``.onnx`` file, or a ``.zip`` holding one ``.onnx``
+    and its external-data files; ``data_files`` are those files sent beside a
+    ``.onnx`` instead (the API's ``data`` parts). Either way the model is
+    stored as one self-contained ``.onnx``. Raises ``ValidationError`` with
+    the engine's message for anything that cannot be loaded; then nothing is
+    stored.
     """
     input_shape = _validate_shape(input_shape)
+    data_files = list(data_files or [])
     if source == ModelArtifact.Source.ONNX:
         if upload is None:
             raise ValidationError("upload an ONNX file")
@@ -71,33 +76,34 @@ def model_create(
     elif source == ModelArtifact.Source.BUILTIN:
         if architecture not in ARCHITECTURES:
             raise ValidationError(f"unknown architecture {architecture!r}; choose one of {', '.join(ARCHITECTURES)}")
+        if data_files:
+            raise ValidationError("external-data files go with an ONNX model (source 'onnx'), not a built-in one")
     else:
         raise ValidationError(f"source must be 'onnx' or 'builtin', got {source!r}")
 
     with tempfile.TemporaryDirectory(prefix="condense-upload-") as tmp:
+        received = Path(tmp) / "received"
+        received.mkdir()
         local_path = None
         size = 0
         file_format = ""
         if upload is not None:
-            local_path = Path(tmp) / Path(upload.name).name
+            local_path = received / Path(upload.name).name
             size = copy_upload(upload, local_path)
             file_format = detect_format(local_path)
-        engine_source = ModelSource(
-            path=str(local_path) if local_path else None,
-            architecture=architecture or None,
-            num_classes=num_classes,
-            trusted=False,
-        )
         try:
-            if source == ModelArtifact.Source.ONNX and file_format != "onnx":
-                # load_model explains what the file is and why it is refused.
-                engine_source.load()
-                raise ValueError("the file is not an ONNX model")
+            if source == ModelArtifact.Source.ONNX:
+                local_path = _single_onnx_file(local_path, file_format, data_files, size, Path(tmp) / "model")
+                file_format = "onnx"
+                size = local_path.stat().st_size
+            engine_source = ModelSource(
+                path=str(local_path) if local_path else None,
+                architecture=architecture or None,
+                num_classes=num_classes,
+                trusted=False,
+            )
             loaded = engine_source.load()
             summary = inspect_model(engine_source, input_shape, model=loaded)
-            if source == ModelArtifact.Source.ONNX:
-                probe = torch.randn(1, *summary["input_shape"], generator=torch.Generator().manual_seed(0))
-                summary["onnxruntime_max_abs_diff"] = verify_onnx_conversion(local_path, loaded, inputs=[probe])
         except ValueError as exc:
             raise ValidationError(str(exc)) from exc
         except (RuntimeError, NotImplementedError, KeyError, IndexError) as exc:
@@ -128,6 +134,29 @@ def model_create(
                 shutil.rmtree(Path(model.file.path).parent, ignore_errors=True)
             raise
     return model
+
+
+def _single_onnx_file(upload_path: Path, file_format: str, data_files: list, received: int, folder: Path) -> Path:
+    """The upload as one self-contained .onnx in ``folder``: a .onnx (its data files copied beside it first) or a
+    zip of them. Raises ``ValueError`` (the engine's sentence) or ``ValidationError``."""
+    if file_format == "onnx_zip" or (file_format == "unknown" and zipfile.is_zipfile(upload_path)):
+        if data_files:
+            raise ValidationError("put the external-data files inside the zip, next to the .onnx, "
+                                  "rather than sending them as separate 'data' parts")
+        return consolidate_onnx(upload_path, folder / f"{upload_path.stem}.onnx",
+                                max_entries=settings.CONDENSE_MODEL_ZIP_MAX_ENTRIES,
+                                max_bytes=settings.CONDENSE_MODEL_MAX_UNPACKED_BYTES)
+    if file_format != "onnx":
+        # load_model explains what the file is and why it is refused.
+        load_model(upload_path)
+        raise ValueError("the file is not an ONNX model: upload a .onnx file, or a .zip holding one and its data files")
+    for data in data_files:
+        data_path = upload_path.parent / Path(data.name).name
+        if data_path.exists():
+            raise ValidationError(f"two uploaded files are named {data_path.name!r}; send each file once")
+        received += copy_upload(data, data_path, limit=settings.CONDENSE_MAX_UPLOAD_BYTES - received)
+    return consolidate_onnx(upload_path, folder / upload_path.name,
+                            external_data_dir=upload_path.parent if data_files else None)
 
 
 def model_delete(*, model: ModelArtifact) -> None:

@@ -1,7 +1,9 @@
 """ONNX in and out: read and check, convert to ``torch.fx``, verify, export, int8 export.
 
-- :mod:`.read`: :func:`read_onnx`, :func:`check_onnx`, :func:`weightless_copy`,
-  :func:`onnx_input_shapes`, :func:`random_onnx_inputs`.
+- :mod:`.read`: :func:`read_onnx`, :func:`consolidate_onnx`, :func:`check_onnx`, :func:`weightless_copy`,
+  :func:`onnx_input_shapes`, :func:`random_onnx_inputs`; :mod:`.external`: external-data files read only
+  from inside the upload (:func:`inline_external_data`, :func:`unpack_onnx_zip`); :mod:`.shape_literals`:
+  :func:`literal_reshapes`, the Reshape targets that pin the batch or a channel count.
 - :mod:`.passes`: :func:`preprocess_onnx` (graph rewrites before conversion, from onnx_ir
   where it has them), :func:`constants_to_initializers`.
 - :mod:`.convert`: :func:`onnx_to_torch`, :func:`load_onnx`, :func:`unsupported_operators`;
@@ -20,22 +22,28 @@ Example::
 """
 
 from .convert import load_onnx, onnx_to_torch, unsupported_operators
+from .external import external_locations, inline_external_data, unpack_onnx_zip
 from .export import DEFAULT_OPSET, example_inputs_for, export_onnx
 from .int8 import cpu_has_vnni, export_dynamic_int8_onnx, export_int8_onnx
 from .passes import constants_to_initializers, preprocess_onnx
-from .read import check_onnx, onnx_input_shapes, random_onnx_inputs, read_onnx, weightless_copy
+from .read import check_onnx, consolidate_onnx, onnx_input_shapes, random_onnx_inputs, read_onnx, weightless_copy
 from .runtime import onnx_session
+from .shape_literals import literal_reshapes
 from .verify import verify_onnx_conversion
 
 __all__ = [
     "DEFAULT_OPSET",
     "check_onnx",
+    "consolidate_onnx",
     "constants_to_initializers",
     "cpu_has_vnni",
     "example_inputs_for",
     "export_dynamic_int8_onnx",
     "export_int8_onnx",
     "export_onnx",
+    "external_locations",
+    "inline_external_data",
+    "literal_reshapes",
     "load_onnx",
     "onnx_input_shapes",
     "onnx_session",
@@ -43,6 +51,7 @@ __all__ = [
     "preprocess_onnx",
     "random_onnx_inputs",
     "read_onnx",
+    "unpack_onnx_zip",
     "unsupported_operators",
     "verify_onnx_conversion",
     "weightless_copy",

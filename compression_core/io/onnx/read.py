@@ -1,6 +1,7 @@
 """Reading ONNX files: parse, validate (checker and shape inference without the weights), input shapes.
 
-- :func:`read_onnx`: parse and check a file, refuse external data unless asked.
+- :func:`read_onnx`: parse and check a file; external data only from a folder it is given.
+- :func:`consolidate_onnx`: one self-contained ``.onnx`` from a file, a folder or a zip.
 - :func:`check_onnx`: ``onnx.checker`` and strict shape inference on a weightless copy,
   plus the size checks of the weights that copy leaves out.
 - :func:`weightless_copy`: the model with its large initializers turned into graph inputs.
@@ -16,18 +17,30 @@ Example::
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
+import zipfile
 from pathlib import Path
 from typing import List, Optional, Set, Union
 
 import numpy as np
 import onnx
 from onnx import ModelProto, TensorProto, helper
-from onnx.external_data_helper import load_external_data_for_model
 
 from ..errors import ModelFormatError
+from .external import (
+    MAX_UNPACKED_BYTES,
+    MAX_ZIP_ENTRIES,
+    external_locations,
+    external_tensors,
+    inline_external_data,
+    lone_external_data_message,
+    unpack_onnx_zip,
+)
 
 __all__ = [
     "read_onnx",
+    "consolidate_onnx",
     "check_onnx",
     "weightless_copy",
     "onnx_input_shapes",
@@ -73,38 +86,94 @@ def numel(dims) -> int:
 # Reading and checking
 
 
-def read_onnx(path: PathLike, *, external_data: bool = False, check: bool = True) -> ModelProto:
-    """Read and validate an ONNX file; return its ``onnx.ModelProto``.
+def read_onnx(
+    path: PathLike,
+    *,
+    external_data: bool = False,
+    external_data_dir: Optional[PathLike] = None,
+    check: bool = True,
+) -> ModelProto:
+    """Read and validate an ONNX file; return its ``onnx.ModelProto`` with every tensor inline.
 
     Raises :class:`ModelFormatError` ("<file> is not a valid ONNX model: ...")
-    for a truncated, corrupt or invalid file. Files whose tensors live in
-    external data files are refused unless ``external_data=True``.
+    for a truncated, corrupt or invalid file. Tensors kept in external-data
+    files are read from ``external_data_dir`` (or, with ``external_data=True``,
+    from the file's own folder), and only from inside that folder: see
+    :mod:`.external`. Without either, such a file is refused with a message
+    that says how to upload it.
 
     Example::
 
         >>> proto = read_onnx("resnet18.onnx")
         >>> proto.opset_import[0].version
         17
+        >>> proto = read_onnx("upload/m.onnx", external_data_dir="upload/")   # m.onnx.data beside it
     """
     name = display_name(path)
     model = _parse_onnx(path)
-    uses_external = any(
-        t.data_location == TensorProto.EXTERNAL for t in _all_graph_tensors(model.graph)
-    )
-    if uses_external:
-        if not external_data:
-            raise ModelFormatError(
-                f"{name} keeps its weights in separate external-data files; upload a single-file ONNX "
-                "model (onnx.save(model, path, save_as_external_data=False))."
-            )
-        try:
-            load_external_data_for_model(model, str(Path(path).resolve().parent))
-        except Exception as exc:  # noqa: BLE001
-            raise ModelFormatError(f"{name}: cannot read its external data: {short_error(exc)}") from exc
-
+    if external_tensors(model):
+        if external_data_dir is None and not external_data:
+            raise ModelFormatError(lone_external_data_message(name, external_locations(model)))
+        base = external_data_dir if external_data_dir is not None else Path(path).parent
+        inline_external_data(model, base, name)
     if check:
         check_onnx(model, name)
     return model
+
+
+def consolidate_onnx(
+    source: PathLike,
+    target: PathLike,
+    *,
+    external_data_dir: Optional[PathLike] = None,
+    max_entries: int = MAX_ZIP_ENTRIES,
+    max_bytes: int = MAX_UNPACKED_BYTES,
+) -> Path:
+    """Write one self-contained, checked ``.onnx`` at ``target`` from an ONNX upload; return ``target``.
+
+    ``source`` is a ``.onnx`` file (its external data read from
+    ``external_data_dir`` when given, refused otherwise), a folder holding one
+    ``.onnx`` and its data files, or a ``.zip`` of them (unpacked by
+    :func:`~.external.unpack_onnx_zip` within ``max_entries`` / ``max_bytes``).
+    A model without external data is copied byte for byte; one with it is
+    written with its tensors inline, if that fits protobuf's 2 GB.
+
+    Example::
+
+        >>> consolidate_onnx("upload.zip", "store/model.onnx")   # model.onnx + model.onnx.data inside
+        PosixPath('store/model.onnx')
+    """
+    source, target = Path(source), Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if source.is_dir():
+        return consolidate_onnx(_single_onnx_in(source), target, external_data_dir=source)
+    if zipfile.is_zipfile(source):
+        with tempfile.TemporaryDirectory(prefix="condense-onnx-zip-") as tmp:
+            model_path = unpack_onnx_zip(source, tmp, max_entries=max_entries, max_bytes=max_bytes)
+            return consolidate_onnx(model_path, target, external_data_dir=model_path.parent)
+    name = display_name(source)
+    proto = _parse_onnx(source)
+    if not external_tensors(proto):
+        check_onnx(proto, name)
+        shutil.copyfile(source, target)
+        return target
+    if external_data_dir is None:
+        raise ModelFormatError(lone_external_data_message(name, external_locations(proto)))
+    check_onnx(inline_external_data(proto, external_data_dir, name), name)
+    try:
+        data = proto.SerializeToString()
+    except ValueError as exc:  # protobuf's 2 GB limit, should inline_external_data's estimate have missed it
+        raise ModelFormatError(f"{name} is too large for one ONNX file (protobuf's 2 GB limit).") from exc
+    target.write_bytes(data)
+    return target
+
+
+def _single_onnx_in(folder: Path) -> Path:
+    models = sorted(p for p in folder.iterdir() if p.suffix.lower() == ".onnx" and p.is_file())
+    if len(models) != 1:
+        found = f"{len(models)} .onnx files" if models else "no .onnx file"
+        raise ModelFormatError(f"the folder {folder.name!r} holds {found}; it must hold exactly one .onnx model.")
+    return models[0]
 
 
 def _parse_onnx(path: PathLike) -> ModelProto:
@@ -220,19 +289,6 @@ def _check_tensor_sizes(model: ModelProto, name: str) -> None:
                     f"{name} is not a valid ONNX model: initializer {tensor.name!r} of shape {list(tensor.dims)} "
                     f"holds {held} values"
                 )
-
-
-def _all_graph_tensors(graph):
-    yield from graph.initializer
-    for node in graph.node:
-        for attr in node.attribute:
-            if attr.HasField("t"):
-                yield attr.t
-            yield from attr.tensors
-            if attr.HasField("g"):
-                yield from _all_graph_tensors(attr.g)
-            for sub in attr.graphs:
-                yield from _all_graph_tensors(sub)
 
 
 # ---------------------------------------------------------------------------

@@ -1,0 +1,45 @@
+"""The model upload form and the model page's batch check, through Django's test client."""
+
+from __future__ import annotations
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+
+from webapp.modelhub.models import ModelArtifact
+
+pytestmark = pytest.mark.django_db
+
+
+def _zip_upload(make_zip, files: dict, name: str) -> SimpleUploadedFile:
+    return SimpleUploadedFile(name, make_zip(files), content_type="application/zip")
+
+
+def test_zip_with_external_data_through_the_form(client_in, user, make_zip, dynamic_external_onnx):
+    response = client_in.post("/models/new/", {"source": "onnx", "name": "", "input_shape": "",
+                                               "file": _zip_upload(make_zip, dynamic_external_onnx, "export.zip")})
+    assert response.status_code == 302, response.content.decode()[:3000]
+    model = ModelArtifact.objects.get(owner=user)
+    assert model.name == "export" and model.file.name.endswith(".onnx") and model.summary["batch"]["fixed"] is False
+    html = client_in.get(response["Location"]).content.decode()
+    assert 'id="batch-check"' in html and 'id="fixed-batch-warning"' not in html
+    assert html.count('<tr data-batch="') == 2 and "dynamic" in html
+
+
+def test_fixed_batch_model_page_warns_and_names_the_reshape(client_in, user, make_zip, pinned_external_onnx):
+    response = client_in.post("/models/new/", {"source": "onnx", "name": "pinned", "input_shape": "",
+                                               "file": _zip_upload(make_zip, pinned_external_onnx, "pinned.zip")})
+    assert response.status_code == 302, response.content.decode()[:3000]
+    model = ModelArtifact.objects.get(owner=user)
+    node = model.summary["batch"]["literal_reshapes"][0]["node"]
+    html = client_in.get(response["Location"]).content.decode()
+    assert 'id="fixed-batch-warning"' in html and 'id="literal-reshape-table"' in html
+    assert node in html and "[1, 256]" in html and "dynamic_axes" in html
+
+
+def test_lone_external_data_onnx_shows_the_fix_in_the_form(client_in, dynamic_external_onnx):
+    lone = SimpleUploadedFile("m.onnx", dynamic_external_onnx["m.onnx"], content_type="application/octet-stream")
+    response = client_in.post("/models/new/", {"source": "onnx", "name": "", "input_shape": "", "file": lone})
+    assert response.status_code == 200
+    errors = " ".join(response.context["form"].non_field_errors())
+    assert "'m.onnx.data'" in errors and ".zip" in errors and "external_data=False" in errors
+    assert ModelArtifact.objects.count() == 0
