@@ -48,12 +48,12 @@ class Measurement:
     batch_sizes: tuple[int, ...]
     runs: int  # the fewest interleaved rounds per timed row
     device: str
-    budget_s: float = 2.0  # seconds per timed row, once ``runs`` rounds are done
+    budget_s: float = 1.0  # seconds per timed row, once ``runs`` rounds are done
 
     @classmethod
     def for_model(cls, model: nn.Module, input_shape: list[int], test_data: TensorData | None, *,
                   batch_sizes: tuple[int, ...], runs: int, device: str = "cpu",
-                  budget_s: float = 2.0) -> "Measurement":
+                  budget_s: float = 1.0) -> "Measurement":
         """The measurement of a job on ``model`` (the original): its outputs are the fidelity reference."""
         example = torch.randn(1, *input_shape, generator=torch.Generator().manual_seed(0))
         eval_data = None

@@ -78,7 +78,7 @@ class Recipe:
     # The fewest interleaved before/after rounds per timed row (at least 6, which a 95% interval needs);
     # rounds go on until the ratio's interval is tight or latency_budget_s is spent.
     latency_runs: int = 10
-    latency_budget_s: float = 2.0
+    latency_budget_s: float = 1.0
     export_formats: tuple[str, ...] = field(default=("onnx", "safetensors"))
 
     @classmethod
