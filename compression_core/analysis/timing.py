@@ -181,12 +181,13 @@ def _repeats_for(run: Callable[[], Any], min_sample_s: float, max_repeats: int, 
 
 
 def time_paired(before: Callable[[], Any], after: Callable[[], Any], *, min_rounds: int = 10,
-                max_rounds: int = 200, budget_s: float = 2.0, warmup: int = 3, min_sample_s: float = 0.001,
+                max_rounds: int = 200, budget_s: float = 2.0, warmup: int = 3, min_sample_s: float = 0.0002,
                 max_repeats: int = 1000, sync: Callable[[], None] | None = None,
                 threads: int | None = None) -> PairedTiming:
     """Time ``before()`` and ``after()`` interleaved (A B, then B A, ...) after ``warmup`` calls of each.
 
-    Each timed sample repeats a call until it lasts ``min_sample_s``. Rounds go on until the 95% interval
+    Each timed sample repeats a call until it lasts ``min_sample_s`` (0.2 ms: a thousand times the timer's
+    resolution; longer samples would catch more of the scheduler's stalls, so that more rounds are spoilt). Rounds go on until the 95% interval
     of the paired ratio is within :data:`TIGHT_WIDTH`, ``budget_s`` is spent or ``max_rounds`` is reached,
     and never stop before ``min_rounds`` (at least 6, the fewest that give a 95% interval). ``sync`` runs
     after every call (``torch.cuda.synchronize`` for GPU work). ``threads`` is recorded (the caller sets it).

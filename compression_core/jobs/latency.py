@@ -32,6 +32,7 @@ import torch.nn as nn
 from ..analysis import fixed_threads, judge, machine_info, time_paired
 from ..analysis.timing import available_cores, load_average
 from ..io import onnx_session
+from ..tensors import module_device
 
 #: A pruned model can beat its MACs ratio a little (caches, fewer memory passes), not by more than this.
 MACS_MARGIN = 1.5
@@ -111,18 +112,21 @@ class _Runners:
     def __init__(self, example: torch.Tensor, threads: int):
         self.example, self.threads = example, threads
         self._sessions: dict[tuple[str, str], Any] = {}
-        self._cuda_models: dict[int, nn.Module] = {}
+        self._moved: dict[tuple[int, str], nn.Module] = {}
 
     def _batch(self, batch: int) -> torch.Tensor:
         return self.example.repeat(batch, *[1] * (self.example.dim() - 1))
 
     def pytorch(self, model: nn.Module, batch: int, cuda: bool, half: bool = False) -> Callable[[], Any]:
         x = self._batch(batch)
+        wanted = "cuda" if cuda else "cpu"
+        if module_device(model).type != wanted:
+            # A copy on the runtime's device (a model fine-tuned on the GPU is timed on the CPU too), made once.
+            key = (id(model), wanted)
+            if key not in self._moved:
+                self._moved[key] = copy.deepcopy(model).to(wanted).eval()
+            model = self._moved[key]
         if cuda:
-            key = id(model)
-            if key not in self._cuda_models:
-                self._cuda_models[key] = model if half else copy.deepcopy(model).cuda().eval()
-            model = self._cuda_models[key]
             x = x.half().cuda() if half else x.cuda()
         model.eval()
         return lambda: model(x)
@@ -145,7 +149,7 @@ def _with_gpu_twins(forms: list[DeployedForm], skipped: list[dict[str, str]]) ->
         return forms
     twins = [copy.copy(f) for f in float_forms if f.runtime == "pytorch-cpu"]
     for twin in twins:
-        twin.runtime, twin.fills, twin.headline = "pytorch-cuda", [], False
+        twin.runtime = "pytorch-cuda"  # keeps its fills and headline: they receive the latency_gpu_* keys
     if _onnx_cuda_available():
         onnx_twins = [copy.copy(f) for f in float_forms if f.runtime == "onnxruntime-cpu"]
         for twin in onnx_twins:
