@@ -39,6 +39,10 @@ NOISY_WIDTH = 1.25
 TIGHT_WIDTH = 1.05
 #: The timing threads waited for a core more than this share of the time: other processes held the CPU.
 RUN_QUEUE_NOISY = 0.10
+#: A timed chunk lasts at least this long (the timer costs about 0.1 microsecond a call).
+MIN_CHUNK_S = 20e-6
+MAX_REPEATS = 1000
+MAX_CHUNKS = 50
 #: Without the kernel's run-queue figures: the timing thread got less CPU time than this share of wall time.
 CPU_SHARE_NOISY = 0.75
 
@@ -51,11 +55,12 @@ class TimingStats:
     p10_ms: float
     p90_ms: float
     rounds: int
-    repeats: int  # calls per timed sample (tiny models are called several times so a sample beats timer noise)
+    repeats: int  # calls per timed chunk (calls shorter than MIN_CHUNK_S are timed several at a time)
+    chunks: int = 1  # timed chunks per sample: the sample's figure is their median
 
     def to_dict(self) -> dict[str, Any]:
         return {"median_ms": self.median_ms, "p10_ms": self.p10_ms, "p90_ms": self.p90_ms, "rounds": self.rounds,
-                "repeats": self.repeats}
+                "repeats": self.repeats, "chunks": self.chunks}
 
 
 @dataclass
@@ -109,13 +114,13 @@ def median_interval(values: list[float], confidence: float = 0.95) -> tuple[floa
     return ordered[k - 1], ordered[n - k]
 
 
-def _spread(values: list[float], repeats: int) -> TimingStats:
+def _spread(values: list[float], repeats: int, chunks: int = 1) -> TimingStats:
     if len(values) > 1:
         deciles = statistics.quantiles(values, n=10, method="inclusive")
         p10, p90 = deciles[0], deciles[-1]
     else:
         p10 = p90 = values[0]
-    return TimingStats(float(statistics.median(values)), float(p10), float(p90), len(values), repeats)
+    return TimingStats(float(statistics.median(values)), float(p10), float(p90), len(values), repeats, chunks)
 
 
 def _run_delay_ns() -> int | None:
@@ -157,37 +162,38 @@ def fixed_threads(threads: int) -> Iterator[int]:
         torch.set_num_threads(previous)
 
 
-def _sample(run: Callable[[], Any], repeats: int, sync: Callable[[], None]) -> tuple[float, float]:
-    """(wall seconds per call, CPU seconds of this thread) of ``repeats`` calls."""
+def _sample(run: Callable[[], Any], repeats: int, chunks: int, sync: Callable[[], None]) -> tuple[float, float, float]:
+    """(median wall seconds per call over ``chunks`` timed chunks of ``repeats`` calls, their total wall seconds,
+    CPU seconds of this thread). The median keeps a stall of the scheduler in one chunk out of the figure."""
     cpu = time.thread_time()
-    start = time.perf_counter()
-    for _ in range(repeats):
-        run()
-        sync()
-    wall = time.perf_counter() - start
-    return wall / repeats, time.thread_time() - cpu
+    per_call = []
+    for _ in range(chunks):
+        start = time.perf_counter()
+        for _ in range(repeats):
+            run()
+            sync()
+        per_call.append((time.perf_counter() - start) / repeats)
+    return statistics.median(per_call), sum(per_call) * repeats, time.thread_time() - cpu
 
 
-def _repeats_for(run: Callable[[], Any], min_sample_s: float, max_repeats: int, sync: Callable[[], None]) -> int:
-    """Calls per sample so that a sample lasts ``min_sample_s``: doubled until one does (a single call can be
-    slow by chance), then scaled from the fastest of three tries."""
-    repeats = 1
-    while True:
-        per_call = min(_sample(run, repeats, sync)[0] for _ in range(3))
-        if per_call * repeats >= min_sample_s or repeats >= max_repeats:
-            break
-        repeats = min(max_repeats, repeats * 2)
-    return min(max_repeats, max(repeats, math.ceil(min_sample_s / max(per_call, 1e-9))))
+def _shape_for(run: Callable[[], Any], min_sample_s: float, sync: Callable[[], None]) -> tuple[int, int]:
+    """(calls per chunk, chunks per sample): a chunk lasts at least :data:`MIN_CHUNK_S`, above the timer's noise,
+    and a sample at least ``min_sample_s``, in as many chunks as fit."""
+    per_call = min(_sample(run, 1, 1, sync)[0] for _ in range(3))
+    repeats = min(MAX_REPEATS, max(1, math.ceil(MIN_CHUNK_S / max(per_call, 1e-9))))
+    chunks = min(MAX_CHUNKS, max(1, math.ceil(min_sample_s / (per_call * repeats))))
+    return repeats, chunks
 
 
 def time_paired(before: Callable[[], Any], after: Callable[[], Any], *, min_rounds: int = 10,
-                max_rounds: int = 200, budget_s: float = 2.0, warmup: int = 3, min_sample_s: float = 0.0002,
-                max_repeats: int = 1000, sync: Callable[[], None] | None = None,
+                max_rounds: int = 200, budget_s: float = 2.0, warmup: int = 3, min_sample_s: float = 0.001,
+                sync: Callable[[], None] | None = None,
                 threads: int | None = None) -> PairedTiming:
     """Time ``before()`` and ``after()`` interleaved (A B, then B A, ...) after ``warmup`` calls of each.
 
-    Each timed sample repeats a call until it lasts ``min_sample_s`` (0.2 ms: a thousand times the timer's
-    resolution; longer samples would catch more of the scheduler's stalls, so that more rounds are spoilt). Rounds go on until the 95% interval
+    A timed sample lasts at least ``min_sample_s``, in chunks of at least :data:`MIN_CHUNK_S` (tiny models are
+    called several times per chunk, so that the timer's own cost does not count); a sample's figure is the
+    median of its chunks, so that a stall of the scheduler in one chunk does not spoil the round. Rounds go on until the 95% interval
     of the paired ratio is within :data:`TIGHT_WIDTH`, ``budget_s`` is spent or ``max_rounds`` is reached,
     and never stop before ``min_rounds`` (at least 6, the fewest that give a 95% interval). ``sync`` runs
     after every call (``torch.cuda.synchronize`` for GPU work). ``threads`` is recorded (the caller sets it).
@@ -200,7 +206,7 @@ def time_paired(before: Callable[[], Any], after: Callable[[], Any], *, min_roun
         for _ in range(warmup):
             run()
         sync()
-    repeats = [_repeats_for(run, min_sample_s, max_repeats, sync) for run in runs]
+    shapes = [_shape_for(run, min_sample_s, sync) for run in runs]
 
     load_start = load_average()
     delay_start = _run_delay_ns()
@@ -211,9 +217,9 @@ def time_paired(before: Callable[[], Any], after: Callable[[], Any], *, min_roun
     for round_index in range(max_rounds):
         order = (0, 1) if round_index % 2 == 0 else (1, 0)
         for side in order:
-            per_call, cpu = _sample(runs[side], repeats[side], sync)
+            per_call, wall, cpu = _sample(runs[side], *shapes[side], sync)
             times[side].append(per_call * 1000.0)
-            wall_total += per_call * repeats[side]
+            wall_total += wall
             cpu_total += cpu
         ratios.append(times[0][-1] / max(times[1][-1], 1e-12))
         if round_index + 1 >= min_rounds:
@@ -228,7 +234,7 @@ def time_paired(before: Callable[[], Any], after: Callable[[], Any], *, min_roun
         run_queue = max(0.0, (delay_end - delay_start) / 1e9 / (elapsed * used))
     low, high = median_interval(ratios)
     return PairedTiming(
-        before=_spread(times[0], repeats[0]), after=_spread(times[1], repeats[1]),
+        before=_spread(times[0], *shapes[0]), after=_spread(times[1], *shapes[1]),
         ratio=float(statistics.median(ratios)), low=float(low), high=float(high), wall_s=elapsed,
         cpu_share=cpu_total / wall_total if wall_total > 0 else 1.0, run_queue_share=run_queue, threads=used,
         available_cores=available_cores(), load_start=load_start, load_end=load_average(),

@@ -9,7 +9,7 @@ with fixed threads, and writes ``metrics["latency"]``:
 
 - ``machine``: CPU, cores, threads, versions, GPU, load average at the start and the end;
 - ``rows``: ``{"runtime", "form", "label", "batch", "before", "after", "ratio", "flags", "notes", "verdict",
-  "headline"}``, ``before``/``after`` being ``{median_ms, p10_ms, p90_ms, rounds, repeats}`` and ``ratio``
+  "headline"}``, ``before``/``after`` being ``{median_ms, p10_ms, p90_ms, rounds, repeats, chunks}`` and ``ratio``
   ``{value, low, high}`` (before / after with its 95% interval) or None for a simulated quantizer;
 - ``skipped``: ``{"runtime", "reason"}`` for each runtime this worker cannot time;
 - ``fastest``: per batch size, the runtime and form that ran the compressed model fastest.

@@ -78,8 +78,8 @@ def test_a_speedup_beyond_what_the_macs_allow_is_implausible():
 
 
 def test_tiny_calls_are_repeated_inside_one_sample():
-    timing = time_paired(lambda: None, lambda: None, min_rounds=6, budget_s=0.1, min_sample_s=0.0002)
-    assert timing.before.repeats > 3 and timing.after.repeats > 3
+    timing = time_paired(lambda: None, lambda: None, min_rounds=6, budget_s=0.1, min_sample_s=0.001)
+    assert timing.before.repeats > 3 and timing.before.chunks > 3 and timing.after.chunks > 3
 
 
 def test_the_machine_is_described():

@@ -106,7 +106,7 @@ METRICS_HELP = (
     "available_cores, threads, torch, onnxruntime, gpu, load_start, load_end}; rows [{runtime "
     "(pytorch-cpu | onnxruntime-cpu | pytorch-cuda | onnxruntime-cuda), form (compressed | int8_pytorch | "
     "int8_onnx | simulated | float16_gpu), label, batch, before and after {median_ms, p10_ms, p90_ms, rounds, "
-    "repeats}, ratio {value, low, high} (before / after with its 95% interval; null for a simulated "
+    "repeats, chunks}, ratio {value, low, high} (before / after with its 95% interval; null for a simulated "
     "quantizer), flags (noisy, implausible, regression), notes, verdict (faster | no-change | noisy | "
     "implausible | regression | simulated), headline (the deliverable's figure), load}]; skipped [{runtime, "
     "reason}]; fastest {batch: {runtime, form, label, median_ms}}. See docs/measurement.md."
