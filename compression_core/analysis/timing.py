@@ -193,10 +193,11 @@ def time_paired(before: Callable[[], Any], after: Callable[[], Any], *, min_roun
 
     A timed sample lasts at least ``min_sample_s``, in chunks of at least :data:`MIN_CHUNK_S` (tiny models are
     called several times per chunk, so that the timer's own cost does not count); a sample's figure is the
-    median of its chunks, so that a stall of the scheduler in one chunk does not spoil the round. Rounds go on until the 95% interval
-    of the paired ratio is within :data:`TIGHT_WIDTH`, ``budget_s`` is spent or ``max_rounds`` is reached,
-    and never stop before ``min_rounds`` (at least 6, the fewest that give a 95% interval). ``sync`` runs
-    after every call (``torch.cuda.synchronize`` for GPU work). ``threads`` is recorded (the caller sets it).
+    median of its chunks, so that a stall of the scheduler in one chunk does not spoil the round. Rounds go
+    on until the 95% interval of the paired ratio is within :data:`TIGHT_WIDTH`, ``budget_s`` is spent or
+    ``max_rounds`` is reached, and never stop before ``min_rounds`` (at least 6, the fewest that give a 95%
+    interval). ``sync`` runs after every call (``torch.cuda.synchronize`` for GPU work). ``threads`` is
+    recorded (the caller sets it).
     """
     sync = sync or (lambda: None)
     min_rounds = max(min_rounds, 6)

@@ -427,8 +427,8 @@ def test_job_page_shows_paired_latency_with_its_interval_flags_and_machine(clien
     JobModel.objects.filter(pk=job.pk).update(metrics=metrics)
     html = client_in.get(f"/jobs/{job.pk}/").content.decode()
     assert 'id="latency-table"' in html
-    verdicts = re.findall(r'data-runtime="([a-z-]+)" data-form="compressed" data-batch="(\d+)" data-verdict="([a-z-]+)"',
-                          html)
+    verdicts = re.findall(r'data-runtime="([a-z-]+)" data-form="compressed" data-batch="(\d+)" '
+                          r'data-verdict="([a-z-]+)"', html)
     assert verdicts == [("pytorch-cpu", "1", "faster"), ("pytorch-cpu", "16", "noisy"),
                         ("onnxruntime-cpu", "1", "regression"), ("onnxruntime-cpu", "16", "implausible")]
     table = html[html.index('id="latency-table"'):]
