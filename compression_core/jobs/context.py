@@ -1,5 +1,6 @@
 """The state one job's steps share: its recipe and validated params, its data, its measurement, its
-output folders, its progress reporter, warnings and timings."""
+output folders, its progress reporter, warnings and timings, and the deployable forms whose latency the
+runner times against the original."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any
 
 from ..algorithms import AlgorithmSpec
 from ..evaluation import TrainingOptions
+from .latency import LatencyPlan
 from .measure import Measurement, TensorData
 from .recipe import Recipe
 from .stages import Reporter
@@ -33,6 +35,7 @@ class JobContext:
     report: Reporter
     warnings: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    latency: LatencyPlan = field(default_factory=LatencyPlan)  # the forms the runner times against the original
 
     @contextmanager
     def timed(self, key: str) -> Iterator[None]:

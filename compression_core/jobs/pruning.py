@@ -22,6 +22,7 @@ from ..pruning import sensitivity_csv
 from ..pruning.base import PRUNABLE_TYPES
 from ..speedup import ModelSpeedup, auto_set_dependency_group_ids
 from .context import JobContext
+from .latency import DeployedForm
 from .result import Artifact, JobResult, artifact
 
 #: Plan keys that hold kept indices, not sizes: left out of the layer table's "channels after".
@@ -80,7 +81,17 @@ def prune_and_measure(ctx: JobContext, model: nn.Module) -> PrunedModel:
     with ctx.timed("measure_after_s"):
         after, layers_after = ctx.measurement.measure(model, ctx.workdir, "compressed")
         fidelity = ctx.measurement.fidelity(model)
+    register_pruned_forms(ctx, model, after)
     return PrunedModel(model, masks, plan, teacher, search, finetune, after, layers_after, fidelity)
+
+
+def register_pruned_forms(ctx: JobContext, model: nn.Module, after: dict[str, Any]) -> None:
+    """The pruned float model, eager PyTorch and its ONNX in onnxruntime, to be timed against the original's."""
+    label = "pruned float32" if ctx.recipe.speedup else "pruned float32 (masked, same shapes)"
+    ctx.latency.add(DeployedForm("compressed", f"{label}, PyTorch eager", "pytorch-cpu", model=model, fills=[after],
+                                 headline=True, flops=after["flops"]))
+    ctx.latency.add(DeployedForm("compressed", f"{label}, ONNX", "onnxruntime-cpu",
+                                 onnx_path=ctx.workdir / "compressed.onnx", flops=after["flops"]))
 
 
 def finish_pruning(ctx: JobContext, before: dict[str, Any], layers_before: list[dict[str, Any]],

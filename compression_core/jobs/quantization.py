@@ -12,9 +12,11 @@ job's test split (accuracy) and against the original's outputs (fidelity):
 - ``int8_onnx``: the int8 QDQ ONNX model in onnxruntime;
 - ``float16_gpu``: half precision on the worker's GPU, when it has one.
 
-Sizes are those of the files users download; latencies are medians at
-batch 1 and a larger batch on the worker's CPU (the same threads for PyTorch
-and onnxruntime).
+Sizes are those of the files users download. Latencies are timed by the
+runner once the job is done, each form interleaved with the original on the
+same runtime (int8 PyTorch against float32 eager, int8 ONNX against the
+float32 ONNX in onnxruntime, float16 against float32 on the GPU; a simulated
+quantizer's model is timed but given no speedup): see :mod:`.latency`.
 """
 
 from __future__ import annotations
@@ -34,7 +36,8 @@ from ..evaluation import TrainingOptions, steps_per_epoch
 from ..io import export_dynamic_int8_onnx, export_int8_onnx, onnx_session, save_model
 from ..quantization import export_calibration, save_packed
 from .context import JobContext
-from .measure import Measurement, onnx_forward
+from .latency import HALF_GAIN, INT8_GAIN, DeployedForm
+from .measure import onnx_forward
 from .result import Artifact, JobResult, artifact
 
 #: Training rows that calibrate post-training int8 (PyTorch's observers, then onnxruntime's).
@@ -90,12 +93,13 @@ def quantize(ctx: JobContext, model: nn.Module, algorithm: str, params: dict[str
             artifacts = _simulated_forms(ctx, algorithm, quantized, calibration_config, forms, after)
             deliverable = forms["simulated"]
         if ctx.measurement.device == "gpu" and torch.cuda.is_available():
-            forms["float16_gpu"] = _half_precision_form(model, ctx.measurement)
+            forms["float16_gpu"] = _half_precision_form(ctx, model, float_metrics["flops"])
+        ctx.latency.copy_when_measured(forms["float"], float_metrics)
         calibration_path = ctx.out_dir / "calibration.json"
         export_calibration(calibration_config, calibration_path)
         artifacts.append(artifact(calibration_path, "calibration"))
 
-    after.update({k: v for k, v in deliverable.items() if k.startswith("latency_") or k == "accuracy"})
+    after.update({k: v for k, v in deliverable.items() if k == "accuracy"})
     report = quantizer.report
     metrics = {
         "algorithm": algorithm,
@@ -130,9 +134,11 @@ def _int8_forms(ctx: JobContext, spec: AlgorithmSpec, model: nn.Module, quantize
     torch.backends.quantized.engine = report.backend
     info = save_model(quantized, out_dir / "model.int8.pt", example_inputs=(measurement.example,))
     artifacts = [artifact(out_dir / "model.int8.pt", "torchscript-int8", info["bytes"])]
-    forms["int8_pytorch"] = {"label": f"int8, PyTorch ({report.backend} kernels)",
-                             **measurement.quality(quantized), "bytes": info["bytes"],
-                             **measurement.torch_latency(quantized)}
+    label = f"int8, PyTorch ({report.backend} kernels)"
+    forms["int8_pytorch"] = {"label": label, **measurement.quality(quantized), "bytes": info["bytes"]}
+    ctx.latency.add(DeployedForm("int8_pytorch", label, "pytorch-cpu", model=quantized,
+                                 fills=[forms["int8_pytorch"], after], headline=True, flops=after["flops"],
+                                 gain=INT8_GAIN))
     ctx.report("export_int8_onnx", "exporting int8 ONNX")
     try:
         if report.mode == "dynamic":
@@ -147,9 +153,10 @@ def _int8_forms(ctx: JobContext, spec: AlgorithmSpec, model: nn.Module, quantize
         session = onnx_session(onnx_info["path"], threads=torch.get_num_threads())
         artifacts.append(artifact(out_dir / "model.int8.onnx", "onnx-int8", onnx_info["bytes"]))
         kind = "dynamic" if report.mode == "dynamic" else "QDQ"
-        forms["int8_onnx"] = {"label": f"int8, ONNX {kind} (onnxruntime)",
-                              **measurement.quality(onnx_forward(session)), "bytes": onnx_info["bytes"],
-                              **measurement.onnx_latency(session)}
+        label = f"int8, ONNX {kind} (onnxruntime)"
+        forms["int8_onnx"] = {"label": label, **measurement.quality(onnx_forward(session)), "bytes": onnx_info["bytes"]}
+        ctx.latency.add(DeployedForm("int8_onnx", label, "onnxruntime-cpu", onnx_path=onnx_info["path"],
+                                     fills=[forms["int8_onnx"]], flops=after["flops"], gain=INT8_GAIN))
         after["onnx_bytes"] = onnx_info["bytes"]
     after["weights_bytes"] = info["bytes"]
     return artifacts
@@ -168,7 +175,11 @@ def _simulated_forms(ctx: JobContext, algorithm: str, quantized: nn.Module, cali
     artifacts = [artifact(out_dir / "model.simulated.onnx", "onnx", info["bytes"]),
                  artifact(out_dir / "model.simulated.safetensors", "safetensors", weights["bytes"]),
                  artifact(out_dir / "model.packed.safetensors", "packed-weights", packed["bytes"])]
-    forms["simulated"].update({"bytes": packed["bytes"], **measurement.torch_latency(quantized)})
+    forms["simulated"]["bytes"] = packed["bytes"]
+    ctx.latency.add(DeployedForm("simulated", f"{algorithm} simulated (float32 kernels), PyTorch eager", "pytorch-cpu",
+                                 model=quantized, fills=[forms["simulated"], after], headline=True, simulated=True))
+    ctx.latency.add(DeployedForm("simulated", f"{algorithm} simulated (float32 kernels), ONNX", "onnxruntime-cpu",
+                                 onnx_path=out_dir / "model.simulated.onnx", simulated=True))
     after.update({"weights_bytes": packed["bytes"], "onnx_bytes": info["bytes"]})
     ctx.warnings.append(f"{algorithm} simulates quantization: the weights lie on the quantization grid and are "
                         "stored packed at their bit width (model.packed.safetensors, read back with "
@@ -225,12 +236,11 @@ def layer_bits(calibration_config: Mapping[str, Any], report: Any) -> list[dict[
     return rows
 
 
-def _half_precision_form(model: nn.Module, measurement: Measurement) -> dict[str, Any]:
-    """float16 on the GPU: tensor-core kernels, half the weight bytes."""
+def _half_precision_form(ctx: JobContext, model: nn.Module, flops: float) -> dict[str, Any]:
+    """float16 on the GPU: tensor-core kernels, half the weight bytes (timed against float32 on the GPU)."""
     half = copy.deepcopy(model).half().cuda().eval()
-    form = {"label": "float16, GPU", **measurement.quality(lambda x: half(x.half().cuda()).float()),
-            "bytes": sum(p.numel() * p.element_size() for p in half.parameters()),
-            **measurement.torch_latency(half, device="cuda", example=measurement.example.half().cuda())}
-    del half
-    torch.cuda.empty_cache()
+    form = {"label": "float16, GPU", **ctx.measurement.quality(lambda x: half(x.half().cuda()).float()),
+            "bytes": sum(p.numel() * p.element_size() for p in half.parameters())}
+    ctx.latency.add(DeployedForm("float16_gpu", "float16, PyTorch on the GPU", "pytorch-cuda", model=half, half=True,
+                                 fills=[form], flops=flops, gain=HALF_GAIN))
     return form

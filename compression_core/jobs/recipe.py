@@ -75,7 +75,10 @@ class Recipe:
     device: str = "cpu"
     output_dir: str = "."
     latency_batch_sizes: tuple[int, ...] = (1, 16)
+    # The fewest interleaved before/after rounds per timed row (at least 6, which a 95% interval needs);
+    # rounds go on until the ratio's interval is tight or latency_budget_s is spent.
     latency_runs: int = 10
+    latency_budget_s: float = 1.0
     export_formats: tuple[str, ...] = field(default=("onnx", "safetensors"))
 
     @classmethod

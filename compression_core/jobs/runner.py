@@ -21,6 +21,7 @@ Example::
 
 from __future__ import annotations
 
+import copy
 import tempfile
 import time
 from collections.abc import Callable
@@ -36,6 +37,7 @@ from .analysis import run_sensitivity
 from .chain import run_prune_then_quantize
 from .context import JobContext
 from .errors import JobFailed
+from .latency import measure_deployed_forms
 from .measure import Measurement
 from .pruning import run_pruning
 from .quantization import run_quantization
@@ -92,18 +94,35 @@ def _run_job(recipe: Recipe, report: Reporter, loaded: list[nn.Module]) -> JobRe
     out_dir = Path(recipe.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="condense-") as tmp:
+        # The measurement's first pass over the data runs the model: a failure there is the original's.
+        report("measure_original", "measuring the original model")
         ctx = _context(recipe, spec, params, model, out_dir, Path(tmp), report, warnings)
         ctx.timings["load_s"] = time.perf_counter() - started
-        report("measure_original", "measuring the original model")
         with ctx.timed("measure_before_s"):
             before, layers_before = ctx.measurement.measure(model, ctx.workdir, "original")
+        # Pruning changes the model in place: the original is kept to be timed next to the compressed forms.
+        original = copy.deepcopy(model) if spec.kind != AlgorithmKind.ANALYSIS else None
         result = handler_for(spec, params)(ctx, model, before, layers_before)
+        if ctx.latency.forms:
+            _measure_latency(ctx, original, result)
     ctx.timings["total_s"] = time.perf_counter() - started
     report("done", "done")
     result.warnings = ctx.warnings
     result.timings = {k: round(v, 3) for k, v in ctx.timings.items()}
     result.log = report.log
     return result
+
+
+def _measure_latency(ctx: JobContext, original: nn.Module, result: JobResult) -> None:
+    """Time every deployable form against the original, interleaved, into ``metrics["latency"]``."""
+    ctx.report("measure_latency", "timing the compressed model against the original")
+    measurement = ctx.measurement
+    with ctx.timed("measure_latency_s"):
+        result.metrics["latency"] = measure_deployed_forms(
+            ctx.latency, original, ctx.workdir / "original.onnx", measurement.example, measurement.batch_sizes,
+            before=result.metrics["before"], min_rounds=measurement.runs, budget_s=measurement.budget_s,
+            progress=lambda done, total: ctx.report("measure_latency", "timing the compressed model against the "
+                                                    f"original ({done} of {total})", done=done, total=total))
 
 
 def _context(recipe: Recipe, spec: AlgorithmSpec, params: dict[str, Any], model: nn.Module, out_dir: Path,
@@ -118,7 +137,8 @@ def _context(recipe: Recipe, spec: AlgorithmSpec, params: dict[str, Any], model:
         if any(data_needs(spec, params).values()) or training.finetune_epochs:
             train_data = dataset.load(recipe.input_shape, split="train")
     measurement = Measurement.for_model(model, recipe.input_shape, test_data, batch_sizes=recipe.latency_batch_sizes,
-                                        runs=recipe.latency_runs, device=recipe.device)
+                                        runs=recipe.latency_runs, device=recipe.device,
+                                        budget_s=recipe.latency_budget_s)
     return JobContext(recipe=recipe, spec=spec, params=params, training=training, train_data=train_data,
                       test_data=test_data, measurement=measurement, out_dir=out_dir, workdir=workdir, report=report,
                       warnings=warnings)

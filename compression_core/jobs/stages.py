@@ -23,7 +23,8 @@ Progress = Callable[[float, str], None]
 
 #: ``stage: (start, end)`` on the progress bar, in the order a job passes them. Analysis jobs go from
 #: ``measure_original`` to ``analyse``; pruning jobs skip it; quantization jobs go from ``measure_original``
-#: to ``quantize``; prune-then-quantize jobs pass every pruning stage, then ``quantize``, then ``export``.
+#: to ``quantize``; prune-then-quantize jobs pass every pruning stage, then ``quantize``, then ``export``; every
+#: job that compresses ends timing its forms against the original (``measure_latency``).
 STAGES: dict[str, tuple[float, float]] = {
     "load": (0.02, 0.08),
     "measure_original": (0.08, 0.10),
@@ -36,7 +37,8 @@ STAGES: dict[str, tuple[float, float]] = {
     "quantize": (0.62, 0.70),
     "measure_quantized": (0.70, 0.78),
     "export_int8_onnx": (0.78, 0.85),
-    "export": (0.85, 1.00),
+    "export": (0.85, 0.90),
+    "measure_latency": (0.90, 1.00),
     "done": (1.00, 1.00),
 }
 

@@ -19,7 +19,7 @@ L1_HALF = {"config_list": [{"op_types": ["Conv2d"], "sparse_ratio": 0.5}]}
 
 def _recipe(tmp_path, **overrides) -> Recipe:
     values = dict(model=ModelSource(architecture="digits_cnn"), input_shape=[1, 8, 8], algorithm="L1NormPruner",
-                  params=L1_HALF, dataset="digits", output_dir=str(tmp_path), latency_runs=3)
+                  params=L1_HALF, dataset="digits", output_dir=str(tmp_path), latency_runs=3, latency_budget_s=0.2)
     values.update(overrides)
     return Recipe(**values)
 
@@ -47,6 +47,32 @@ def test_l1_job_measures_prunes_and_exports(tmp_path):
     reloaded = load_model(tmp_path / "model.safetensors", architecture="digits_cnn")
     x = torch.randn(2, 1, 8, 8)
     assert torch.allclose(fresh.eval()(x), reloaded(x), atol=1e-6)
+
+
+def test_pruning_job_times_each_runtime_against_the_original_and_records_the_machine(tmp_path):
+    result = run_job(_recipe(tmp_path, dataset=None))
+    latency = result.metrics["latency"]
+    rows = {(row["runtime"], row["batch"]): row for row in latency["rows"]}
+    assert set(rows) == {("pytorch-cpu", 1), ("pytorch-cpu", 16), ("onnxruntime-cpu", 1), ("onnxruntime-cpu", 16)}
+    for row in rows.values():
+        assert row["form"] == "compressed" and row["before"]["rounds"] == row["after"]["rounds"] >= 6
+        assert row["before"]["p10_ms"] <= row["before"]["median_ms"] <= row["before"]["p90_ms"]
+        ratio = row["ratio"]
+        assert 0 < ratio["low"] <= ratio["value"] <= ratio["high"]
+        assert row["verdict"] in {"faster", "no-change", "noisy", "implausible", "regression"}
+    machine = latency["machine"]
+    assert machine["threads"] >= 1 and machine["available_cores"] <= machine["logical_cores"]
+    assert machine["cpu"] and machine["torch"] == torch.__version__ and machine["onnxruntime"] == ort.__version__
+    # The old keys hold the paired medians of the deliverable (PyTorch eager): existing readers keep working.
+    before, after = result.metrics["before"], result.metrics["after"]
+    assert after["latency_cpu_b16_ms"] == rows[("pytorch-cpu", 16)]["after"]["median_ms"]
+    assert before["latency_cpu_b1_ms"] == rows[("pytorch-cpu", 1)]["before"]["median_ms"]
+    assert [row["headline"] for row in latency["rows"]].count(True) == 2
+    assert set(latency["fastest"]) == {"1", "16"}
+    assert latency["fastest"]["1"]["median_ms"] == min(r["after"]["median_ms"] for (_, b), r in rows.items() if b == 1)
+    if not torch.cuda.is_available():
+        assert {skip["runtime"] for skip in latency["skipped"]} == {"pytorch-cuda", "onnxruntime-cuda"}
+    assert "measure_latency_s" in result.timings
 
 
 def test_fine_grained_pruning_keeps_shapes_and_says_so(tmp_path):

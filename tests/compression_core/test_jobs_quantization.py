@@ -18,7 +18,7 @@ L1_HALF = [{"op_types": ["Conv2d"], "sparse_ratio": 0.5}]
 def _recipe(tmp_path, algorithm="PostTrainingQuantizer", params=None, **overrides) -> Recipe:
     values = dict(model=ModelSource(architecture="digits_cnn"), input_shape=[1, 8, 8], algorithm=algorithm,
                   params=params or {}, dataset="digits", output_dir=str(tmp_path), latency_runs=2,
-                  latency_batch_sizes=(1, 8))
+                  latency_batch_sizes=(1, 8), latency_budget_s=0.2)
     values.update(overrides)
     return Recipe(**values)
 
@@ -126,6 +126,13 @@ def test_simulated_quantizer_jobs_say_so_and_export_the_grid(tmp_path, algorithm
     rows = {row["name"]: row for row in quantization["layers"]}
     assert {name: (row.get("weight") or row.get("output"))["bits"] for name, row in rows.items()
             if name in bits} == bits
+    # Simulated quantization computes in float32: it is timed, but never given a speedup.
+    timings = result.metrics["latency"]["rows"]
+    assert {(row["runtime"], row["batch"]) for row in timings} == {(r, b) for r in ("pytorch-cpu", "onnxruntime-cpu")
+                                                                  for b in (1, 8)}
+    assert all(row["form"] == "simulated" and row["ratio"] is None and row["verdict"] == "simulated"
+               and "computes in float32" in row["notes"][0] for row in timings)
+    assert result.metrics["after"]["latency_cpu_b1_ms"] > 0
     if dataset is None:
         assert "accuracy" not in quantization["forms"]["simulated"]
         return
@@ -149,6 +156,14 @@ def test_prune_finetune_speedup_then_quantize(tmp_path):
     assert metrics["after"]["weights_bytes"] < metrics["pruned"]["weights_bytes"]
     assert {"model.onnx", "model.safetensors", "model.plan.json", "model.int8.pt", "model.int8.onnx",
             "calibration.json"} <= set(_artifacts(result))
+    # Each deliverable against the original on its runtime: pruned float and int8, PyTorch and onnxruntime.
+    timed = {(row["runtime"], row["form"]) for row in metrics["latency"]["rows"]}
+    assert timed == {("pytorch-cpu", "compressed"), ("onnxruntime-cpu", "compressed"), ("pytorch-cpu", "int8_pytorch"),
+                     ("onnxruntime-cpu", "int8_onnx")}
+    headline = [row for row in metrics["latency"]["rows"] if row["headline"]]
+    assert {row["form"] for row in headline} == {"int8_pytorch"}
+    assert metrics["after"]["latency_cpu_b1_ms"] == next(r for r in headline if r["batch"] == 1)["after"]["median_ms"]
+    assert metrics["quantization"]["forms"]["float"]["latency_cpu_b1_ms"] == metrics["pruned"]["latency_cpu_b1_ms"]
     conv1 = next(row for row in metrics["quantization"]["layers"] if row["name"] == "conv1")
     assert len(json.loads((tmp_path / "calibration.json").read_text())["conv1"]["weight"]["scale"]) == 8
     assert conv1["weight"]["bits"] == 8

@@ -70,6 +70,9 @@ def test_job_runs_through_the_service_and_artifacts_download(api, digits_model, 
     assert after["flops"] < before["flops"]
     assert 0.0 <= after["accuracy"] <= 1.0 and "latency_cpu_b1_ms" in after
     assert -1.0 <= body["metrics"]["fidelity"]["cosine_similarity"] <= 1.0
+    latency = body["metrics"]["latency"]  # the paired timings, with their machine
+    assert {row["runtime"] for row in latency["rows"]} >= {"pytorch-cpu", "onnxruntime-cpu"}
+    assert latency["machine"]["threads"] >= 1 and all("low" in row["ratio"] for row in latency["rows"])
     conv = next(layer for layer in body["layers"] if layer["name"].endswith("0") or layer["type"] == "Conv2d")
     assert conv["weight_shape_after"][0] == conv["weight_shape_before"][0] // 2
 

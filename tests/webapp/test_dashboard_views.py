@@ -414,12 +414,69 @@ def test_format_filters():
                                                  "after": {"params": 5, "latency_gpu_b1_ms": 4.0}})}
     assert rows["params"]["change"] == "2.00×" and rows["params"]["improved"] is True
     assert rows["latency_gpu_b1_ms"]["label"] == "GPU latency, batch 1 (median)"
-    assert rows["latency_gpu_b1_ms"]["improved"] is False and rows["latency_gpu_b1_ms"]["change"] == "0.50×"
+    # Two medians without a paired timing (jobs from before it) are shown, never coloured.
+    assert rows["latency_gpu_b1_ms"]["improved"] is None
+    assert rows["latency_gpu_b1_ms"]["change"] == "0.50× (timed apart, unverified)"
     slow = f.metric_rows({"before": {"latency_cpu_b1_ms": 0.166}, "after": {"latency_cpu_b1_ms": 90.0}})
-    assert slow[0]["change"] == "0.00184×"
+    assert slow[0]["change"].startswith("0.00184×") and slow[0]["improved"] is None
     assert f.channel_changes({"in_channels": 1, "out_channels": 16}, {"in_channels": 1, "out_channels": 8}) \
         == "out_channels 16 → 8"
     assert f.channel_changes({"in_channels": 4}, {"in_channels": 4}) == "—"
+
+
+def _timing(runtime, batch, low, high, *, form="compressed", value=None, flags=(), verdict="faster", notes=(),
+            headline=False):
+    value = value if value is not None else (low + high) / 2
+    return {"runtime": runtime, "form": form, "label": f"{form} on {runtime}", "batch": batch,
+            "before": {"median_ms": 2.0, "p10_ms": 1.9, "p90_ms": 2.2, "rounds": 40, "repeats": 8},
+            "after": {"median_ms": 2.0 / value, "p10_ms": 1.8 / value, "p90_ms": 2.3 / value, "rounds": 40,
+                      "repeats": 8},
+            "ratio": {"value": value, "low": low, "high": high}, "flags": list(flags), "notes": list(notes),
+            "verdict": verdict, "headline": headline}
+
+
+def test_job_page_shows_paired_latency_with_its_interval_flags_and_machine(client_in, digits, enqueued):
+    from webapp.jobs.models import Job as JobModel
+
+    job = _finish(_make_job(digits.owner, digits))
+    metrics = dict(job.metrics)
+    metrics["latency"] = {
+        "machine": {"cpu": "Test CPU 9000", "logical_cores": 8, "available_cores": 4, "threads": 4,
+                    "torch": "2.x", "onnxruntime": "1.x", "gpu": None, "load_start": 0.5, "load_end": 3.5},
+        "rows": [
+            _timing("pytorch-cpu", 1, 1.9, 2.1, headline=True),
+            _timing("pytorch-cpu", 16, 0.6, 1.9, value=1.3, flags=["noisy"], verdict="noisy", headline=True,
+                    notes=["the 95% interval of the ratio is wide (0.60x to 1.90x over 40 rounds)"]),
+            _timing("onnxruntime-cpu", 1, 0.4, 0.6, value=0.5, flags=["regression"], verdict="regression",
+                    notes=["the compressed model is slower here: 2.00x the original's time"]),
+            _timing("onnxruntime-cpu", 16, 400.0, 500.0, value=467.0, flags=["implausible"], verdict="implausible",
+                    notes=["467.00x is more than 3.00x, the most this change can give (its MACs went down 2.00x)"]),
+        ],
+        "skipped": [{"runtime": "pytorch-cuda", "reason": "this worker has no CUDA device"}],
+        "fastest": {"1": {"runtime": "pytorch-cpu", "form": "compressed", "label": "pruned float32, PyTorch eager",
+                          "median_ms": 1.0}},
+    }
+    JobModel.objects.filter(pk=job.pk).update(metrics=metrics)
+    html = client_in.get(f"/jobs/{job.pk}/").content.decode()
+    assert 'id="latency-table"' in html
+    verdicts = re.findall(r'data-runtime="([a-z-]+)" data-form="compressed" data-batch="(\d+)" '
+                          r'data-verdict="([a-z-]+)"', html)
+    assert verdicts == [("pytorch-cpu", "1", "faster"), ("pytorch-cpu", "16", "noisy"),
+                        ("onnxruntime-cpu", "1", "regression"), ("onnxruntime-cpu", "16", "implausible")]
+    table = html[html.index('id="latency-table"'):]
+    ratios = re.findall(r'<td class="num ratio (\w+)">([^<]+)</td>', table[:table.index("</table>")])
+    assert ratios == [("better", "2.00× (1.9–2.1)"), ("uncertain", "1.30× (0.6–1.9)"),
+                      ("worse", "0.50× (0.4–0.6)"), ("uncertain", "467.00× (400–500)")]
+    assert "the 95% interval of the ratio is wide" in html and "slower (regression)" in html
+    assert "implausible: not a real speedup" in html and "its MACs went down 2.00x" in html
+    assert 'id="latency-fastest-b1"' in html and "PyTorch, CPU" in html
+    assert 'data-skipped="pytorch-cuda"' in html
+    assert "Test CPU 9000, 8 logical cores (4 available to the worker), 4 threads" in html
+    assert "load average 0.5 at the start, 3.5 at the end" in html
+    # The before/after table's headline latency follows the paired verdicts: green at b1, grey (noisy) at b16.
+    assert re.search(r'data-metric="latency_cpu_b1_ms">.*?class="num ratio better" data-verdict="faster"', html, re.S)
+    assert re.search(r'data-metric="latency_cpu_b16_ms">.*?class="num ratio uncertain" data-verdict="noisy"', html,
+                     re.S)
 
 
 def test_auto_and_sensitivity_results_are_drawn(client_in, digits, enqueued):
@@ -520,11 +577,14 @@ def test_quantization_and_timing_tables_keep_the_pipeline_order_whatever_the_jso
     forms = {"int8_onnx": {"bytes": 25, "latency_cpu_b1_ms": 1.0},
              "float": {"bytes": 100, "accuracy": 0.9, "latency_cpu_b1_ms": 4.0},
              "simulated": {"accuracy": 0.89}, "int8_pytorch": {"bytes": 50, "latency_cpu_b1_ms": 2.0}}
-    table = f.quantization_table({"forms": forms})
+    latency = {"rows": [_timing("onnxruntime-cpu", 1, 3.8, 4.2, form="int8_onnx")]}
+    table = f.quantization_table({"forms": forms}, latency)
     assert [row["key"] for row in table["rows"]] == ["float", "simulated", "int8_pytorch", "int8_onnx"]
     assert table["columns"] == ["CPU b1"]
     onnx = table["rows"][3]
-    assert onnx["size_ratio"] == "4.00×" and onnx["latency"][0]["speedup"] == "4.00×"
+    assert onnx["size_ratio"] == "4.00×" and onnx["latency"][0]["speedup"] == "4.00× (3.8–4.2)"
+    assert onnx["latency"][0]["css"] == "better"
+    assert table["rows"][2]["latency"][0]["speedup"] == ""  # no paired timing of that form: no ratio
     assert table["rows"][1]["accuracy_change"] == "-1.0 pts"
     rows = f.timing_rows({"timings": {"total_s": 3.0, "load_s": 1.0, "quantize_s": 2.0}})
     assert [row["key"] for row in rows] == ["load_s", "quantize_s", "total_s"]

@@ -107,8 +107,24 @@ class DatasetCreateSerializer(serializers.Serializer):
     file = serializers.FileField(help_text="a .npz (arrays x and optional y) or a .zip of images in class folders")
 
 
+#: What ``metrics`` holds, for the OpenAPI schema (docs/measurement.md says it at length).
+METRICS_HELP = (
+    "The job's measurements: before / after (params, flops, onnx_bytes, weights_bytes, accuracy, and "
+    "latency_{cpu|gpu}_b{N}_ms: the paired medians), fidelity, and by job kind finetune, auto, pruned, "
+    "quantization, sensitivity. metrics.latency holds the paired timings: machine {cpu, logical_cores, "
+    "available_cores, threads, torch, onnxruntime, gpu, load_start, load_end}; rows [{runtime "
+    "(pytorch-cpu | onnxruntime-cpu | pytorch-cuda | onnxruntime-cuda), form (compressed | int8_pytorch | "
+    "int8_onnx | simulated | float16_gpu), label, batch, before and after {median_ms, p10_ms, p90_ms, rounds, "
+    "repeats, chunks}, ratio {value, low, high} (before / after with its 95% interval; null for a simulated "
+    "quantizer), flags (noisy, implausible, regression), notes, verdict (faster | no-change | noisy | "
+    "implausible | regression | simulated), headline (the deliverable's figure), load}]; skipped [{runtime, "
+    "reason}]; fastest {batch: {runtime, form, label, median_ms}}. See docs/measurement.md."
+)
+
+
 class JobOutputSerializer(serializers.ModelSerializer):
     model_name = serializers.CharField(source="model.name", read_only=True)
+    metrics = serializers.JSONField(read_only=True, help_text=METRICS_HELP)
     dataset_id = serializers.IntegerField(source="dataset_upload_id", read_only=True, allow_null=True)
     dataset_name = serializers.SerializerMethodField()
 

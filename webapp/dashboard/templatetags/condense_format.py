@@ -186,8 +186,12 @@ def metric_rows(metrics) -> list[dict]:
 
     Each row: key, label, before/after (raw and formatted), ratio (before/after,
     "2.00×") or for accuracy the change in points, and whether it improved.
+    A latency row takes its ratio, interval and colour from the job's paired
+    timing (``metrics.latency``); without one (jobs measured before it existed)
+    its ratio is left uncoloured, since two medians timed apart prove nothing.
     """
     metrics = metrics or {}
+    headlines = _headline_rows(metrics.get("latency"))
     before = metrics.get("before") or {}
     after = metrics.get("after") or {}
     keys = [k for k in {**before, **after} if not k.startswith("_")]
@@ -211,12 +215,116 @@ def metric_rows(metrics) -> list[dict]:
                 delta = (a - b) * 100
                 row["change"] = f"{delta:+.1f} pts"
                 row["improved"] = delta >= 0
+            elif (match := _LATENCY.match(key)) is not None:
+                _latency_change(row, headlines.get((match["device"], int(match["batch"]))), b / a if a > 0 else None)
             elif a > 0:
                 ratio = b / a
-                row["change"] = f"{ratio:.2f}\u00d7" if 0.1 <= ratio < 1000 else f"{_sig(ratio)}\u00d7"
+                row["change"] = _times_text(ratio)
                 row["improved"] = ratio > 1.0 if abs(ratio - 1.0) > 0.005 else None
         rows.append(row)
     return rows
+
+
+def _times_text(ratio: float) -> str:
+    return f"{ratio:.2f}\u00d7" if 0.1 <= ratio < 1000 else f"{_sig(ratio)}\u00d7"
+
+
+def _headline_rows(latency) -> dict[tuple[str, int], dict]:
+    """The paired timings of the job's deliverable, by ``(device, batch)``."""
+    rows = (latency or {}).get("rows") or []
+    return {("gpu" if r.get("runtime", "").endswith("cuda") else "cpu", int(r.get("batch", 0))): r
+            for r in rows if r.get("headline")}
+
+
+def _latency_change(row: dict, timing: dict | None, unpaired: float | None) -> None:
+    """A before/after table's latency ratio, coloured only as the paired timing allows."""
+    if timing is None:
+        row["change"] = f"{_times_text(unpaired)} (timed apart, unverified)" if unpaired else DASH
+        row["verdict"] = "unknown"
+        row["note"] = "the two medians were timed minutes apart, not interleaved: the ratio may be machine noise"
+        return
+    judged = latency_ratio(timing)
+    row.update({"change": judged["text"], "improved": judged["improved"], "verdict": judged["verdict"],
+                "note": judged["note"]})
+
+
+#: What each verdict of a paired timing looks like: the table cell's class and a word for the reader.
+_VERDICTS = {
+    "faster": ("better", "faster"),
+    "regression": ("worse", "slower (regression)"),
+    "noisy": ("uncertain", "noisy measurement"),
+    "implausible": ("uncertain", "implausible: not a real speedup"),
+    "no-change": ("uncertain", "no measurable change"),
+    "simulated": ("uncertain", "no speedup: simulated quantization computes in float32"),
+}
+
+
+def latency_ratio(timing: dict) -> dict:
+    """One paired timing's ratio as the page shows it: ``text`` ("2.00× (1.90–2.10)"), ``css`` (``better``
+    only when confidently faster and neither noisy nor implausible, ``worse`` for a regression, else
+    ``uncertain``: grey), ``improved`` (True / False / None), ``verdict``, ``word`` and ``note``."""
+    verdict = timing.get("verdict") or "no-change"
+    css, word = _VERDICTS.get(verdict, ("uncertain", verdict))
+    ratio = timing.get("ratio")
+    if ratio is None:
+        text = "no speedup reported"
+    else:
+        value, low, high = (_number(ratio.get(k)) for k in ("value", "low", "high"))
+        text = DASH if value is None else _times_text(value)
+        if low is not None and high is not None:
+            text += f" ({_sig(low)}\u2013{_sig(high)})"
+        if verdict == "no-change":
+            text = f"no measurable change, {text}"
+    improved = True if verdict == "faster" else False if verdict == "regression" else None
+    return {"text": text, "css": css, "improved": improved, "verdict": verdict, "word": word,
+            "note": "; ".join(timing.get("notes") or [])}
+
+
+def _spread_text(side: dict | None) -> dict:
+    side = side or {}
+    median, p10, p90 = (_number(side.get(k)) for k in ("median_ms", "p10_ms", "p90_ms"))
+    return {"median": ms(median), "spread": (f"p10\u2013p90 {_sig(p10)}\u2013{_sig(p90)} ms"
+                                             if p10 is not None and p90 is not None else ""),
+            "rounds": side.get("rounds"), "value": median}
+
+
+_RUNTIME_NAMES = {"pytorch-cpu": "PyTorch, CPU", "onnxruntime-cpu": "onnxruntime, CPU",
+                  "pytorch-cuda": "PyTorch, GPU", "onnxruntime-cuda": "onnxruntime, GPU"}
+
+
+def machine_text(machine: dict | None) -> str:
+    """One line: "AMD EPYC, 2 logical cores (2 available), 2 threads, torch 2.4, onnxruntime 1.19, no GPU,
+    load 0.50 -> 0.70"."""
+    if not machine:
+        return ""
+    parts = [str(machine.get("cpu") or "unknown CPU"),
+             f"{machine.get('logical_cores')} logical cores ({machine.get('available_cores')} available to the worker)",
+             f"{machine.get('threads')} threads",
+             f"torch {machine.get('torch')}", f"onnxruntime {machine.get('onnxruntime') or 'not installed'}",
+             f"GPU {machine['gpu']}" if machine.get("gpu") else "no GPU",
+             f"load average {machine.get('load_start')} at the start, {machine.get('load_end')} at the end"]
+    return ", ".join(parts)
+
+
+@register.simple_tag
+def latency_table(latency) -> dict:
+    """The job's paired latency timings for the page: one row per runtime, form and batch size (before and after
+    with their spread and rounds, the ratio with its 95% interval, coloured by its verdict), the fastest runtime
+    per batch size, the runtimes skipped and the machine."""
+    latency = latency or {}
+    rows = []
+    for timing in latency.get("rows") or []:
+        rows.append({"runtime": timing.get("runtime"), "runtime_name": _RUNTIME_NAMES.get(timing.get("runtime"),
+                                                                                         timing.get("runtime")),
+                     "form": timing.get("form"), "label": timing.get("label"), "batch": timing.get("batch"),
+                     "before": _spread_text(timing.get("before")), "after": _spread_text(timing.get("after")),
+                     "ratio": latency_ratio(timing), "flags": timing.get("flags") or [],
+                     "notes": timing.get("notes") or [], "headline": bool(timing.get("headline"))})
+    fastest = [{"batch": batch, "name": _RUNTIME_NAMES.get(best.get("runtime"), best.get("runtime")),
+                "label": best.get("label"), "median": ms(best.get("median_ms"))}
+               for batch, best in sorted((latency.get("fastest") or {}).items(), key=lambda kv: int(kv[0]))]
+    return {"rows": rows, "fastest": fastest, "skipped": latency.get("skipped") or [],
+            "machine": machine_text(latency.get("machine"))}
 
 
 _FIDELITY = {
@@ -241,7 +349,7 @@ def fidelity_rows(metrics) -> list[dict]:
 
 # The pipeline's order of steps (jsonb in PostgreSQL does not keep it).
 _TIMING_ORDER = ["load_s", "measure_before_s", "sensitivity_s", "compress_s", "speedup_s", "finetune_s",
-                 "measure_after_s", "quantize_s", "measure_quantized_s", "total_s"]
+                 "measure_after_s", "quantize_s", "measure_quantized_s", "measure_latency_s", "total_s"]
 
 
 @register.simple_tag
@@ -267,10 +375,25 @@ def _times(reference, value) -> str:
 _FORM_ORDER = ["float", "simulated", "int8_pytorch", "int8_onnx", "float16_gpu"]
 
 
+def _paired_cell(latency, form_key: str, device: str, batch: int) -> dict | None:
+    """The paired timing of a quantization form (``float`` in a chain: the pruned float model) against the
+    original, on the runtime its column shows."""
+    wanted = "compressed" if form_key == "float" else form_key
+    for timing in (latency or {}).get("rows") or []:
+        on_gpu = timing.get("runtime", "").endswith("cuda")
+        if (timing.get("form") == wanted and int(timing.get("batch", 0)) == batch and on_gpu == (device == "gpu")
+                and timing.get("ratio") is not None):
+            if form_key != "int8_onnx" and timing.get("runtime", "").startswith("onnxruntime"):
+                continue  # the float and PyTorch forms' columns hold their PyTorch figures
+            return latency_ratio(timing)
+    return None
+
+
 @register.simple_tag
-def quantization_table(quantization) -> dict:
-    """The forms of a quantized model side by side (accuracy, fidelity, size, latency, each against float32)
-    and the latency columns present (``[(device, batch)]``)."""
+def quantization_table(quantization, latency=None) -> dict:
+    """The forms of a quantized model side by side (accuracy, fidelity, size, latency) and the latency columns
+    present (``[(device, batch)]``). Latency gains are the paired timings against the original on the same
+    runtime (``latency``: ``metrics.latency``), coloured as the job's latency table; none without them."""
     forms = (quantization or {}).get("forms") or {}
     base = forms.get("float") or {}
     columns = sorted({(m["device"], int(m["batch"])) for form in forms.values() for key in form
@@ -294,9 +417,10 @@ def quantization_table(quantization) -> dict:
         }
         for device, batch in columns:
             name = f"latency_{device}_b{batch}_ms"
-            # A simulated model runs the float32 kernels: a ratio there would only show timing noise.
-            reference = base.get(name) if key not in ("float", "simulated") else None
+            # A simulated model runs the float32 kernels: it never gets a speedup.
+            paired = _paired_cell(latency, key, device, batch) if key != "simulated" else None
             row["latency"].append({"text": ms(form.get(name)), "value": form.get(name),
-                                   "speedup": _times(reference, form.get(name))})
+                                   "speedup": paired["text"] if paired else "",
+                                   "css": paired["css"] if paired else "", "note": paired["note"] if paired else ""})
         rows.append(row)
     return {"rows": rows, "columns": [f"{d.upper()} b{b}" for d, b in columns]}
