@@ -324,7 +324,7 @@ def test_a_job_on_an_onnx_export_at_batch_1_fails_with_one_sentence_and_its_stag
         run_job(_recipe(tmp_path, ModelSource(path=str(path))))
     failed = info.value
     # batch 1 passes the full validation; the first batch of the dataset does not
-    assert failed.stage == "load"
+    assert failed.stage == "measure_original"  # the measurement's first pass over the test split
     assert str(failed) == failed.sentence
     assert "fixed batch size of 1 in layer `Reshape`" in failed.sentence and "dynamic_axes" in failed.sentence
     assert isinstance(failed.__cause__, RuntimeError)
