@@ -26,8 +26,18 @@ pytestmark = pytest.mark.corpus
 
 CASES = corpus_cases()
 
-# case name prefix -> why it fails on the current importer (from bench/onnx_corpus.py).
-KNOWN_FAILURES: dict[str, str] = {}
+# case name prefix -> why it fails on the importer / speedup of 2026-12-01 (bench/onnx_corpus.py).
+KNOWN_FAILURES: dict[str, str] = {
+    "lstm_audio-": "import: the ONNX LSTM operator has no converter",
+    "faster_whisper_vad-": "import: the ONNX LSTM operator has no converter",
+    "silero_vad": "import: the ONNX If operator has no converter",
+    "oww_hey_jarvis-": "import: the ONNX If operator has no converter",
+    "ppocr_rec-": "import: BatchNormalization on 3-D input is not converted",
+    "oww_melspectrogram-": "import: Clip with computed (not constant) min/max is not converted",
+    "ppocr_cls-": "prune: a Reshape to a literal shape (1, 200) breaks once channels are removed",
+    "tiny_detector-dynamo-b1-single": "prune: a Resize to literal sizes (N, C, H, W) breaks once channels are removed",
+    "oww_embedding-": "prune: Max with a constant (tf2onnx's floor after LeakyRelu) pins every channel",
+}
 
 
 def _known_failure(name: str) -> str | None:
