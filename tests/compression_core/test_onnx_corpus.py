@@ -5,8 +5,8 @@ both torch exporters, fixed and dynamic batch, single file and external data; an
 shipped inside pip wheels (skipped when the registry cannot be reached). Cases whose file torch
 itself cannot write are skipped with torch's error.
 
-The whole corpus takes ~22 min on the 2-core VM, so a plain ``pytest`` runs only the cases not
-marked ``slow`` (~3 min: resnet18, squeezenet, the custom models, the wheel models but ddddocr's);
+The whole corpus takes 13-22 min on the shared 2-core VM, so a plain ``pytest`` runs only the cases
+not marked ``slow`` (0.6-3.5 min: resnet18, squeezenet, the custom models, the wheel models but ddddocr's);
 the others run when the marker expression names the corpus (``pytest -m corpus``) or with
 ``CONDENSE_ONNX_CORPUS=all``. ``KNOWN_FAILURES`` lists the cases Condense
 fails today, with the cause (xfail, not strict: they pass once the importer is fixed; then delete
