@@ -37,20 +37,30 @@ from tests.compression_core.onnx_corpus import OK, SHARED, Row, corpus_cases, ru
 STAGES = (("import", "import_"), ("prune", "prune"), ("export", "export"), ("run", "run"))
 
 
-def _cell(value) -> str:
+def _cell(value, twin: Row | None = None, attr: str = "") -> str:
+    if value == SHARED and twin is not None:
+        shared = getattr(twin, attr)
+        return "shared" if shared == OK else f"shared {_cell(shared)}"
     if value in (OK, SHARED):
         return value
     return "—" if value is None else "FAIL"
 
 
-def _columns(case, row: Row, seconds: float) -> list:
+def _passed(case, row: Row, rows: dict) -> bool:
+    """A row passes; an external-data row only if its single-file twin (whose stages it shares) does too."""
+    twin = rows.get(case.single_file_twin.name) if case.external_data else None
+    return row.passed and (twin is None or twin.passed)
+
+
+def _columns(case, row: Row, seconds: float, rows: dict) -> list:
     exporter = {"ts": "TorchScript", "dynamo": "dynamo", "wheel": "wheel"}[case.exporter]
     batch = "dynamic" if case.dynamic_batch else "1"
     external = "—" if case.exporter == "wheel" else ("yes" if case.external_data else "no")
     if row.source is not None:
         stages = ["n/a"] * len(STAGES)
     else:
-        stages = [_cell(getattr(row, attr)) for _, attr in STAGES]
+        twin = rows.get(case.single_file_twin.name) if case.external_data else None
+        stages = [_cell(getattr(row, attr), twin, attr) for _, attr in STAGES]
     return [case.model, exporter, batch, external, *stages, f"{seconds:.1f}"]
 
 
@@ -96,16 +106,18 @@ def main() -> int:
     total = time.perf_counter() - started
 
     header = ["model", "exporter", "batch", "ext. data", "import", "prune", "export", "run", "s"]
-    print(_table(header, [_columns(c, r, s) for c, r, s in results], args.markdown))
+    rows = {r.case: r for _, r, _ in results}
+    print(_table(header, [_columns(c, r, s, rows) for c, r, s in results], args.markdown))
     ran = [(c, r) for c, r, _ in results if r.source is None]
-    passed = sum(r.passed for _, r in ran)
+    passed = sum(_passed(c, r, rows) for c, r in ran)
     print()
     print(f"{passed}/{len(ran)} cases pass all four stages; {len(results) - len(ran)} could not be produced; "
           f"{total / 60:.1f} min on {cpu_name()} ({torch.get_num_threads()} threads), "
           f"Condense {condense_commit(ROOT) or 'unknown commit'}")
     for stage, attr in STAGES:
-        ok = sum(getattr(r, attr) in (OK, SHARED) for _, r in ran)
+        ok = sum(_cell(getattr(r, attr), rows.get(c.single_file_twin.name), attr) in (OK, SHARED) for c, r in ran)
         print(f"  {stage}: {ok}/{len(ran)}")
+    print("  (an external-data row shares its single-file twin's prune / export / run when both hold the same weights)")
 
     bullet = "- " if args.markdown else "  "
     unavailable = [(c, r) for c, r, _ in results if r.source is not None]
