@@ -372,7 +372,7 @@ class ModelSpeedup:
         sizes: dict[str, Any] = {}
         for target, size_attr in analysis.size_attrs.items():
             old = getattr(self.model.get_submodule(size_attr.module), size_attr.attr)
-            value = size_attr.new_value(lambda ids: len(kept(ids)))
+            value = size_attr.new_value(lambda ids: len(kept(ids)), old)
             if value == plain_sizes(old):
                 continue
             sizes[target] = sizes_like(old, value)

@@ -48,6 +48,9 @@ from onnx2torch.utils.common import OnnxMapping, OperationConverterResult, get_c
 from torch import nn
 from torch.onnx import symbolic_helper
 
+from .layers import BatchNormConverter, StaticReshapeConverter
+from .rnn import register_recurrent
+
 try:  # where torch >= 2.9 keeps the TorchScript exporter's state
     from torch.onnx._internal.torchscript_exporter._globals import GLOBALS as _TORCHSCRIPT_EXPORTER_GLOBALS
 except ImportError:
@@ -334,13 +337,14 @@ def _patch_get_onnx_version() -> None:
             module.get_onnx_version = _onnx_export_opset_version
 
 
-def _wrap_matmul() -> None:
+def _wrap(op_type: str, wrapper: type) -> None:
+    """Put every registered converter of ``op_type`` behind ``wrapper`` (which falls back to it)."""
     registry = _registry()
     for desc in list(registry):
-        if desc.domain == defs.ONNX_DOMAIN and desc.operation_type == "MatMul":
+        if desc.domain == defs.ONNX_DOMAIN and desc.operation_type == op_type:
             original = registry[desc]
-            if not isinstance(original, _ConstantMatMulConverter):
-                registry[desc] = _ConstantMatMulConverter(original)
+            if not isinstance(original, wrapper):
+                registry[desc] = wrapper(original)
 
 
 @contextlib.contextmanager
@@ -392,7 +396,10 @@ def install() -> None:
         _register("Gelu", 20, _simple_converter(_gelu_module))
         _register("Mish", 18, _simple_converter(lambda node: nn.Mish()))
         _register("GlobalMaxPool", 1, _simple_converter(lambda node: OnnxGlobalMaxPool()))
-        _wrap_matmul()
+        _wrap("MatMul", _ConstantMatMulConverter)
+        _wrap("Reshape", StaticReshapeConverter)
+        _wrap("BatchNormalization", BatchNormConverter)
+        register_recurrent(_register)
         _patch_get_onnx_version()
         _patch_shape_inference(converter_module)
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from typing import List, Optional, Union
+from typing import Dict, List, Optional, Union
 
 import onnx
 import torch
@@ -25,7 +25,7 @@ from onnx import ModelProto, version_converter
 from torch import nn
 
 from ..errors import ModelFormatError
-from .passes import preprocess_onnx
+from .passes import ONNX_NODE_KEY, ONNX_OP_KEY, preprocess_onnx
 from .read import display_name, onnx_input_shapes, read_onnx, short_error, weightless_copy
 from .verify import verify_onnx_conversion
 
@@ -122,8 +122,27 @@ def onnx_to_torch(model: ModelProto, name: str = "model") -> torch.fx.GraphModul
     except (NotImplementedError, KeyError, ValueError, RuntimeError, TypeError, AttributeError) as exc:
         raise ModelFormatError(f"{name} cannot be converted to PyTorch: {short_error(exc)}") from exc
     _fold_linear_biases(module)
+    module.onnx_nodes = _onnx_nodes(module, ready)
     module.eval()
     return module
+
+
+def _onnx_nodes(module: torch.fx.GraphModule, ready: ModelProto) -> Dict[str, Dict[str, str]]:
+    """``{module name: {"node": ONNX node name, "op": ONNX op_type}}`` for every module of ``module``.
+
+    onnx2torch names each module after its (renamed) node; a module's submodules
+    (an LSTM's ``rnn``) come from the same node.
+    """
+    by_name = {}
+    for node in ready.graph.node:
+        meta = {p.key: p.value for p in node.metadata_props}
+        by_name[node.name] = {"node": meta.get(ONNX_NODE_KEY, node.name), "op": meta.get(ONNX_OP_KEY, node.op_type)}
+    table: Dict[str, Dict[str, str]] = {}
+    for name, _ in module.named_modules():
+        top = name.split(".")[0]
+        if name and top in by_name:
+            table[name] = dict(by_name[top])
+    return table
 
 
 def _first_sentence(exc: BaseException) -> str:

@@ -13,7 +13,9 @@ In order:
    static input becomes a constant, which freezes the batch size into the converted model;
    ``Cast`` / ``Concat`` / ``Dropout`` become ``Identity``) and renames unnamed nodes
    (``node``, ``node_1``, ...), whose names become torch module names.
-4. :func:`_drop_irrelevant_allowzero`: no library pass does it.
+4. :func:`_drop_irrelevant_allowzero`: no library pass does it; then
+   :func:`~.literal_shapes.free_literal_reshapes` (a batch or channel count written as a
+   ``Reshape`` literal).
 5. :func:`_matmul_add_to_gemm`: Keras-style dense layers -> ``Gemm``. Not onnxscript's
    ``MatMulAddToGemm`` rule: it does not match ``Add(bias, MatMul)``, and it names the
    ``Gemm`` ``node_Gemm_0`` (and every unnamed node ``node``, ``node_1``, ...) instead of
@@ -45,6 +47,7 @@ import torch
 from onnx import ModelProto, helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
+from .literal_shapes import free_literal_reshapes
 from .read import numel, weightless_copy
 
 if TYPE_CHECKING:
@@ -96,6 +99,7 @@ def preprocess_onnx(model: ModelProto, *, rename_nodes: bool = True) -> ModelPro
         result = ir.serde.serialize_model(ir_model)
     _fold_constant_chains(result)
     _drop_irrelevant_allowzero(result)
+    free_literal_reshapes(result)
     _matmul_add_to_gemm(result)
     _remove_unused_initializers(result)
     if rename_nodes:
@@ -294,7 +298,9 @@ def _matmul_add_to_gemm(model: ModelProto) -> int:
                 inputs.append(other)
                 outputs = list(add.output)
                 replaced[users[0]] = None
-        replaced[index] = helper.make_node("Gemm", inputs, outputs, name=node.name)
+        gemm = helper.make_node("Gemm", inputs, outputs, name=node.name)
+        gemm.metadata_props.add(key=ONNX_OP_KEY, value="MatMul")
+        replaced[index] = gemm
     if not replaced:
         return 0
     nodes = []
@@ -395,4 +401,18 @@ def _friendly_node_names(model: ModelProto) -> None:
             name = f"{base}_{counter}"
             counter += 1
         used.add(name)
+        _remember_onnx_name(node)
         node.name = name
+
+
+ONNX_NODE_KEY = "condense.onnx_node"
+ONNX_OP_KEY = "condense.onnx_op"
+
+
+def _remember_onnx_name(node) -> None:
+    """Keep the exporter's node name and op in the node's metadata (read back as ``module.onnx_nodes``)."""
+    keys = {p.key for p in node.metadata_props}
+    for key, value in ((ONNX_NODE_KEY, node.name), (ONNX_OP_KEY, node.op_type)):
+        if key not in keys:
+            entry = node.metadata_props.add()
+            entry.key, entry.value = key, value

@@ -1,0 +1,58 @@
+"""Channel rules for modules that Condense's ONNX importer builds (named by class, as onnx2torch's are).
+
+- ``OnnxStaticReshape`` (a ``Reshape`` by a literal shape, kept as the list ``shape``):
+  the channels follow it like any reshape; a literal channel count (``[0, 512]`` after
+  512 channels, ``[0, 25088]`` after 512 channels of 7 x 7) becomes a
+  :class:`~.channels.SizeAttr` on that entry, which speedup sets to the kept count.
+- ``OnnxRecurrent`` (ONNX ``LSTM`` / ``GRU``): a recurrent layer keeps its input and
+  hidden sizes; the layers before it are still pruned, except the one feeding it.
+
+Example::
+
+    >>> from compression_core.dependency.rule_table import RULES
+    >>> class OnnxStaticReshape(torch.nn.Module): ...
+    >>> RULES.for_module(OnnxStaticReshape()) is not None
+    True
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch.fx as fx
+import torch.nn as nn
+
+from .channels import Layout, SizeAttr
+from .rule_table import RULES
+from .shape_rules import map_reshape
+
+
+def _static_reshape(prop: Any, node: fx.Node, m: nn.Module) -> Any:
+    x = node.args[0] if node.args else None
+    lay = prop.layout(x)
+    xi, oi = prop.tinfo(x), prop.tinfo(node)
+    if lay is None:
+        return prop.passthrough(node, x)
+    if xi is None or oi is None:
+        return prop.unknown(node)
+    mapped = map_reshape(xi.shape, oi.shape, lay)
+    if mapped is None:
+        return prop.unknown(node, "it splits or mixes the channel dimension")
+    new_dim, ids = mapped
+    shape = list(getattr(m, "shape", []))
+    size = shape[new_dim] if new_dim < len(shape) else -1
+    if size == -1 or (size == 0 and new_dim == lay.dim):
+        return Layout(new_dim, ids)
+    target = f"{node.target}.shape"
+    if size != len(ids) or target in prop.size_attrs:
+        return prop.unknown(node, "it reshapes to a fixed channel count")
+    prop.size_attrs[target] = SizeAttr(str(node.target), "shape", list(ids), index=new_dim)
+    return Layout(new_dim, ids)
+
+
+def _recurrent(prop: Any, node: fx.Node, m: nn.Module) -> Any:
+    return prop.unknown(node, "a recurrent layer (LSTM/GRU) keeps its input and hidden sizes")
+
+
+RULES.add("module", "OnnxStaticReshape", _static_reshape)
+RULES.add("module", ("OnnxRecurrent", nn.LSTM, nn.GRU, nn.RNN), _recurrent)

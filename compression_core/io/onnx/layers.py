@@ -1,0 +1,95 @@
+"""Torch modules (and their onnx2torch converters) for ONNX nodes onnx2torch converts in a way pruning cannot use.
+
+- :class:`OnnxStaticReshape`: ``Reshape`` by a constant shape, kept as a plain list
+  (``shape``) that speedup sets to the kept channel count; ``0`` copies the input's dim,
+  so a batch freed by :mod:`.literal_shapes` stays free in the re-exported model.
+- :class:`BatchNormAnyRank`: ``BatchNormalization`` whose input rank ONNX shape inference
+  could not tell (onnx2torch: "spatial rank == -2 is not implemented"); a real
+  ``_BatchNorm``, so pruning cuts it like ``BatchNorm1d/2d``.
+- LSTM / GRU (:mod:`.rnn`) are registered from there.
+
+Example::
+
+    >>> OnnxStaticReshape([0, -1, 4])(torch.zeros(2, 8, 2, 2)).shape
+    torch.Size([2, 2, 4])
+"""
+
+from __future__ import annotations
+
+from typing import Callable, List
+
+import torch
+from onnx2torch.utils.common import OnnxMapping, OperationConverterResult, get_shape_from_value_info
+from torch import nn
+
+__all__ = ["OnnxStaticReshape", "BatchNormAnyRank", "StaticReshapeConverter", "BatchNormConverter"]
+
+
+class OnnxStaticReshape(nn.Module):
+    """``Reshape`` by a constant ``shape`` (ONNX rules: ``0`` copies the input's dim, ``-1`` is inferred)."""
+
+    def __init__(self, shape: List[int]):
+        super().__init__()
+        self.shape = [int(v) for v in shape]
+
+    def forward(self, input_tensor: torch.Tensor) -> torch.Tensor:
+        shape = [input_tensor.shape[i] if v == 0 else v for i, v in enumerate(self.shape)]
+        return torch.reshape(input_tensor, shape)
+
+    def extra_repr(self) -> str:
+        return f"shape={self.shape}"
+
+
+class StaticReshapeConverter:
+    """``Reshape(x, constant)`` -> :class:`OnnxStaticReshape`; any other ``Reshape`` -> onnx2torch's."""
+
+    def __init__(self, original: Callable):
+        self.original = original
+
+    def __call__(self, node, graph):
+        inputs = list(node.input_values)
+        allowzero = int(node.attributes.get("allowzero", 0))
+        if len(inputs) == 2 and inputs[1] in graph.initializers and inputs[0] not in graph.initializers:
+            shape = graph.initializers[inputs[1]].to_torch().reshape(-1).tolist()
+            if allowzero == 0 or 0 not in shape:
+                return OperationConverterResult(
+                    torch_module=OnnxStaticReshape(shape),
+                    onnx_mapping=OnnxMapping(inputs=(inputs[0],), outputs=node.output_values),
+                )
+        return self.original(node, graph)
+
+
+class BatchNormAnyRank(nn.modules.batchnorm._BatchNorm):  # pylint: disable=protected-access
+    """Inference batch norm over dim 1 of an input of any rank >= 2 (its rank was unknown at conversion)."""
+
+    def _check_input_dim(self, input: torch.Tensor) -> None:  # noqa: A002 - torch's name
+        if input.dim() < 2:
+            raise ValueError(f"expected an input with at least 2 dims (N, C, ...), got {input.dim()}")
+
+
+class BatchNormConverter:
+    """onnx2torch's ``BatchNormalization`` converter, with :class:`BatchNormAnyRank` where it needs the rank."""
+
+    def __init__(self, original: Callable):
+        self.original = original
+
+    def __call__(self, node, graph):
+        inputs = list(node.input_values)
+        constant = len(inputs) == 5 and all(name in graph.initializers for name in inputs[1:])
+        info = graph.value_info.get(inputs[0]) if constant else None
+        rank = len(get_shape_from_value_info(info)) if info is not None else 0
+        if not constant or len(node.output_values) != 1 or rank in (2, 3, 4, 5):
+            return self.original(node, graph)
+        scale, bias, mean, var = (graph.initializers[name].to_torch() for name in inputs[1:])
+        module = BatchNormAnyRank(
+            scale.shape[0], eps=float(node.attributes.get("epsilon", 1e-5)),
+            momentum=1 - float(node.attributes.get("momentum", 0.9)),
+        )
+        with torch.no_grad():
+            module.weight.copy_(scale)
+            module.bias.copy_(bias)
+            module.running_mean.copy_(mean)
+            module.running_var.copy_(var)
+        return OperationConverterResult(
+            torch_module=module, onnx_mapping=OnnxMapping(inputs=(inputs[0],), outputs=node.output_values)
+        )
