@@ -4,6 +4,7 @@ speedup, export, onnxruntime on another batch)."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 import torchvision
@@ -72,3 +73,110 @@ def test_reshape_to_the_literal_shape_a_pruned_dense_layer_had(dynamo, tmp_path)
     gm, before, after, out = round_trip(path, x, torch.randn(4, 16), op_types=("Linear",), tmp_path=tmp_path)
     assert out.shape == (4, 10)
     assert sorted(m.out_features for m in gm.modules() if isinstance(m, nn.Linear)) == [10, 140]
+
+
+class _Dense1d(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc, self.bn, self.out = nn.Linear(16, 32), nn.BatchNorm1d(32), nn.Linear(32, 4)
+
+    def forward(self, x):
+        return self.out(torch.relu(self.bn(self.fc(x))))
+
+
+class _Conv1dNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv, self.bn, self.conv2 = nn.Conv1d(4, 32, 3), nn.BatchNorm1d(32), nn.Conv1d(32, 8, 3)
+
+    def forward(self, x):
+        return self.conv2(torch.relu(self.bn(self.conv(x))))
+
+
+def _trained_statistics(model: nn.Module, sample: torch.Tensor) -> nn.Module:
+    model.train()
+    with torch.no_grad():
+        for _ in range(3):
+            model(torch.randn(8, *sample.shape[1:]) * 2 + 0.5)
+    return model.eval()
+
+
+@pytest.mark.parametrize("dynamo", EXPORTERS)
+@pytest.mark.parametrize("build, shape, ops", [
+    (_Dense1d, (2, 16), ("Linear",)), (_Conv1dNet, (2, 4, 20), ("Conv1d",)),
+], ids=["NC", "NCL"])
+def test_batch_norm_over_2d_and_3d_inputs_prunes_with_its_layer(dynamo, build, shape, ops, tmp_path):
+    x = torch.randn(*shape)
+    model = _trained_statistics(build(), x)
+    path = export(model, tmp_path / "bn.onnx", x, dynamo)
+    gm, before, after, out = round_trip(path, x, torch.randn(5, *shape[1:]), op_types=ops, tmp_path=tmp_path)
+    assert out.shape[0] == 5 and after < before
+    for bn in (m for m in gm.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)):
+        assert bn.num_features == 23
+
+
+def test_batch_norm_whose_input_rank_is_unknown_converts_and_prunes(tmp_path):
+    """paddle2onnx's OCR recogniser: the BatchNormalization input has no inferred shape."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+
+    def init(name, *shape, positive=False):
+        values = rng.random(shape) + 0.5 if positive else rng.standard_normal(shape)
+        return numpy_helper.from_array(values.astype(np.float32), name)
+
+    graph = helper.make_graph(
+        [
+            # Reshape(x, Shape(x)[0:len]): ONNX shape inference cannot tell the rank of what follows
+            helper.make_node("Shape", ["x"], ["sx"], name="shape"),
+            helper.make_node("Shape", ["sx"], ["rank"], name="rank"),
+            helper.make_node("Slice", ["sx", "zero", "rank"], ["same"], name="slice"),
+            helper.make_node("Reshape", ["x", "same"], ["xr"], name="reshape"),
+            helper.make_node("Conv", ["xr", "w1", "b1"], ["c1"], name="conv1", kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+            helper.make_node("BatchNormalization", ["c1", "s", "o", "m", "v"], ["n1"], name="bn1"),
+            helper.make_node("Relu", ["n1"], ["r1"], name="relu1"),
+            helper.make_node("Conv", ["r1", "w2", "b2"], ["y"], name="conv2", kernel_shape=[1, 1]),
+        ],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4, 8, 8])],
+        [numpy_helper.from_array(np.array([0], dtype=np.int64), "zero"), init("w1", 16, 3, 3, 3), init("b1", 16), init("s", 16), init("o", 16), init("m", 16),
+         init("v", 16, positive=True), init("w2", 4, 16, 1, 1), init("b2", 4)],
+    )
+    path = tmp_path / "bn_any_rank.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    x = torch.randn(1, 3, 8, 8)
+    gm, before, after, out = round_trip(path, x, torch.randn(2, 3, 8, 8), op_types=("Conv2d",), tmp_path=tmp_path)
+    assert out.shape == (2, 4, 8, 8)
+    (bn,) = [m for m in gm.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    assert bn.num_features == 12 and after < before
+
+
+class _AudioRecurrent(nn.Module):
+    """A Conv1d front-end on raw audio, then an LSTM or a GRU over time (silero-vad's shape)."""
+
+    def __init__(self, cell: type):
+        super().__init__()
+        self.front = nn.Sequential(nn.Conv1d(1, 32, 8, stride=4), nn.ReLU(), nn.Conv1d(32, 16, 3), nn.ReLU())
+        self.rnn = cell(16, 24, batch_first=True)
+        self.head = nn.Linear(24, 2)
+
+    def forward(self, x):
+        features = self.front(x).transpose(1, 2)
+        out, _ = self.rnn(features)
+        return self.head(out[:, -1])
+
+
+@pytest.mark.parametrize("dynamo", EXPORTERS)
+@pytest.mark.parametrize("cell", [nn.LSTM, nn.GRU], ids=["LSTM", "GRU"])
+def test_recurrent_audio_model_keeps_its_hidden_size_and_prunes_the_front_end(dynamo, cell, tmp_path):
+    x = torch.randn(1, 1, 256)
+    path = export(_AudioRecurrent(cell).eval(), tmp_path / "audio.onnx", x, dynamo)
+    gm, before, after, out = round_trip(path, x, torch.randn(3, 1, 256), op_types=("Conv1d",), tmp_path=tmp_path)
+    assert out.shape == (3, 2)
+    (rnn,) = [m for m in gm.modules() if isinstance(m, cell)]
+    assert (rnn.input_size, rnn.hidden_size) == (16, 24)
+    convs = [m for m in gm.modules() if isinstance(m, nn.Conv1d)]
+    assert [c.out_channels for c in convs] == [23, 16]  # the layer feeding the recurrent one keeps its channels
+    assert after < before

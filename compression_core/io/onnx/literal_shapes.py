@@ -12,8 +12,10 @@ inference (weights left out), each ``Reshape`` by a constant becomes:
   of a ``[1, 200]`` tensor, as Keras exporters write before a dense layer);
 - ``Flatten(axis=1)`` when it keeps the leading dim and merges all the others
   (``[N, C, H, W] -> [N, C*H*W]``), which follows any batch and channel count;
-- the same ``Reshape`` with ``0`` ("copy this dim") for a leading literal equal to
-  the input's leading dim when that is the traced batch of the model's input.
+- the same ``Reshape`` with the batch's entry ``0`` ("copy this dim") or ``-1`` when
+  the input's batch dim (found by ONNX shape inference with the model inputs' fixed
+  leading dim made symbolic) comes out of the reshape unmerged, e.g.
+  ``[61, 1, 1, 24] -> [61, 1, 24]`` after an LSTM at batch 1 becomes ``[61, -1, 24]``.
 
 Whatever literal channel count is left, the converted module keeps as a plain list
 (:class:`~.layers.OnnxStaticReshape`), which speedup sets to the kept channels.
@@ -27,7 +29,7 @@ Example::
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple, Union
 
 import numpy as np
 import onnx
@@ -38,30 +40,42 @@ from .read import weightless_copy
 __all__ = ["free_literal_reshapes"]
 
 
-def _static_shapes(model: ModelProto) -> Dict[str, List[Optional[int]]]:
+_BATCH = "condense_batch"  # the symbol the model's fixed input batch is replaced by for shape inference
+
+
+def _shapes_with_batch(model: ModelProto) -> Tuple[Dict[str, List[Union[int, str, None]]], Optional[int]]:
+    """Inferred shapes where the model inputs' fixed leading dim is the symbol :data:`_BATCH`, and that batch.
+
+    ONNX shape inference carries the symbol through convolutions, transposes, recurrent
+    layers...: it marks where the batch sits in each value; a literal reshape writes a number.
+    """
+    lite = weightless_copy(model)
+    del lite.graph.value_info[:]  # the dynamo exporter writes every shape, at the traced batch
+    for value in lite.graph.output:
+        value.type.tensor_type.ClearField("shape")
+    initializers = {t.name for t in model.graph.initializer}
+    batch = None
+    for value in lite.graph.input:
+        dims = value.type.tensor_type.shape.dim
+        if value.name in initializers or len(dims) < 2 or not dims[0].HasField("dim_value"):
+            continue
+        if batch is None:
+            batch = dims[0].dim_value
+        if dims[0].dim_value == batch:
+            dims[0].dim_param = _BATCH
     try:
-        inferred = onnx.shape_inference.infer_shapes(weightless_copy(model), check_type=False, strict_mode=False)
+        inferred = onnx.shape_inference.infer_shapes(lite, check_type=False, strict_mode=False)
     except Exception:  # noqa: BLE001 - no shapes, no rewrite
-        return {}
-    shapes: Dict[str, List[Optional[int]]] = {}
+        return {}, None
+    shapes: Dict[str, List[Union[int, str, None]]] = {}
     for value in list(inferred.graph.input) + list(inferred.graph.value_info) + list(inferred.graph.output):
         tensor_type = value.type.tensor_type
         if tensor_type.HasField("shape"):
-            shapes[value.name] = [d.dim_value if d.HasField("dim_value") else None for d in tensor_type.shape.dim]
-    return shapes
-
-
-def _traced_batch(model: ModelProto, shapes: Dict[str, List[Optional[int]]]) -> Optional[int]:
-    """The fixed leading dim of the model's first data input, or None when it is dynamic or unknown."""
-    initializers = {t.name for t in model.graph.initializer}
-    for value in model.graph.input:
-        if value.name in initializers:
-            continue
-        dims = shapes.get(value.name)
-        if dims and len(dims) > 1 and dims[0] is not None:
-            return dims[0]
-        return None
-    return None
+            shapes[value.name] = [
+                d.dim_value if d.HasField("dim_value") else (_BATCH if d.dim_param == _BATCH else None)
+                for d in tensor_type.shape.dim
+            ]
+    return shapes, batch
 
 
 def _resolved(target: List[int], in_shape: List[int]) -> Optional[List[int]]:
@@ -76,6 +90,15 @@ def _resolved(target: List[int], in_shape: List[int]) -> Optional[List[int]]:
             return None
         out[out.index(-1)] = total // known
     return out if int(np.prod(out)) == total else None
+
+
+def _batch_position(in_shape: List[int], out: List[int], b: int) -> Optional[int]:
+    """The output dim that is input dim ``b`` (the batch) unmerged, or None when the reshape merges it."""
+    before = int(np.prod(in_shape[:b]))
+    for p, size in enumerate(out):
+        if size == in_shape[b] and int(np.prod(out[:p])) == before:
+            return p
+    return None
 
 
 def free_literal_reshapes(model: ModelProto) -> List[str]:
@@ -95,13 +118,14 @@ def free_literal_reshapes(model: ModelProto) -> List[str]:
     ]
     if not candidates:
         return []
-    shapes = _static_shapes(model)
-    batch = _traced_batch(model, shapes)
+    shapes, batch = _shapes_with_batch(model)
     done: List[str] = []
     for node in candidates:
-        in_shape = shapes.get(node.input[0])
-        if not in_shape or any(d is None for d in in_shape):
+        marked = shapes.get(node.input[0])
+        if not marked or any(d is None for d in marked):
             continue
+        b = marked.index(_BATCH) if _BATCH in marked else None
+        in_shape = [batch if d == _BATCH else d for d in marked]
         target = [int(v) for v in numpy_helper.to_array(initializers[node.input[1]]).reshape(-1)]
         out = _resolved(target, in_shape)
         if out is None:
@@ -110,16 +134,24 @@ def free_literal_reshapes(model: ModelProto) -> List[str]:
         if out == in_shape:
             _become(node, "Identity", [node.input[0]])
             done.append(f"{shown} changes nothing and was removed")
-        elif len(in_shape) > 2 and out == [in_shape[0], int(np.prod(in_shape[1:]))]:
+            continue
+        if b is None:
+            continue  # the batch is not in it (or ONNX cannot tell where): the literal stays
+        if b == 0 and len(in_shape) > 2 and out == [in_shape[0], int(np.prod(in_shape[1:]))]:
             _become(node, "Flatten", [node.input[0]], axis=1)
             done.append(f"{shown} became a Flatten")
-        elif batch is not None and target and target[0] == batch == in_shape[0] and target[0] > 0:
-            freed = numpy_helper.from_array(np.array([0] + target[1:], dtype=np.int64), name=node.input[1] + "_any_batch")
-            if freed.name not in initializers:
-                graph.initializer.append(freed)
-                initializers[freed.name] = freed
-            node.input[1] = freed.name
-            done.append(f"{shown} now follows the batch")
+            continue
+        p = _batch_position(in_shape, out, b)
+        if p is None:
+            continue
+        freed = list(out) if -1 in target and target.index(-1) != p else list(target)
+        freed = [out[k] if v == 0 else v for k, v in enumerate(freed)]  # no 0 may copy a dim that moved
+        freed[p] = 0 if p == b else -1
+        tensor = numpy_helper.from_array(np.array(freed, dtype=np.int64), name=f"{node.input[1]}_{node.name}_any_batch")
+        graph.initializer.append(tensor)
+        initializers[tensor.name] = tensor
+        node.input[1] = tensor.name
+        done.append(f"{shown} now follows the batch")
     return done
 
 

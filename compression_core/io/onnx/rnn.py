@@ -99,6 +99,13 @@ def _as_str(value) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def _unless_zero(name: str, graph) -> str:
+    """``name``, or ``""`` for a constant all-zero state (exporters write one at the traced batch)."""
+    if name and name in graph.initializers and not graph.initializers[name].to_torch().any():
+        return ""
+    return name
+
+
 def _convert(node, graph):
     op = node.operation_type
     attrs = node.attributes
@@ -135,9 +142,12 @@ def _convert(node, graph):
             getattr(layer, "weight_hh" + suffix).copy_(_reordered(recurrent[d], op))
             getattr(layer, "bias_ih" + suffix).copy_(_reordered(bias[d, :rows], op))
             getattr(layer, "bias_hh" + suffix).copy_(_reordered(bias[d, rows:], op))
-    mapped = [x_name] + [name for name in (h_name, c_name) if name]
-    if c_name and not h_name:
+    states = [_unless_zero(name, graph) for name in (h_name, c_name)]
+    if states[1] and not states[0]:
+        states[0] = h_name
+    if states[1] and not states[0]:
         raise _unsupported(op, "an initial cell state but no initial hidden state")
+    mapped = [x_name] + [name for name in states if name]
     module = OnnxRecurrent(layer, direction == "reverse", int(attrs.get("layout", 0)), len(node.output_values))
     return OperationConverterResult(
         torch_module=module, onnx_mapping=OnnxMapping(inputs=tuple(mapped), outputs=node.output_values)
