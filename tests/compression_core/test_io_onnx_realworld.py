@@ -180,3 +180,29 @@ def test_recurrent_audio_model_keeps_its_hidden_size_and_prunes_the_front_end(dy
     convs = [m for m in gm.modules() if isinstance(m, nn.Conv1d)]
     assert [c.out_channels for c in convs] == [23, 16]  # the layer feeding the recurrent one keeps its channels
     assert after < before
+
+
+class _CheckedWidth(nn.Module):
+    """A scripted shape check: exported as an ``If`` on ``Shape(x)[1]``, decided by the declared input shape."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv1d(16, 32, 3)
+        self.out = nn.Conv1d(32, 4, 1)
+
+    def forward(self, x):
+        if x.size(1) != 16:
+            x = x[:, :16]
+        return self.out(torch.relu(self.conv(x)))
+
+
+def test_if_decided_by_the_declared_input_shape_is_folded_with_a_warning(tmp_path):
+    import onnx
+
+    x = torch.randn(1, 16, 40)
+    path = export(torch.jit.script(_CheckedWidth().eval()), tmp_path / "if.onnx", x, dynamo=False,
+                  input_names=["x"], dynamic_axes={"x": {0: "batch"}})
+    assert any(n.op_type == "If" for n in onnx.load(str(path)).graph.node)
+    with pytest.warns(UserWarning, match="always takes its else_branch"):
+        gm, before, after, out = round_trip(path, x, torch.randn(3, 16, 40), op_types=("Conv1d",), tmp_path=tmp_path)
+    assert out.shape == (3, 4, 38) and after < before

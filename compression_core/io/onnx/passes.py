@@ -13,6 +13,8 @@ In order:
    static input becomes a constant, which freezes the batch size into the converted model;
    ``Cast`` / ``Concat`` / ``Dropout`` become ``Identity``) and renames unnamed nodes
    (``node``, ``node_1``, ...), whose names become torch module names.
+   Then :func:`~.fold_if.fold_constant_ifs`: ``If`` nodes whose condition the declared input
+   shape decides are replaced by their branch (with a ``UserWarning`` saying so).
 4. :func:`_drop_irrelevant_allowzero`: no library pass does it; then
    :func:`~.literal_shapes.free_literal_reshapes` (a batch or channel count written as a
    ``Reshape`` literal).
@@ -39,6 +41,7 @@ from __future__ import annotations
 import ast
 import contextlib
 import re
+import warnings
 from typing import TYPE_CHECKING, Dict, List, Optional, Set
 
 import numpy as np
@@ -47,6 +50,7 @@ import torch
 from onnx import ModelProto, helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
+from .fold_if import fold_constant_ifs
 from .literal_shapes import free_literal_reshapes
 from .read import numel, weightless_copy
 
@@ -98,6 +102,8 @@ def preprocess_onnx(model: ModelProto, *, rename_nodes: bool = True) -> ModelPro
         ir_passes.LiftConstantsToInitializersPass(**_LIFT_EVERY_CONSTANT)(ir_model)
         result = ir.serde.serialize_model(ir_model)
     _fold_constant_chains(result)
+    for folded in fold_constant_ifs(result):
+        warnings.warn(f"{folded}; the other branch was dropped at import", UserWarning, stacklevel=2)
     _drop_irrelevant_allowzero(result)
     free_literal_reshapes(result)
     _matmul_add_to_gemm(result)
