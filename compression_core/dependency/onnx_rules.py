@@ -4,6 +4,7 @@
   the channels follow it like any reshape; a literal channel count (``[0, 512]`` after
   512 channels, ``[0, 25088]`` after 512 channels of 7 x 7) becomes a
   :class:`~.channels.SizeAttr` on that entry, which speedup sets to the kept count.
+- ``OnnxPadAnyRank`` (a ``Pad`` by constant pads): channels pass unless it pads them.
 - ``OnnxRecurrent`` (ONNX ``LSTM`` / ``GRU``): a recurrent layer keeps its input and
   hidden sizes; the layers before it are still pruned, except the one feeding it.
 
@@ -50,9 +51,23 @@ def _static_reshape(prop: Any, node: fx.Node, m: nn.Module) -> Any:
     return Layout(new_dim, ids)
 
 
+def _pad(prop: Any, node: fx.Node, m: nn.Module) -> Any:
+    x = node.args[0] if node.args else None
+    lay, xi = prop.layout(x), prop.tinfo(x)
+    if lay is None:
+        return prop.passthrough(node, x)
+    pads = list(getattr(m, "pads", []))
+    if xi is None or len(pads) != 2 * xi.ndim:
+        return prop.unknown(node)
+    if pads[lay.dim] or pads[xi.ndim + lay.dim]:
+        return prop.unknown(node, "it pads the channels")
+    return prop.passthrough(node, x)
+
+
 def _recurrent(prop: Any, node: fx.Node, m: nn.Module) -> Any:
     return prop.unknown(node, "a recurrent layer (LSTM/GRU) keeps its input and hidden sizes")
 
 
 RULES.add("module", "OnnxStaticReshape", _static_reshape)
+RULES.add("module", "OnnxPadAnyRank", _pad)
 RULES.add("module", ("OnnxRecurrent", nn.LSTM, nn.GRU, nn.RNN), _recurrent)

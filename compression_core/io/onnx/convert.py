@@ -99,6 +99,8 @@ def onnx_to_torch(model: ModelProto, name: str = "model") -> torch.fx.GraphModul
             f"{', '.join(missing)} (opset {opset})."
         )
 
+    _split_multi_output_results(ready)
+
     def _convert(proto):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -143,6 +145,28 @@ def _onnx_nodes(module: torch.fx.GraphModule, ready: ModelProto) -> Dict[str, Di
         if name and top in by_name:
             table[name] = dict(by_name[top])
     return table
+
+
+def _split_multi_output_results(model: ModelProto) -> None:
+    """Give every graph output made by a node of several outputs its own ``Identity`` (in place).
+
+    onnx2torch returns a node's whole output tuple for such a graph output (silero-vad's
+    LSTM gives ``hn`` and ``cn``: the model would return ``Y`` too).
+    """
+    producers = {out: node for node in model.graph.node for out in node.output}
+    extra = []
+    for value in model.graph.output:
+        node = producers.get(value.name)
+        if node is None or sum(1 for out in node.output if out) < 2:
+            continue
+        inner = value.name + "_result"
+        node.output[list(node.output).index(value.name)] = inner
+        for other in model.graph.node:
+            for k, name in enumerate(other.input):
+                if name == value.name:
+                    other.input[k] = inner
+        extra.append(onnx.helper.make_node("Identity", [inner], [value.name], name=f"{node.name}_{value.name}"))
+    model.graph.node.extend(extra)
 
 
 def _first_sentence(exc: BaseException) -> str:

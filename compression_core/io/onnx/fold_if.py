@@ -17,6 +17,7 @@ Example::
 
 from __future__ import annotations
 
+from collections import deque
 from typing import Dict, List, Optional
 
 import numpy as np
@@ -36,12 +37,18 @@ _EVALUATED = {
 
 
 def _input_shapes(model: ModelProto) -> Dict[str, List[Optional[int]]]:
-    """Inferred shapes, with every graph input's leading dim (the batch) unknown."""
+    """Inferred shapes, with the batch unknown: the first data input's leading dim and the leading dims
+    of the other inputs that are fixed to the same size."""
     lite = weightless_copy(model)
     initializers = {t.name for t in model.graph.initializer}
+    batch = None
     for value in lite.graph.input:
         dims = value.type.tensor_type.shape.dim
-        if value.name not in initializers and len(dims) > 1:
+        if value.name in initializers or len(dims) < 2:
+            continue
+        if batch is None:  # the first data input's leading dim is the batch (fixed or not)
+            batch = dims[0].dim_value if dims[0].HasField("dim_value") else -1
+        if dims[0].HasField("dim_value") and dims[0].dim_value == batch:
             dims[0].dim_param = "batch"
     try:
         inferred = onnx.shape_inference.infer_shapes(lite, check_type=False, strict_mode=False)
@@ -88,14 +95,17 @@ def fold_constant_ifs(model: ModelProto) -> List[str]:
     partial: Dict[str, List[Optional[int]]] = {}  # Shape outputs, None for the batch and unknown dims
     folded: List[str] = []
     nodes: List[onnx.NodeProto] = []
-    for node in graph.node:
+    pending = deque(graph.node)
+    while pending:
+        node = pending.popleft()
         if node.op_type == "If" and node.input[0] in known:
             taken = "then_branch" if bool(np.asarray(known[node.input[0]]).reshape(-1)[0]) else "else_branch"
             branch = next(a.g for a in node.attribute if a.name == taken)
-            nodes.extend(branch.node)
             graph.initializer.extend(branch.initializer)
-            for inner, outer in zip(branch.output, node.output):
-                nodes.append(helper.make_node("Identity", [inner.name], [outer], name=f"{node.name}_{outer}"))
+            known.update((t.name, numpy_helper.to_array(t)) for t in branch.initializer if int(np.prod(t.dims)) <= 64)
+            outputs = [helper.make_node("Identity", [inner.name], [outer], name=f"{node.name}_{outer}")
+                       for inner, outer in zip(branch.output, node.output)]
+            pending.extendleft(reversed(list(branch.node) + outputs))  # its own Ifs may be decided too
             folded.append(f"If '{node.name}' always takes its {taken} (condition '{node.input[0]}' is "
                           f"{taken == 'then_branch'} for the model's declared input shape)")
             continue

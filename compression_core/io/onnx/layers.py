@@ -6,6 +6,8 @@
 - :class:`BatchNormAnyRank`: ``BatchNormalization`` whose input rank ONNX shape inference
   could not tell (onnx2torch: "spatial rank == -2 is not implemented"); a real
   ``_BatchNorm``, so pruning cuts it like ``BatchNorm1d/2d``.
+- :class:`OnnxPadAnyRank`: ``Pad`` by constant pads on an input of any rank (onnx2torch's
+  reflect / edge padding assumes ``(N, C, ...)``).
 - LSTM / GRU (:mod:`.rnn`) are registered from there.
 
 Example::
@@ -22,7 +24,10 @@ import torch
 from onnx2torch.utils.common import OnnxMapping, OperationConverterResult, get_shape_from_value_info
 from torch import nn
 
-__all__ = ["OnnxStaticReshape", "BatchNormAnyRank", "StaticReshapeConverter", "BatchNormConverter"]
+__all__ = [
+    "OnnxStaticReshape", "BatchNormAnyRank", "OnnxPadAnyRank",
+    "StaticReshapeConverter", "BatchNormConverter", "PadConverter",
+]
 
 
 class OnnxStaticReshape(nn.Module):
@@ -92,4 +97,64 @@ class BatchNormConverter:
             module.running_var.copy_(var)
         return OperationConverterResult(
             torch_module=module, onnx_mapping=OnnxMapping(inputs=(inputs[0],), outputs=node.output_values)
+        )
+
+
+class OnnxPadAnyRank(nn.Module):
+    """``Pad`` by constant ``pads`` (ONNX order: every dim's begin, then every dim's end), any input rank.
+
+    onnx2torch's reflect / edge padding assumes the two leading dims are batch and
+    channels; silero-vad pads the samples of a 2-D ``[chunks, samples]`` input.
+    """
+
+    def __init__(self, pads: List[int], mode: str, value: float = 0.0):
+        super().__init__()
+        self.pads = [int(p) for p in pads]
+        self.mode = mode
+        self.value = float(value)
+
+    def forward(self, input_tensor: torch.Tensor) -> torch.Tensor:
+        rank = input_tensor.dim()
+        begins, ends = self.pads[:rank], self.pads[rank:]
+        padded = [d for d in range(rank) if begins[d] or ends[d]]
+        if not padded:
+            return input_tensor
+        first = padded[0]
+        torch_pads: List[int] = []
+        for d in reversed(range(first, rank)):
+            torch_pads.extend([begins[d], ends[d]])
+        if self.mode == "constant":
+            return nn.functional.pad(input_tensor, torch_pads, mode="constant", value=self.value)
+        lead, trailing = input_tensor.shape[:first], input_tensor.shape[first:]
+        x = input_tensor.reshape(1, -1, *trailing)  # (1, everything before, padded dims): what torch pads
+        x = nn.functional.pad(x, torch_pads, mode=self.mode)
+        return x.reshape(*lead, *x.shape[2:])
+
+    def extra_repr(self) -> str:
+        return f"pads={self.pads}, mode={self.mode!r}"
+
+
+_PAD_MODES = {"constant": "constant", "reflect": "reflect", "edge": "replicate", "wrap": "circular"}
+
+
+class PadConverter:
+    """``Pad`` (opset 11+) by constant pads without ``axes`` -> :class:`OnnxPadAnyRank`; else onnx2torch's."""
+
+    def __init__(self, original: Callable):
+        self.original = original
+
+    def __call__(self, node, graph):
+        inputs = [name for name in node.input_values]
+        mode = node.attributes.get("mode", "constant")
+        mode = mode.decode() if isinstance(mode, bytes) else str(mode)
+        constant = len(inputs) >= 2 and all(not name or name in graph.initializers for name in inputs[1:3])
+        if not constant or len(inputs) > 3 or mode not in _PAD_MODES or inputs[0] in graph.initializers:
+            return self.original(node, graph)
+        pads = graph.initializers[inputs[1]].to_torch().reshape(-1).tolist()
+        value = 0.0
+        if len(inputs) == 3 and inputs[2]:
+            value = float(graph.initializers[inputs[2]].to_torch().reshape(-1)[0])
+        return OperationConverterResult(
+            torch_module=OnnxPadAnyRank(pads, _PAD_MODES[mode], value),
+            onnx_mapping=OnnxMapping(inputs=(inputs[0],), outputs=node.output_values),
         )
