@@ -206,3 +206,42 @@ def test_if_decided_by_the_declared_input_shape_is_folded_with_a_warning(tmp_pat
     with pytest.warns(UserWarning, match="always takes its else_branch"):
         gm, before, after, out = round_trip(path, x, torch.randn(3, 16, 40), op_types=("Conv1d",), tmp_path=tmp_path)
     assert out.shape == (3, 4, 38) and after < before
+
+
+class _BatchReadView(nn.Module):
+    """``x.view(x.size(0), 512)`` with a dynamic batch: ``Reshape(x, Concat(Shape(x)[0:1], [512]))``."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 32, 3, padding=1)
+        self.head = nn.Linear(512, 4)
+
+    def forward(self, x):
+        h = nn.functional.adaptive_avg_pool2d(torch.relu(self.conv(x)), 4)
+        return self.head(h.view(h.size(0), 512))
+
+
+def test_reshape_to_the_batch_read_at_run_time_and_a_literal_channel_count(tmp_path):
+    x = torch.randn(2, 3, 8, 8)
+    path = export(_BatchReadView().eval(), tmp_path / "view.onnx", x, dynamo=False,
+                  input_names=["x"], dynamic_axes={"x": {0: "batch"}})
+    gm, before, after, out = round_trip(path, x, torch.randn(3, 3, 8, 8), op_types=("Conv2d",), tmp_path=tmp_path)
+    assert out.shape == (3, 4)
+    assert [m.out_channels for m in gm.modules() if isinstance(m, nn.Conv2d)] == [23]
+    assert [m.in_features for m in gm.modules() if isinstance(m, nn.Linear)] == [23 * 16]
+
+
+def test_imported_layers_name_their_onnx_node_in_the_layer_table(tmp_path):
+    from compression_core.analysis import count_flops_params
+    from compression_core.io import load_model
+
+    x = torch.randn(1, 3, 64, 64)
+    path = export(torchvision.models.resnet18(num_classes=10).eval(), tmp_path / "r18.onnx", x, dynamo=False)
+    gm = load_model(path)
+    assert gm.onnx_nodes["layer1_0_conv1"] == {"node": "/layer1/layer1.0/conv1/Conv", "op": "Conv"}
+    assert gm.onnx_nodes["fc"] == {"node": "/fc/Gemm", "op": "Gemm"}
+    assert all(set(entry) == {"node", "op"} for entry in gm.onnx_nodes.values())
+    _, _, layers = count_flops_params(gm, x)
+    rows = {row["name"]: row for row in layers}
+    assert rows["layer1_0_conv1"]["onnx"] == "ONNX Conv '/layer1/layer1.0/conv1/Conv'"
+    assert len(layers) == 22 and all(row.get("onnx", "").startswith("ONNX ") for row in layers)  # 20 convs, pool, fc

@@ -17,6 +17,8 @@ inference (weights left out), each ``Reshape`` by a constant becomes:
   leading dim made symbolic) comes out of the reshape unmerged, e.g.
   ``[61, 1, 1, 24] -> [61, 1, 24]`` after an LSTM at batch 1 becomes ``[61, -1, 24]``.
 
+A target computed as ``Concat(Shape(x)[0:1], [200])`` (``x.view(x.size(0), 200)`` with a
+dynamic batch) first becomes the constant ``[0, 200]`` (:func:`constant_computed_reshapes`).
 Whatever literal channel count is left, the converted module keeps as a plain list
 (:class:`~.layers.OnnxStaticReshape`), which speedup sets to the kept channels.
 
@@ -37,7 +39,7 @@ from onnx import ModelProto, helper, numpy_helper
 
 from .read import weightless_copy
 
-__all__ = ["free_literal_reshapes"]
+__all__ = ["free_literal_reshapes", "constant_computed_reshapes"]
 
 
 _BATCH = "condense_batch"  # the symbol the model's fixed input batch is replaced by for shape inference
@@ -101,6 +103,85 @@ def _batch_position(in_shape: List[int], out: List[int], b: int) -> Optional[int
     return None
 
 
+def _shape_parts(name: str, producers: Dict[str, onnx.NodeProto], initializers: Dict) -> Optional[List]:
+    """Entries of a computed shape: ints, or ``(T, k)`` for ``Shape(T)[k]``; None when it is anything else."""
+    if name in initializers:
+        return [int(v) for v in numpy_helper.to_array(initializers[name]).reshape(-1)]
+    node = producers.get(name)
+    if node is None:
+        return None
+    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    if node.op_type in ("Cast", "Identity") or (node.op_type in ("Squeeze", "Unsqueeze") and len(node.input) <= 2):
+        return _shape_parts(node.input[0], producers, initializers)
+    if node.op_type == "Shape" and not attrs:
+        return None  # the whole shape: rank unknown here
+    if node.op_type == "Concat":
+        parts: List = []
+        for part in node.input:
+            entries = _shape_parts(part, producers, initializers)
+            if entries is None:
+                return None
+            parts.extend(entries)
+        return parts
+    source = producers.get(node.input[0]) if node.input else None
+    if source is None or source.op_type != "Shape" or len(source.input) != 1:
+        source_cast = source
+        while source_cast is not None and source_cast.op_type == "Cast":
+            source_cast = producers.get(source_cast.input[0])
+        source = source_cast
+    if source is None or source.op_type != "Shape" or any(a.name in ("start", "end") for a in source.attribute):
+        return None
+    if node.op_type == "Gather" and len(node.input) == 2 and node.input[1] in initializers:
+        index = numpy_helper.to_array(initializers[node.input[1]]).reshape(-1)
+        return [(source.input[0], int(k)) for k in index] if index.size == 1 else None
+    if node.op_type == "Slice" and len(node.input) >= 3 and all(n in initializers for n in node.input[1:] if n):
+        starts, ends = (numpy_helper.to_array(initializers[n]).reshape(-1) for n in node.input[1:3])
+        steps = node.input[4] if len(node.input) > 4 and node.input[4] else None
+        if steps is not None and np.any(numpy_helper.to_array(initializers[steps]) != 1):
+            return None
+        if starts.size == 1 and ends.size == 1 and 0 <= starts[0] < ends[0] <= starts[0] + 8:
+            return [(source.input[0], int(k)) for k in range(int(starts[0]), int(ends[0]))]
+    return None
+
+
+def constant_computed_reshapes(model: ModelProto) -> List[str]:
+    """``Reshape(x, Concat(Shape(x)[0:1], [200]))`` -> ``Reshape(x, [0, 200])`` (in place); return what was done.
+
+    ``x.view(x.size(0), 200)`` exported with a dynamic batch: the batch is read from
+    the shape at run time, the rest is a literal. An entry copied from dim ``k`` of a
+    shape at position ``k`` (dim 0 of any tensor: the batch) becomes ``0``, so the
+    target is a constant that :func:`free_literal_reshapes` and speedup can follow.
+    """
+    graph = model.graph
+    initializers = {t.name: t for t in graph.initializer}
+    producers = {out: node for node in graph.node for out in node.output}
+    done: List[str] = []
+    for node in graph.node:
+        if node.op_type != "Reshape" or len(node.input) != 2 or node.input[1] in initializers:
+            continue
+        if any(a.name == "allowzero" and a.i == 1 for a in node.attribute):
+            continue
+        parts = _shape_parts(node.input[1], producers, initializers)
+        if not parts or all(isinstance(p, int) for p in parts):
+            continue
+        target = []
+        for position, part in enumerate(parts):
+            if isinstance(part, int):
+                target.append(part)
+            elif part[1] == position and (part[1] == 0 or part[0] == node.input[0]):
+                target.append(0)
+            else:
+                break
+        if len(target) != len(parts) or 0 in [p for p in parts if isinstance(p, int)]:
+            continue
+        tensor = numpy_helper.from_array(np.array(target, dtype=np.int64), name=f"{node.name}_constant_shape")
+        graph.initializer.append(tensor)
+        initializers[tensor.name] = tensor
+        node.input[1] = tensor.name
+        done.append(f"Reshape '{node.name}' to a shape computed from the input's now reads {target}")
+    return done
+
+
 def free_literal_reshapes(model: ModelProto) -> List[str]:
     """Rewrite ``Reshape`` nodes by literal shapes as described above (in place); return what was done.
 
@@ -109,6 +190,7 @@ def free_literal_reshapes(model: ModelProto) -> List[str]:
         >>> free_literal_reshapes(proto)
         ["Reshape '/Reshape' to [1, 512] became a Flatten"]
     """
+    done = constant_computed_reshapes(model)
     graph = model.graph
     initializers = {t.name: t for t in graph.initializer}
     candidates = [
@@ -117,9 +199,8 @@ def free_literal_reshapes(model: ModelProto) -> List[str]:
         and not any(a.name == "allowzero" and a.i == 1 for a in n.attribute)
     ]
     if not candidates:
-        return []
+        return done
     shapes, batch = _shapes_with_batch(model)
-    done: List[str] = []
     for node in candidates:
         marked = shapes.get(node.input[0])
         if not marked or any(d is None for d in marked):
