@@ -245,3 +245,35 @@ def test_imported_layers_name_their_onnx_node_in_the_layer_table(tmp_path):
     rows = {row["name"]: row for row in layers}
     assert rows["layer1_0_conv1"]["onnx"] == "ONNX Conv '/layer1/layer1.0/conv1/Conv'"
     assert len(layers) == 22 and all(row.get("onnx", "").startswith("ONNX ") for row in layers)  # 20 convs, pool, fc
+
+
+class _Neck(nn.Module):
+    """A YOLOv8-style neck at toy size: a C2f split with a size list, an upsample, concatenations."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 16, 3, stride=2, padding=1)
+        self.down = nn.Conv2d(16, 32, 3, stride=2, padding=1)
+        self.c2f = nn.Conv2d(32, 32, 1)
+        self.block = nn.Conv2d(16, 16, 3, padding=1)
+        self.merge = nn.Conv2d(48, 32, 1)
+        self.up = nn.Upsample(scale_factor=2, mode="nearest")
+        self.head = nn.Conv2d(48, 8, 1)
+
+    def forward(self, x):
+        p3 = torch.relu(self.stem(x))
+        p4 = torch.relu(self.c2f(torch.relu(self.down(p3))))
+        a, b = torch.split(p4, [16, 16], dim=1)
+        p4 = torch.relu(self.merge(torch.cat([a, b, torch.relu(self.block(b))], dim=1)))
+        return self.head(torch.cat([self.up(p4), p3], dim=1))
+
+
+@pytest.mark.parametrize("dynamo", EXPORTERS)
+def test_detector_neck_with_split_sizes_and_upsample_prunes(dynamo, tmp_path):
+    x = torch.randn(1, 3, 32, 32)
+    path = export(_Neck().eval(), tmp_path / "neck.onnx", x, dynamo)
+    gm, before, after, out = round_trip(path, x, torch.randn(2, 3, 32, 32), op_types=("Conv2d",), tmp_path=tmp_path)
+    assert out.shape == (2, 8, 16, 16) and after < before
+    convs = {name: m.out_channels for name, m in gm.named_modules() if isinstance(m, nn.Conv2d)}
+    (split,) = [m for m in gm.modules() if type(m).__name__ == "OnnxStaticSplit"]
+    assert convs["c2f"] < 32 and sum(split.sizes) == convs["c2f"]  # the split sizes followed the pruned channels

@@ -8,6 +8,8 @@
   ``_BatchNorm``, so pruning cuts it like ``BatchNorm1d/2d``.
 - :class:`OnnxPadAnyRank`: ``Pad`` by constant pads on an input of any rank (onnx2torch's
   reflect / edge padding assumes ``(N, C, ...)``).
+- :class:`OnnxStaticSplit`: ``Split`` by constant sizes, kept as the plain list ``sizes``
+  that speedup sets to the kept channels of each piece.
 - LSTM / GRU (:mod:`.rnn`) are registered from there.
 
 Example::
@@ -25,8 +27,8 @@ from onnx2torch.utils.common import OnnxMapping, OperationConverterResult, get_s
 from torch import nn
 
 __all__ = [
-    "OnnxStaticReshape", "BatchNormAnyRank", "OnnxPadAnyRank",
-    "StaticReshapeConverter", "BatchNormConverter", "PadConverter",
+    "OnnxStaticReshape", "BatchNormAnyRank", "OnnxPadAnyRank", "OnnxStaticSplit",
+    "StaticReshapeConverter", "BatchNormConverter", "PadConverter", "StaticSplitConverter",
 ]
 
 
@@ -156,5 +158,41 @@ class PadConverter:
             value = float(graph.initializers[inputs[2]].to_torch().reshape(-1)[0])
         return OperationConverterResult(
             torch_module=OnnxPadAnyRank(pads, _PAD_MODES[mode], value),
+            onnx_mapping=OnnxMapping(inputs=(inputs[0],), outputs=node.output_values),
+        )
+
+
+class OnnxStaticSplit(nn.Module):
+    """``Split`` by constant sizes along ``axis``, kept as the plain list ``sizes`` that speedup sets."""
+
+    def __init__(self, axis: int, sizes: List[int]):
+        super().__init__()
+        self.axis = int(axis)
+        self.sizes = [int(s) for s in sizes]
+
+    def forward(self, input_tensor: torch.Tensor):
+        pieces = torch.split(input_tensor, self.sizes, dim=self.axis)
+        return pieces[0] if len(pieces) == 1 else pieces
+
+    def extra_repr(self) -> str:
+        return f"axis={self.axis}, sizes={self.sizes}"
+
+
+class StaticSplitConverter:
+    """``Split`` with a constant size list (input, or the ``split`` attribute before opset 13) -> :class:`OnnxStaticSplit`."""
+
+    def __init__(self, original: Callable):
+        self.original = original
+
+    def __call__(self, node, graph):
+        inputs = list(node.input_values)
+        sizes = node.attributes.get("split")
+        if len(inputs) > 1 and inputs[1]:
+            sizes = graph.initializers[inputs[1]].to_torch().reshape(-1).tolist() if inputs[1] in graph.initializers \
+                else None
+        if sizes is None or len(sizes) != len(node.output_values) or inputs[0] in graph.initializers:
+            return self.original(node, graph)
+        return OperationConverterResult(
+            torch_module=OnnxStaticSplit(node.attributes.get("axis", 0), list(sizes)),
             onnx_mapping=OnnxMapping(inputs=(inputs[0],), outputs=node.output_values),
         )
