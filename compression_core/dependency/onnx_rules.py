@@ -7,6 +7,8 @@
 - ``OnnxPadAnyRank`` (a ``Pad`` by constant pads): channels pass unless it pads them.
 - ``OnnxStaticSplit`` (a ``Split`` by constant sizes): each piece keeps the ids of its
   slice and ``sizes`` becomes the kept count per piece.
+- ``OnnxMinMax`` (``Min`` / ``Max``, elementwise with broadcasting, e.g. a ReLU6 as ``Max``/``Min``
+  by constants): like ``Add``.
 - ``OnnxRecurrent`` (ONNX ``LSTM`` / ``GRU``): a recurrent layer keeps its input and
   hidden sizes; the layers before it are still pruned, except the one feeding it.
 
@@ -95,6 +97,7 @@ def _recurrent(prop: Any, node: fx.Node, m: nn.Module) -> Any:
 
 
 RULES.add("module", "OnnxStaticReshape", _static_reshape)
+RULES.add("module", ("OnnxMinMax", "OnnxClipDynamic"), lambda prop, node, m: prop.nary(node, list(node.args)))
 RULES.add("module", "OnnxPadAnyRank", _pad)
 RULES.add("module", "OnnxStaticSplit", _static_split)
 RULES.add("module", ("OnnxRecurrent", nn.LSTM, nn.GRU, nn.RNN), _recurrent)

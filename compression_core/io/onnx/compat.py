@@ -48,7 +48,9 @@ from onnx2torch.utils.common import OnnxMapping, OperationConverterResult, get_c
 from torch import nn
 from torch.onnx import symbolic_helper
 
-from .layers import BatchNormConverter, PadConverter, StaticReshapeConverter, StaticSplitConverter
+from .layers import (
+    BatchNormConverter, ClipConverter, PadConverter, StaticReshapeConverter, StaticSplitConverter,
+)
 from .rnn import register_recurrent
 
 try:  # where torch >= 2.9 keeps the TorchScript exporter's state
@@ -401,6 +403,7 @@ def install() -> None:
         _wrap("BatchNormalization", BatchNormConverter)
         _wrap("Pad", PadConverter)
         _wrap("Split", StaticSplitConverter)
+        _wrap("Clip", ClipConverter)
         register_recurrent(_register)
         _patch_get_onnx_version()
         _patch_shape_inference(converter_module)

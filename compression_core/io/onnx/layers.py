@@ -10,6 +10,7 @@
   reflect / edge padding assumes ``(N, C, ...)``).
 - :class:`OnnxStaticSplit`: ``Split`` by constant sizes, kept as the plain list ``sizes``
   that speedup sets to the kept channels of each piece.
+- :class:`OnnxClipDynamic`: ``Clip`` with bounds computed at run time.
 - LSTM / GRU (:mod:`.rnn`) are registered from there.
 
 Example::
@@ -20,15 +21,17 @@ Example::
 
 from __future__ import annotations
 
-from typing import Callable, List
+from typing import Callable, List, Optional
 
 import torch
-from onnx2torch.utils.common import OnnxMapping, OperationConverterResult, get_shape_from_value_info
+from onnx2torch.utils.common import (
+    OnnxMapping, OperationConverterResult, get_shape_from_value_info, onnx_mapping_from_node,
+)
 from torch import nn
 
 __all__ = [
-    "OnnxStaticReshape", "BatchNormAnyRank", "OnnxPadAnyRank", "OnnxStaticSplit",
-    "StaticReshapeConverter", "BatchNormConverter", "PadConverter", "StaticSplitConverter",
+    "OnnxStaticReshape", "BatchNormAnyRank", "OnnxPadAnyRank", "OnnxStaticSplit", "OnnxClipDynamic",
+    "StaticReshapeConverter", "BatchNormConverter", "PadConverter", "StaticSplitConverter", "ClipConverter",
 ]
 
 
@@ -196,3 +199,24 @@ class StaticSplitConverter:
             torch_module=OnnxStaticSplit(node.attributes.get("axis", 0), list(sizes)),
             onnx_mapping=OnnxMapping(inputs=(inputs[0],), outputs=node.output_values),
         )
+
+
+class OnnxClipDynamic(nn.Module):
+    """``Clip`` whose bounds are computed at run time (openWakeWord's mel front-end: ``max(x) - 80``)."""
+
+    def forward(self, input_tensor: torch.Tensor, min: Optional[torch.Tensor] = None,  # noqa: A002 - ONNX's names
+                max: Optional[torch.Tensor] = None) -> torch.Tensor:  # noqa: A002
+        return torch.clamp(input_tensor, min=min, max=max)
+
+
+class ClipConverter:
+    """onnx2torch's ``Clip`` converter, with :class:`OnnxClipDynamic` where a bound is not a constant."""
+
+    def __init__(self, original: Callable):
+        self.original = original
+
+    def __call__(self, node, graph):
+        inputs = list(node.input_values)
+        if all(not name or name in graph.initializers for name in inputs[1:]):
+            return self.original(node, graph)
+        return OperationConverterResult(torch_module=OnnxClipDynamic(), onnx_mapping=onnx_mapping_from_node(node))
