@@ -277,3 +277,44 @@ def test_detector_neck_with_split_sizes_and_upsample_prunes(dynamo, tmp_path):
     convs = {name: m.out_channels for name, m in gm.named_modules() if isinstance(m, nn.Conv2d)}
     (split,) = [m for m in gm.modules() if type(m).__name__ == "OnnxStaticSplit"]
     assert convs["c2f"] < 32 and sum(split.sizes) == convs["c2f"]  # the split sizes followed the pruned channels
+
+
+class _AudioFrontEnd(nn.Module):
+    """openWakeWord's shapes: a reflect-padded 2-D signal, a floor clipped at ``max - 8``, ``Max`` as a leaky ReLU."""
+
+    def __init__(self):
+        super().__init__()
+        self.stft = nn.Conv1d(1, 32, 16, stride=8)
+        self.conv = nn.Conv1d(32, 16, 3)
+        self.out = nn.Conv1d(16, 4, 1)
+
+    def forward(self, x):
+        x = nn.functional.pad(x.unsqueeze(1), (8, 8), mode="reflect")
+        h = self.stft(x)
+        h = torch.clamp(h, min=h.amax(dim=(1, 2), keepdim=True) - 8.0)
+        h = self.conv(h)
+        return self.out(torch.maximum(h, 0.2 * h))
+
+
+@pytest.mark.parametrize("dynamo", EXPORTERS)
+def test_audio_front_end_with_computed_clip_and_max_prunes(dynamo, tmp_path):
+    x = torch.randn(1, 256)
+    path = export(_AudioFrontEnd().eval(), tmp_path / "front.onnx", x, dynamo)
+    gm, before, after, out = round_trip(path, x, torch.randn(3, 256), op_types=("Conv1d",), tmp_path=tmp_path)
+    assert out.shape[:2] == (3, 4)
+    # the global max reads every channel of the STFT layer, which therefore keeps them all
+    assert [m.out_channels for m in gm.modules() if isinstance(m, nn.Conv1d)] == [32, 12, 4]
+
+
+class _GlobalMaxFloor(nn.Module):
+    def forward(self, x):
+        return torch.clamp(x, min=x.amax() - 8.0)
+
+
+def test_reduction_over_every_axis_with_an_empty_axes_attribute_converts(tmp_path):
+    from compression_core.io import load_model, verify_onnx_conversion
+
+    x = torch.randn(2, 16) * 10
+    path = export(_GlobalMaxFloor().eval(), tmp_path / "floor.onnx", x, dynamo=False)
+    gm = load_model(path)
+    assert verify_onnx_conversion(path, gm, atol=1e-5, inputs=[x]) < 1e-5

@@ -238,9 +238,18 @@ def _fold_constant_chains(model: ModelProto) -> int:
 
 
 def _drop_irrelevant_allowzero(model: ModelProto) -> None:
-    """``Reshape(allowzero=1)`` equals ``allowzero=0`` when the constant shape holds no 0."""
+    """``Reshape(allowzero=1)`` equals ``allowzero=0`` when the constant shape holds no 0.
+
+    Also drops an empty ``axes`` attribute (the TorchScript exporter writes one for a
+    reduction over every axis, which is what no ``axes`` means; onnx2torch cannot read it).
+    """
     initializers = {t.name: t for t in model.graph.initializer}
     for node in model.graph.node:
+        empty = [a for a in node.attribute if a.name == "axes" and a.type == onnx.AttributeProto.INTS and not a.ints]
+        if empty and node.op_type.startswith("Reduce"):
+            keep = [a for a in node.attribute if a.name != "axes"]
+            del node.attribute[:]
+            node.attribute.extend(keep)
         if node.op_type != "Reshape" or node.domain not in ("", "ai.onnx") or len(node.input) < 2:
             continue
         shape = initializers.get(node.input[1])
