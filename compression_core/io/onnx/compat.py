@@ -48,8 +48,8 @@ from onnx2torch.utils.common import OnnxMapping, OperationConverterResult, get_c
 from torch import nn
 from torch.onnx import symbolic_helper
 
-from .layers import (
-    BatchNormConverter, ClipConverter, PadConverter, StaticReshapeConverter, StaticSplitConverter,
+from .layers import (  # noqa: F401 - UnsupportedOperator is part of this module's API
+    UnsupportedOperator, BatchNormConverter, ClipConverter, PadConverter, StaticReshapeConverter, StaticSplitConverter,
 )
 from .rnn import register_recurrent
 
@@ -74,10 +74,6 @@ _NEUTRAL_ATTRIBUTE_VALUES = {
     "allowzero": lambda v: int(v) == 0,
     "stash_type": lambda v: int(v) == 1,
 }
-
-
-class UnsupportedOperator(NotImplementedError):
-    """No converter can handle this node (raised at lookup or conversion time)."""
 
 
 def _as_str(value: Any) -> str:

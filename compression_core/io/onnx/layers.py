@@ -30,9 +30,13 @@ from onnx2torch.utils.common import (
 from torch import nn
 
 __all__ = [
-    "OnnxStaticReshape", "BatchNormAnyRank", "OnnxPadAnyRank", "OnnxStaticSplit", "OnnxClipDynamic",
+    "UnsupportedOperator", "OnnxStaticReshape", "BatchNormAnyRank", "OnnxPadAnyRank", "OnnxStaticSplit", "OnnxClipDynamic",
     "StaticReshapeConverter", "BatchNormConverter", "PadConverter", "StaticSplitConverter", "ClipConverter",
 ]
+
+
+class UnsupportedOperator(NotImplementedError):
+    """No converter can handle this node (raised at lookup or conversion time)."""
 
 
 class OnnxStaticReshape(nn.Module):

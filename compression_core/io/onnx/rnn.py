@@ -30,6 +30,8 @@ import torch
 from onnx2torch.utils.common import OnnxMapping, OperationConverterResult
 from torch import nn
 
+from .layers import UnsupportedOperator
+
 __all__ = ["OnnxRecurrent", "register_recurrent"]
 
 # torch gate block k comes from ONNX gate block _GATE_ORDER[op][k]
@@ -88,10 +90,7 @@ def _reordered(tensor: torch.Tensor, op: str) -> torch.Tensor:
     return torch.cat([blocks[k] for k in _GATE_ORDER[op]], dim=0)
 
 
-def _unsupported(op: str, what: str):
-    # compat's error type: imported here, because compat imports this module
-    from .compat import UnsupportedOperator
-
+def _unsupported(op: str, what: str) -> UnsupportedOperator:
     return UnsupportedOperator(f"{op} with {what} is not supported")
 
 
