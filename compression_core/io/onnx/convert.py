@@ -25,7 +25,8 @@ from onnx import ModelProto, version_converter
 from torch import nn
 
 from ..errors import ModelFormatError
-from .passes import ONNX_NODE_KEY, ONNX_OP_KEY, preprocess_onnx
+from .names import ONNX_NODE_KEY, ONNX_OP_KEY
+from .passes import preprocess_onnx
 from .read import display_name, onnx_input_shapes, read_onnx, short_error, weightless_copy
 from .verify import verify_onnx_conversion
 

@@ -26,7 +26,7 @@ In order:
    second IR round trip after steps 3-5 (another copy of every weight: 0.3 s and 0.5 GB
    more for VGG-11) and also drops unused optional outputs and BatchNormalization's
    ``training_mode``.
-7. :func:`_friendly_node_names`: readable, unique node names, which onnx2torch turns into
+7. :func:`~.names.friendly_node_names`: readable, unique node names, which onnx2torch turns into
    torch module names (onnx_ir's ``NameFixPass`` only makes names unique).
 
 Steps 1-2 run on an ``onnx_ir`` model, the rest on the ``onnx.ModelProto`` it serialises to.
@@ -38,20 +38,18 @@ Example::
 
 from __future__ import annotations
 
-import ast
 import contextlib
-import re
 import warnings
-from typing import TYPE_CHECKING, Dict, List, Optional, Set
+from typing import TYPE_CHECKING, Dict, Optional, Set
 
 import numpy as np
 import onnx
-import torch
 from onnx import ModelProto, helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
 from .fold_if import fold_constant_ifs
 from .literal_shapes import free_literal_reshapes
+from .names import ONNX_OP_KEY, friendly_node_names
 from .read import numel, weightless_copy
 
 if TYPE_CHECKING:
@@ -71,7 +69,6 @@ _FOLDABLE_OPS = {
 }
 # A folded constant may not be larger than this (Expand / ConstantOfShape / Range can blow up).
 _FOLD_MAX_NEW_ELEMENTS = 1 << 16
-_RESERVED_MODULE_NAMES = {"initializers", "training", "meta", "graph", "code"} | set(dir(torch.fx.GraphModule))
 # Constants of every size (the pass keeps those under 16 elements as nodes by default) and of
 # every value_* attribute (by default only ``value``): onnx2torch wants initializers.
 _LIFT_EVERY_CONSTANT = {"lift_all_constants": True, "size_limit": 0}
@@ -109,7 +106,7 @@ def preprocess_onnx(model: ModelProto, *, rename_nodes: bool = True) -> ModelPro
     _matmul_add_to_gemm(result)
     _remove_unused_initializers(result)
     if rename_nodes:
-        _friendly_node_names(result)
+        friendly_node_names(result)
     return result
 
 
@@ -358,76 +355,3 @@ def _subgraph_inputs(graph) -> Set[str]:
             if attr.HasField("g"):
                 names.update(_subgraph_inputs(attr.g))
     return names
-
-
-def _torch_dynamo_scope(node):
-    """Module path recorded by ``torch.onnx.export(dynamo=True)``, e.g. ``('layer1', '0', 'conv1')``."""
-    for prop in node.metadata_props:
-        if prop.key == "pkg.torch.onnx.name_scopes":
-            try:
-                parts = [str(p) for p in ast.literal_eval(prop.value) if p]
-            except (ValueError, SyntaxError):
-                return None
-            return tuple(parts[:-1])
-    return None
-
-
-def _friendly_node_names(model: ModelProto) -> None:
-    """Rename nodes so the torch modules get readable, unique, dot-free names.
-
-    ``/layer1/layer1.0/conv1/Conv`` (torch.onnx scope names) becomes
-    ``layer1_0_conv1``; an op called inside a container scope keeps its op type
-    (``/layer1/layer1.0/Add`` -> ``layer1_0_Add``); unnamed nodes are named
-    after their op type.
-    """
-    scopes = []
-    for node in model.graph.node:
-        parts = _torch_dynamo_scope(node)
-        if parts is None:
-            parts = [p for p in re.split(r"/+", node.name) if p]
-            if parts and len(parts) > 1 and parts[-1].split("_")[0] == node.op_type:
-                parts = parts[:-1]
-            elif parts and len(parts) == 1 and parts[0].split("_")[0] == node.op_type and node.name.startswith("/"):
-                parts = []
-        collapsed: List[str] = []
-        for part in parts:
-            if collapsed and part.startswith(collapsed[-1] + "."):
-                collapsed[-1] = part
-            else:
-                collapsed.append(part)
-        scopes.append(tuple(piece for piece in ".".join(collapsed).split(".") if piece))
-    containers = {scope[:cut] for scope in scopes for cut in range(1, len(scope))}
-
-    used: Set[str] = set()
-    for node, scope in zip(model.graph.node, scopes):
-        if not scope:
-            base = node.op_type
-        elif scope in containers:
-            base = "_".join(scope) + "_" + node.op_type
-        else:
-            base = "_".join(scope)
-        base = re.sub(r"[^0-9A-Za-z_]+", "_", base).strip("_") or "node"
-        if base[0].isdigit():
-            base = "n_" + base
-        if base in _RESERVED_MODULE_NAMES:
-            base = base + "_op"
-        name, counter = base, 1
-        while name in used:
-            name = f"{base}_{counter}"
-            counter += 1
-        used.add(name)
-        _remember_onnx_name(node)
-        node.name = name
-
-
-ONNX_NODE_KEY = "condense.onnx_node"
-ONNX_OP_KEY = "condense.onnx_op"
-
-
-def _remember_onnx_name(node) -> None:
-    """Keep the exporter's node name and op in the node's metadata (read back as ``module.onnx_nodes``)."""
-    keys = {p.key for p in node.metadata_props}
-    for key, value in ((ONNX_NODE_KEY, node.name), (ONNX_OP_KEY, node.op_type)):
-        if key not in keys:
-            entry = node.metadata_props.add()
-            entry.key, entry.value = key, value
