@@ -383,3 +383,20 @@ def test_onnx_recurrent_node_directions_and_layouts_match_onnxruntime(op, direct
             got = gm(torch.from_numpy(sample))
         for mine, ref in zip(got, expected):
             np.testing.assert_allclose(mine.numpy(), ref, atol=1e-5)
+
+
+class _DataBranch(nn.Module):
+    def forward(self, x):
+        if bool(x.sum() > 0):
+            return x * 2
+        return x
+
+
+def test_if_decided_by_the_data_is_refused_naming_the_input_it_reads(tmp_path):
+    from compression_core.io import ModelFormatError, load_model
+
+    x = torch.randn(1, 4)
+    path = export(torch.jit.script(_DataBranch().eval()), tmp_path / "branch.onnx", x, dynamo=False,
+                  input_names=["audio"])
+    with pytest.raises(ModelFormatError, match="If .*branch from 'audio' at run time"):
+        load_model(path)

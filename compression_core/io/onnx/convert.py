@@ -25,6 +25,7 @@ from onnx import ModelProto, version_converter
 from torch import nn
 
 from ..errors import ModelFormatError
+from .fold_if import if_inputs
 from .names import ONNX_NODE_KEY, ONNX_OP_KEY
 from .passes import preprocess_onnx
 from .read import display_name, onnx_input_shapes, read_onnx, short_error, weightless_copy
@@ -95,9 +96,14 @@ def onnx_to_torch(model: ModelProto, name: str = "model") -> torch.fx.GraphModul
         if downgraded is not None and not unsupported_operators(downgraded):
             ready, missing = downgraded, []
     if missing:
+        why = ""
+        if "If" in missing:
+            sources = ", ".join(f"'{i}'" for i in if_inputs(ready)) or "the data"
+            why = (f" Its If nodes choose a branch from {sources} at run time; Condense folds an If only "
+                   "when the declared input shape decides it.")
         raise ModelFormatError(
             f"{name} uses ONNX operators that Condense cannot convert to PyTorch: "
-            f"{', '.join(missing)} (opset {opset})."
+            f"{', '.join(missing)} (opset {opset}).{why}"
         )
 
     _split_multi_output_results(ready)

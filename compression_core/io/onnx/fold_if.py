@@ -130,3 +130,31 @@ def fold_constant_ifs(model: ModelProto) -> List[str]:
         del graph.node[:]
         graph.node.extend(nodes)
     return folded
+
+
+def if_inputs(model: ModelProto) -> List[str]:
+    """The model inputs the conditions of the remaining top-level ``If`` nodes are computed from.
+
+    Example::
+
+        >>> if_inputs(onnx.load("silero_vad.onnx"))
+        ['sr']
+    """
+    graph = model.graph
+    producers = {out: node for node in graph.node for out in node.output}
+    inputs = {value.name for value in graph.input} - {t.name for t in graph.initializer}
+    found: List[str] = []
+    for node in graph.node:
+        if node.op_type != "If":
+            continue
+        seen, stack = set(), [node.input[0]]
+        while stack:
+            name = stack.pop()
+            if name in seen:
+                continue
+            seen.add(name)
+            if name in inputs and name not in found:
+                found.append(name)
+            elif name in producers:
+                stack.extend(n for n in producers[name].input if n)
+    return found
