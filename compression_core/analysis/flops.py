@@ -119,6 +119,23 @@ def _is_counted_leaf(m: nn.Module) -> bool:
     return not any(True for _ in m.children()) or _is_attention(m)
 
 
+def onnx_source(onnx_nodes: dict[str, dict], name: str) -> dict[str, str]:
+    """``{"onnx": "ONNX Conv '/layer1/layer1.0/conv1/Conv'"}`` for a layer of an imported ONNX model, else ``{}``.
+
+    ``onnx_nodes`` is the imported model's ``onnx_nodes`` (module name -> ONNX node name and op).
+
+    Example::
+
+        >>> onnx_source({"conv": {"node": "/conv/Conv", "op": "Conv"}}, "conv")
+        {'onnx': "ONNX Conv '/conv/Conv'"}
+    """
+    entry = onnx_nodes.get(name)
+    if not entry:
+        return {}
+    node = f" '{entry['node']}'" if entry.get("node") else ""
+    return {"onnx": f"ONNX {entry.get('op', '')}{node}".replace("ONNX  ", "ONNX ")}
+
+
 def profile(model: nn.Module, dummy_input: Any, *, count_bias: bool = False) -> tuple[int, int, list[dict], Any]:
     """Run ``model`` once and return ``(flops, params, layers, output)``; see :func:`count_flops_params`."""
     try:
@@ -130,6 +147,7 @@ def profile(model: nn.Module, dummy_input: Any, *, count_bias: bool = False) -> 
     batch = first.shape[0] if first is not None and first.dim() > 0 and first.shape[0] > 0 else 1
 
     records: list[dict] = []
+    onnx_nodes = getattr(model, "onnx_nodes", None) or {}
     called: set[int] = set()
     handles = []
     skip: set[int] = set()
@@ -153,6 +171,7 @@ def profile(model: nn.Module, dummy_input: Any, *, count_bias: bool = False) -> 
                 "weight_shape": list(weight.shape) if isinstance(weight, torch.Tensor) else None,
                 "params": params,
                 "flops": int(round(macs / batch)),
+                **onnx_source(onnx_nodes, name),
             })
         return hook
 
@@ -177,7 +196,7 @@ def profile(model: nn.Module, dummy_input: Any, *, count_bias: bool = False) -> 
             records.append({
                 "name": name, "type": type(m).__name__, "input_shape": None, "output_shape": None,
                 "weight_shape": list(weight.shape) if isinstance(weight, torch.Tensor) else None,
-                "params": _own_params(m), "flops": 0,
+                "params": _own_params(m), "flops": 0, **onnx_source(onnx_nodes, name),
             })
     flops = sum(r["flops"] for r in records)
     params = sum(p.numel() for p in model.parameters())
@@ -193,7 +212,7 @@ def count_flops_params(model: nn.Module, dummy_input: Any, *, count_bias: bool =
     is the model's total parameter count, ``layers`` a list with one dict
     ``{"name", "type", "input_shape", "output_shape", "weight_shape",
     "params", "flops"}`` per call of a leaf module that has parameters or
-    FLOPs. The model's train/eval mode is restored afterwards.
+    FLOPs, plus ``"onnx"`` (see :func:`onnx_source`) for a model imported from ONNX. The model's train/eval mode is restored afterwards.
 
     Example::
 

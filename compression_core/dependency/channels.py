@@ -145,7 +145,8 @@ class SizeAttr:
     channels of ``ids``. A list or tuple attribute with ``pieces``:
     ``torch.split(x, self.sizes, 1)`` gets the kept count of each piece,
     ``torch.tensor_split(x, self.indices, 1)`` (``bounds``) the kept counts'
-    running sums. The module reads the attribute again on every call, so the
+    running sums. With ``index``, only that entry of a list attribute is the count
+    (an imported ONNX ``Reshape``'s literal ``shape``). The module reads the attribute again on every call, so the
     new value takes effect without rewriting forward.
 
     Example::
@@ -160,9 +161,12 @@ class SizeAttr:
     ids: list[int]
     pieces: list[list[int]] | None = None
     bounds: bool = False  # the numbers are where pieces start (tensor_split indices), not their sizes
+    index: int | None = None  # the count is this entry of a list attribute (a reshape's literal shape)
 
-    def new_value(self, count: Callable[[list[int]], int]) -> int | list[int]:
-        """The attribute's value once ``count(ids)`` channels of each id list are kept."""
+    def new_value(self, count: Callable[[list[int]], int], old: Any = None) -> int | list[int]:
+        """The attribute's value once ``count(ids)`` channels of each id list are kept (``old``: its value now)."""
+        if self.index is not None:
+            return [count(self.ids) if k == self.index else int(v) for k, v in enumerate(old)]
         if self.pieces is None:
             return count(self.ids)
         counts = [count(piece) for piece in self.pieces]

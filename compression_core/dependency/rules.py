@@ -39,7 +39,7 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 
-from . import builtin_rules  # noqa: F401 - fills RULES with the built-in rules
+from . import builtin_rules, onnx_rules  # noqa: F401 - fill RULES with the built-in rules
 from .builtin_rules import iter_nodes
 from .channels import (
     AttrTie,

@@ -227,6 +227,7 @@ def layer_table(before: list[dict], after: list[dict], masks: dict, plan: dict) 
             "sparsity": round(1.0 - float(mask.float().mean()), 4) if mask is not None else 0.0,
             "weight_shape_before": layer.get("weight_shape"),
             "weight_shape_after": new.get("weight_shape", layer.get("weight_shape")),
+            **({"onnx": layer["onnx"]} if layer.get("onnx") else {}),
         }
         if name in plan:
             entry = plan[name]

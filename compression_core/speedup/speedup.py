@@ -29,6 +29,7 @@ from ..dependency.graph import TensorInfo, describe_input, normalize_inputs, set
 from ..dependency.literals import plain_sizes, sizes_like
 from ..tensors import get_tensor
 from .attention import merged_mask, speedup_attention
+from .failure import failing_op
 from .plan import resolve_attr, swap_in
 from .replace import apply_masks, cut_module, cut_tensor, module_sizes, output_rows
 
@@ -229,8 +230,19 @@ class ModelSpeedup:
         """Compute the smaller layers, swap them into the model and return it."""
         model = self.model
         analysis = self.analyze()
+        self._current = ""
         with torch.no_grad():
-            replacements, tensors, sizes, plan = self._build(analysis, self._named, self.removed)
+            try:
+                replacements, tensors, sizes, plan = self._build(analysis, self._named, self.removed)
+            except SpeedupError:
+                raise
+            except Exception as exc:  # a cutter that failed: nothing was swapped in yet
+                module = self._named.get(self._current)
+                kind = f" ({type(module).__name__})" if module is not None else ""
+                raise SpeedupError(
+                    f"internal error: speedup cannot resize layer '{self._current}'{kind} ({type(exc).__name__}: "
+                    f"{exc}); the model was left unchanged. Exclude that layer from pruning, or report this."
+                ) from exc
             self._swap(replacements, tensors, sizes, analysis)
         self.plan = plan
         for message in self.warnings:
@@ -301,6 +313,7 @@ class ModelSpeedup:
         order = sorted(analysis.modules.values(), key=lambda s: not s.produces)
         for state in order:
             name, module = state.name, state.module
+            self._current = name
             if named.get(name) is not module:
                 raise SpeedupError(f"layer {name!r} of the traced graph is not a module of the model")
             if state.kind == "attention":
@@ -372,7 +385,7 @@ class ModelSpeedup:
         sizes: dict[str, Any] = {}
         for target, size_attr in analysis.size_attrs.items():
             old = getattr(self.model.get_submodule(size_attr.module), size_attr.attr)
-            value = size_attr.new_value(lambda ids: len(kept(ids)))
+            value = size_attr.new_value(lambda ids: len(kept(ids)), old)
             if value == plain_sizes(old):
                 continue
             sizes[target] = sizes_like(old, value)
@@ -386,11 +399,18 @@ class ModelSpeedup:
         try:
             self._check(analysis)
         except Exception as exc:
-            undo()
+            args, kwargs = normalize_inputs(self.dummy_input)
+            try:
+                where = failing_op(model, args, kwargs)
+            except Exception:  # noqa: BLE001 - the message is only less precise
+                where = None
+            finally:
+                undo()
+            at = f" at {where}" if where else ""
             raise SpeedupError(
-                f"internal error: the resized model failed on dummy_input of shape "
-                f"{describe_input(self.dummy_input)} ({type(exc).__name__}: {exc}); the model was restored. "
-                "Please report this with the model's definition."
+                f"internal error: speedup cannot handle this model{at}: the resized model failed on dummy_input "
+                f"of shape {describe_input(self.dummy_input)} ({type(exc).__name__}: {exc}); the model was left "
+                "unchanged. Exclude that layer's inputs from pruning, or report this with the model."
             ) from exc
 
     def _check(self, analysis: ChannelAnalysis) -> None:

@@ -5,9 +5,14 @@
   from inside the upload (:func:`inline_external_data`, :func:`unpack_onnx_zip`); :mod:`.shape_literals`:
   :func:`literal_reshapes`, the Reshape targets that pin the batch or a channel count.
 - :mod:`.passes`: :func:`preprocess_onnx` (graph rewrites before conversion, from onnx_ir
-  where it has them), :func:`constants_to_initializers`.
+  where it has them), :func:`constants_to_initializers`; with :mod:`.fold_if` (``If`` nodes
+  the declared input shape decides) and :mod:`.literal_shapes` (``Reshape`` targets that
+  wrote the traced batch or a channel count as numbers).
 - :mod:`.convert`: :func:`onnx_to_torch`, :func:`load_onnx`, :func:`unsupported_operators`;
-  :mod:`.compat` makes onnx2torch 1.5.15 convert current exporters' files.
+  :mod:`.compat` makes onnx2torch 1.5.15 convert current exporters' files, with the modules
+  of :mod:`.layers` (literal reshapes and splits speedup can resize, BatchNorm of unknown
+  rank, Pad of any rank, Clip with computed bounds) and :mod:`.rnn` (LSTM, GRU). The
+  converted module's ``onnx_nodes`` maps each module name to its ONNX node and op.
 - :mod:`.verify`: :func:`verify_onnx_conversion` against onnxruntime
   (:func:`onnx_session` in :mod:`.runtime`).
 - :mod:`.export`: :func:`export_onnx`, :func:`example_inputs_for`.

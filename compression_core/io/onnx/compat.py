@@ -48,6 +48,11 @@ from onnx2torch.utils.common import OnnxMapping, OperationConverterResult, get_c
 from torch import nn
 from torch.onnx import symbolic_helper
 
+from .layers import (  # noqa: F401 - UnsupportedOperator is part of this module's API
+    UnsupportedOperator, BatchNormConverter, ClipConverter, PadConverter, StaticReshapeConverter, StaticSplitConverter,
+)
+from .rnn import register_recurrent
+
 try:  # where torch >= 2.9 keeps the TorchScript exporter's state
     from torch.onnx._internal.torchscript_exporter._globals import GLOBALS as _TORCHSCRIPT_EXPORTER_GLOBALS
 except ImportError:
@@ -69,10 +74,6 @@ _NEUTRAL_ATTRIBUTE_VALUES = {
     "allowzero": lambda v: int(v) == 0,
     "stash_type": lambda v: int(v) == 1,
 }
-
-
-class UnsupportedOperator(NotImplementedError):
-    """No converter can handle this node (raised at lookup or conversion time)."""
 
 
 def _as_str(value: Any) -> str:
@@ -334,13 +335,14 @@ def _patch_get_onnx_version() -> None:
             module.get_onnx_version = _onnx_export_opset_version
 
 
-def _wrap_matmul() -> None:
+def _wrap(op_type: str, wrapper: type) -> None:
+    """Put every registered converter of ``op_type`` behind ``wrapper`` (which falls back to it)."""
     registry = _registry()
     for desc in list(registry):
-        if desc.domain == defs.ONNX_DOMAIN and desc.operation_type == "MatMul":
+        if desc.domain == defs.ONNX_DOMAIN and desc.operation_type == op_type:
             original = registry[desc]
-            if not isinstance(original, _ConstantMatMulConverter):
-                registry[desc] = _ConstantMatMulConverter(original)
+            if not isinstance(original, wrapper):
+                registry[desc] = wrapper(original)
 
 
 @contextlib.contextmanager
@@ -392,7 +394,13 @@ def install() -> None:
         _register("Gelu", 20, _simple_converter(_gelu_module))
         _register("Mish", 18, _simple_converter(lambda node: nn.Mish()))
         _register("GlobalMaxPool", 1, _simple_converter(lambda node: OnnxGlobalMaxPool()))
-        _wrap_matmul()
+        _wrap("MatMul", _ConstantMatMulConverter)
+        _wrap("Reshape", StaticReshapeConverter)
+        _wrap("BatchNormalization", BatchNormConverter)
+        _wrap("Pad", PadConverter)
+        _wrap("Split", StaticSplitConverter)
+        _wrap("Clip", ClipConverter)
+        register_recurrent(_register)
         _patch_get_onnx_version()
         _patch_shape_inference(converter_module)
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from typing import List, Optional, Union
+from typing import Dict, List, Optional, Union
 
 import onnx
 import torch
@@ -25,6 +25,8 @@ from onnx import ModelProto, version_converter
 from torch import nn
 
 from ..errors import ModelFormatError
+from .fold_if import if_inputs
+from .names import ONNX_NODE_KEY, ONNX_OP_KEY
 from .passes import preprocess_onnx
 from .read import display_name, onnx_input_shapes, read_onnx, short_error, weightless_copy
 from .verify import verify_onnx_conversion
@@ -94,10 +96,17 @@ def onnx_to_torch(model: ModelProto, name: str = "model") -> torch.fx.GraphModul
         if downgraded is not None and not unsupported_operators(downgraded):
             ready, missing = downgraded, []
     if missing:
+        why = ""
+        if "If" in missing:
+            sources = ", ".join(f"'{i}'" for i in if_inputs(ready)) or "the data"
+            why = (f" Its If nodes choose a branch from {sources} at run time; Condense folds an If only "
+                   "when the declared input shape decides it.")
         raise ModelFormatError(
             f"{name} uses ONNX operators that Condense cannot convert to PyTorch: "
-            f"{', '.join(missing)} (opset {opset})."
+            f"{', '.join(missing)} (opset {opset}).{why}"
         )
+
+    _split_multi_output_results(ready)
 
     def _convert(proto):
         with warnings.catch_warnings():
@@ -122,8 +131,49 @@ def onnx_to_torch(model: ModelProto, name: str = "model") -> torch.fx.GraphModul
     except (NotImplementedError, KeyError, ValueError, RuntimeError, TypeError, AttributeError) as exc:
         raise ModelFormatError(f"{name} cannot be converted to PyTorch: {short_error(exc)}") from exc
     _fold_linear_biases(module)
+    module.onnx_nodes = _onnx_nodes(module, ready)
     module.eval()
     return module
+
+
+def _onnx_nodes(module: torch.fx.GraphModule, ready: ModelProto) -> Dict[str, Dict[str, str]]:
+    """``{module name: {"node": ONNX node name, "op": ONNX op_type}}`` for every module of ``module``.
+
+    onnx2torch names each module after its (renamed) node; a module's submodules
+    (an LSTM's ``rnn``) come from the same node.
+    """
+    by_name = {}
+    for node in ready.graph.node:
+        meta = {p.key: p.value for p in node.metadata_props}
+        by_name[node.name] = {"node": meta.get(ONNX_NODE_KEY, node.name), "op": meta.get(ONNX_OP_KEY, node.op_type)}
+    table: Dict[str, Dict[str, str]] = {}
+    for name, _ in module.named_modules():
+        top = name.split(".")[0]
+        if name and top in by_name:
+            table[name] = dict(by_name[top])
+    return table
+
+
+def _split_multi_output_results(model: ModelProto) -> None:
+    """Give every graph output made by a node of several outputs its own ``Identity`` (in place).
+
+    onnx2torch returns a node's whole output tuple for such a graph output (silero-vad's
+    LSTM gives ``hn`` and ``cn``: the model would return ``Y`` too).
+    """
+    producers = {out: node for node in model.graph.node for out in node.output}
+    extra = []
+    for value in model.graph.output:
+        node = producers.get(value.name)
+        if node is None or sum(1 for out in node.output if out) < 2:
+            continue
+        inner = value.name + "_result"
+        node.output[list(node.output).index(value.name)] = inner
+        for other in model.graph.node:
+            for k, name in enumerate(other.input):
+                if name == value.name:
+                    other.input[k] = inner
+        extra.append(onnx.helper.make_node("Identity", [inner], [value.name], name=f"{node.name}_{value.name}"))
+    model.graph.node.extend(extra)
 
 
 def _first_sentence(exc: BaseException) -> str:

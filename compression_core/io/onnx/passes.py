@@ -13,7 +13,11 @@ In order:
    static input becomes a constant, which freezes the batch size into the converted model;
    ``Cast`` / ``Concat`` / ``Dropout`` become ``Identity``) and renames unnamed nodes
    (``node``, ``node_1``, ...), whose names become torch module names.
-4. :func:`_drop_irrelevant_allowzero`: no library pass does it.
+   Then :func:`~.fold_if.fold_constant_ifs`: ``If`` nodes whose condition the declared input
+   shape decides are replaced by their branch (with a ``UserWarning`` saying so).
+4. :func:`_drop_irrelevant_allowzero`: no library pass does it; then
+   :func:`~.literal_shapes.free_literal_reshapes` (a batch or channel count written as a
+   ``Reshape`` literal).
 5. :func:`_matmul_add_to_gemm`: Keras-style dense layers -> ``Gemm``. Not onnxscript's
    ``MatMulAddToGemm`` rule: it does not match ``Add(bias, MatMul)``, and it names the
    ``Gemm`` ``node_Gemm_0`` (and every unnamed node ``node``, ``node_1``, ...) instead of
@@ -22,7 +26,7 @@ In order:
    second IR round trip after steps 3-5 (another copy of every weight: 0.3 s and 0.5 GB
    more for VGG-11) and also drops unused optional outputs and BatchNormalization's
    ``training_mode``.
-7. :func:`_friendly_node_names`: readable, unique node names, which onnx2torch turns into
+7. :func:`~.names.friendly_node_names`: readable, unique node names, which onnx2torch turns into
    torch module names (onnx_ir's ``NameFixPass`` only makes names unique).
 
 Steps 1-2 run on an ``onnx_ir`` model, the rest on the ``onnx.ModelProto`` it serialises to.
@@ -34,17 +38,18 @@ Example::
 
 from __future__ import annotations
 
-import ast
 import contextlib
-import re
-from typing import TYPE_CHECKING, Dict, List, Optional, Set
+import warnings
+from typing import TYPE_CHECKING, Dict, Optional, Set
 
 import numpy as np
 import onnx
-import torch
 from onnx import ModelProto, helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
+from .fold_if import fold_constant_ifs
+from .literal_shapes import free_literal_reshapes
+from .names import ONNX_OP_KEY, friendly_node_names
 from .read import numel, weightless_copy
 
 if TYPE_CHECKING:
@@ -64,7 +69,6 @@ _FOLDABLE_OPS = {
 }
 # A folded constant may not be larger than this (Expand / ConstantOfShape / Range can blow up).
 _FOLD_MAX_NEW_ELEMENTS = 1 << 16
-_RESERVED_MODULE_NAMES = {"initializers", "training", "meta", "graph", "code"} | set(dir(torch.fx.GraphModule))
 # Constants of every size (the pass keeps those under 16 elements as nodes by default) and of
 # every value_* attribute (by default only ``value``): onnx2torch wants initializers.
 _LIFT_EVERY_CONSTANT = {"lift_all_constants": True, "size_limit": 0}
@@ -95,11 +99,14 @@ def preprocess_onnx(model: ModelProto, *, rename_nodes: bool = True) -> ModelPro
         ir_passes.LiftConstantsToInitializersPass(**_LIFT_EVERY_CONSTANT)(ir_model)
         result = ir.serde.serialize_model(ir_model)
     _fold_constant_chains(result)
+    for folded in fold_constant_ifs(result):
+        warnings.warn(f"{folded}; the other branch was dropped at import", UserWarning, stacklevel=2)
     _drop_irrelevant_allowzero(result)
+    free_literal_reshapes(result)
     _matmul_add_to_gemm(result)
     _remove_unused_initializers(result)
     if rename_nodes:
-        _friendly_node_names(result)
+        friendly_node_names(result)
     return result
 
 
@@ -228,9 +235,18 @@ def _fold_constant_chains(model: ModelProto) -> int:
 
 
 def _drop_irrelevant_allowzero(model: ModelProto) -> None:
-    """``Reshape(allowzero=1)`` equals ``allowzero=0`` when the constant shape holds no 0."""
+    """``Reshape(allowzero=1)`` equals ``allowzero=0`` when the constant shape holds no 0.
+
+    Also drops an empty ``axes`` attribute (the TorchScript exporter writes one for a
+    reduction over every axis, which is what no ``axes`` means; onnx2torch cannot read it).
+    """
     initializers = {t.name: t for t in model.graph.initializer}
     for node in model.graph.node:
+        empty = [a for a in node.attribute if a.name == "axes" and a.type == onnx.AttributeProto.INTS and not a.ints]
+        if empty and node.op_type.startswith("Reduce"):
+            keep = [a for a in node.attribute if a.name != "axes"]
+            del node.attribute[:]
+            node.attribute.extend(keep)
         if node.op_type != "Reshape" or node.domain not in ("", "ai.onnx") or len(node.input) < 2:
             continue
         shape = initializers.get(node.input[1])
@@ -294,7 +310,9 @@ def _matmul_add_to_gemm(model: ModelProto) -> int:
                 inputs.append(other)
                 outputs = list(add.output)
                 replaced[users[0]] = None
-        replaced[index] = helper.make_node("Gemm", inputs, outputs, name=node.name)
+        gemm = helper.make_node("Gemm", inputs, outputs, name=node.name)
+        gemm.metadata_props.add(key=ONNX_OP_KEY, value="MatMul")
+        replaced[index] = gemm
     if not replaced:
         return 0
     nodes = []
@@ -337,62 +355,3 @@ def _subgraph_inputs(graph) -> Set[str]:
             if attr.HasField("g"):
                 names.update(_subgraph_inputs(attr.g))
     return names
-
-
-def _torch_dynamo_scope(node):
-    """Module path recorded by ``torch.onnx.export(dynamo=True)``, e.g. ``('layer1', '0', 'conv1')``."""
-    for prop in node.metadata_props:
-        if prop.key == "pkg.torch.onnx.name_scopes":
-            try:
-                parts = [str(p) for p in ast.literal_eval(prop.value) if p]
-            except (ValueError, SyntaxError):
-                return None
-            return tuple(parts[:-1])
-    return None
-
-
-def _friendly_node_names(model: ModelProto) -> None:
-    """Rename nodes so the torch modules get readable, unique, dot-free names.
-
-    ``/layer1/layer1.0/conv1/Conv`` (torch.onnx scope names) becomes
-    ``layer1_0_conv1``; an op called inside a container scope keeps its op type
-    (``/layer1/layer1.0/Add`` -> ``layer1_0_Add``); unnamed nodes are named
-    after their op type.
-    """
-    scopes = []
-    for node in model.graph.node:
-        parts = _torch_dynamo_scope(node)
-        if parts is None:
-            parts = [p for p in re.split(r"/+", node.name) if p]
-            if parts and len(parts) > 1 and parts[-1].split("_")[0] == node.op_type:
-                parts = parts[:-1]
-            elif parts and len(parts) == 1 and parts[0].split("_")[0] == node.op_type and node.name.startswith("/"):
-                parts = []
-        collapsed: List[str] = []
-        for part in parts:
-            if collapsed and part.startswith(collapsed[-1] + "."):
-                collapsed[-1] = part
-            else:
-                collapsed.append(part)
-        scopes.append(tuple(piece for piece in ".".join(collapsed).split(".") if piece))
-    containers = {scope[:cut] for scope in scopes for cut in range(1, len(scope))}
-
-    used: Set[str] = set()
-    for node, scope in zip(model.graph.node, scopes):
-        if not scope:
-            base = node.op_type
-        elif scope in containers:
-            base = "_".join(scope) + "_" + node.op_type
-        else:
-            base = "_".join(scope)
-        base = re.sub(r"[^0-9A-Za-z_]+", "_", base).strip("_") or "node"
-        if base[0].isdigit():
-            base = "n_" + base
-        if base in _RESERVED_MODULE_NAMES:
-            base = base + "_op"
-        name, counter = base, 1
-        while name in used:
-            name = f"{base}_{counter}"
-            counter += 1
-        used.add(name)
-        node.name = name
