@@ -20,9 +20,11 @@ def reshape_onnx(batch_shape: list[int]) -> onnx.ModelProto:
         helper.make_node("Reshape", ["c", "shape"], ["r"], name="/Reshape"),
         helper.make_node("Gemm", ["r", "fc.weight"], ["output"], name="/fc/Gemm", transB=1),
     ]
+    # Every input dimension named, as converters that write symbolic shapes do: shape inference cannot
+    # follow the batch through the Reshape, so the importer must keep the literal and the model stays at batch 1.
     graph = helper.make_graph(nodes, "fixed_batch", [helper.make_tensor_value_info("input", TensorProto.FLOAT,
-                                                                                     [1, 1, 8, 8])],
-                              [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 10])], initializers)
+                                                                                     ["n", "c", "h", "w"])],
+                              [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["n", 10])], initializers)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     onnx.checker.check_model(model)
     return model
