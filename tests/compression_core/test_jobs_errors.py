@@ -238,8 +238,11 @@ def test_an_onnx_op_that_fails_in_pytorch_names_its_node():
 
 
 def test_onnxruntime_refusing_a_batch_at_a_fixed_input_says_so(tmp_path):
+    proto = reshape_onnx([1, 144])
+    for dim, size in zip(proto.graph.input[0].type.tensor_type.shape.dim, (1, 1, 8, 8)):
+        dim.dim_value = size  # declared as an export at batch 1 writes it: onnxruntime refuses at the input
     path = tmp_path / "fixed.onnx"
-    onnx.save(reshape_onnx([1, 144]), path)
+    onnx.save(proto, path)
     exc = failure(onnx_session(path).run, None, {"input": np.zeros((4, 1, 8, 8), np.float32)})
     sentence = explain_failure(exc, stage="measure_quantized")
     assert sentence.startswith("the ONNX model's input 'input' has a fixed batch size of 1 but receives 4 samples "
@@ -249,8 +252,7 @@ def test_onnxruntime_refusing_a_batch_at_a_fixed_input_says_so(tmp_path):
 
 
 def test_an_onnxruntime_failure_in_a_node_names_the_op_and_node(tmp_path):
-    proto = reshape_onnx([1, 144])
-    proto.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "batch"  # the input is dynamic, the node is not
+    proto = reshape_onnx([1, 144])  # the input is dynamic, the node is not
     path = tmp_path / "fixed_reshape.onnx"
     onnx.save(proto, path)
     exc = failure(onnx_session(path).run, None, {"input": np.zeros((4, 1, 8, 8), np.float32)})

@@ -1,15 +1,18 @@
-"""inspect_model's batch check: a model exported at a fixed batch 1 with a literal Reshape [1, N] vs a dynamic one."""
+"""inspect_model's batch check: exports at a fixed batch 1 with a literal Reshape [1, N] (freed by the importer,
+or kept when it cannot follow the batch) vs a dynamic one."""
 
 from __future__ import annotations
 
 import warnings
 
+import onnx
 import pytest
 import torch
 from torch import nn
 
 from compression_core.io import literal_reshapes, read_onnx
 from compression_core.jobs import ModelSource, fixed_batch_message, inspect_model
+from tests.compression_core.failing_models import reshape_onnx
 
 
 class _Pinned(nn.Module):
@@ -48,20 +51,47 @@ def _export(model: nn.Module, path, dynamo: bool, dynamic: bool):
 
 
 @pytest.mark.parametrize("dynamo", [False, True], ids=["torchscript_exporter", "dynamo_exporter"])
-def test_fixed_batch_and_literal_reshape_are_reported(tmp_path, dynamo):
+def test_an_export_at_batch_1_with_a_literal_reshape_runs_at_any_batch_once_imported(tmp_path, dynamo):
     path = _export(_Pinned(), tmp_path / "pinned.onnx", dynamo, dynamic=False)
     literals = literal_reshapes(read_onnx(path))
     assert [r["shape"] for r in literals] == [[1, 256]]
-    summary = inspect_model(ModelSource(path=str(path)))
-    report = summary["batch"]
-    assert report["declared_batch"] == 1 and report["fixed"] and report["fixed_batch"] == 1
+    source = ModelSource(path=str(path))
+    report = inspect_model(source)["batch"]
+    # The file declares batch 1 and its Reshape pins it; the importer rewrites that Reshape, so jobs can run.
+    assert report["declared_batch"] == 1 and report["fixed"] and report["fixed_batch"] is None
     first, second = report["runs"]
     assert first["torch"] == first["onnxruntime"] == "ok" and first["max_abs_diff"] < 1e-4
-    assert second["torch"] != "ok" and second["onnxruntime"] != "ok" and second["max_abs_diff"] is None
+    assert second["torch"] == "ok" and literals[0]["node"] in second["onnxruntime"] and second["max_abs_diff"] is None
     assert report["literal_reshapes"][0]["pins_batch"] and report["literal_reshapes"][0]["pins_channels"]
+    assert fixed_batch_message(report) is None
+    advice = report["advice"][0]
+    assert "declares batch 1" in advice and "onnxruntime still fails at batch 2" in advice
+    assert "imported PyTorch model, which runs batch 2" in advice and "dynamic_axes={'input': {0: 'batch'}}" in advice
+    # at batch 3, each sample's output is the one it has alone
+    model, x = source.load(), torch.randn(3, 1, 8, 8)
+    with torch.inference_mode():
+        together, alone = model(x), torch.cat([model(x[i:i + 1]) for i in range(3)])
+    assert together.shape == (3, 10) and torch.allclose(together, alone, atol=1e-5)
+
+
+def test_fixed_batch_and_literal_reshape_are_reported(tmp_path):
+    # every input dim symbolic: shape inference cannot follow the batch, so the importer keeps the literal
+    path = tmp_path / "fixed.onnx"
+    onnx.save(reshape_onnx([1, 144]), path)
+    with pytest.raises(ValueError, match="input shape is dynamic"):
+        inspect_model(ModelSource(path=str(path)))
+    report = inspect_model(ModelSource(path=str(path)), input_shape=[1, 8, 8])["batch"]
+    assert report["declared_batch"] is None and report["fixed"] and report["fixed_batch"] == 1
+    first, second = report["runs"]
+    assert first["torch"] == first["onnxruntime"] == "ok" and first["max_abs_diff"] < 1e-4
+    assert "invalid for input of size 288" in second["torch"] and "'/Reshape'" in second["onnxruntime"]
+    assert second["max_abs_diff"] is None
+    (literal,) = report["literal_reshapes"]
+    assert literal["shape"] == [1, 144] and literal["pins_batch"] and literal["pins_channels"]
     message = fixed_batch_message(report)
-    assert literals[0]["node"] in message and "dynamic_axes={'input': {0: 'batch'}}" in message
-    assert "dynamic_shapes=" in message and report["advice"][0] == message[0].upper() + message[1:]
+    assert message.startswith("this model runs at batch 1 only (Reshape /Reshape [1, 144] has a literal batch size)")
+    assert "dynamic_axes={'input': {0: 'batch'}}" in message and "dynamic_shapes=" in message
+    assert report["advice"][0] == message[0].upper() + message[1:]
 
 
 @pytest.mark.parametrize("dynamo", [False, True], ids=["torchscript_exporter", "dynamo_exporter"])

@@ -118,7 +118,8 @@ def _external_data_export(dynamic: bool) -> dict[str, bytes]:
     """``torch.onnx.export(model, x, "m.onnx")`` with today's defaults (dynamo): m.onnx plus m.onnx.data.
 
     The classifier flattens with ``flatten(1)``; exported at a static batch 1
-    that becomes a literal Reshape [1, 256], so only ``dynamic=True`` runs at batch 2.
+    that becomes a literal Reshape [1, 256], so only the ``dynamic=True`` file runs
+    at batch 2 in onnxruntime (the importer frees the literal: both imports do).
     """
     import tempfile
     import warnings
@@ -147,7 +148,7 @@ def _external_data_export(dynamic: bool) -> dict[str, bytes]:
 
 @pytest.fixture(scope="session")
 def pinned_external_onnx() -> dict[str, bytes]:
-    """m.onnx + m.onnx.data, exported at batch 1 with a literal Reshape [1, 256]."""
+    """m.onnx + m.onnx.data, exported at batch 1 with a literal Reshape [1, 256] (which the importer frees)."""
     return _external_data_export(dynamic=False)
 
 

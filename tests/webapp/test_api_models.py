@@ -259,17 +259,46 @@ def test_zip_bomb_is_capped(api, upload, make_zip, dynamic_external_onnx, settin
     assert ModelArtifact.objects.count() == 0
 
 
-def test_fixed_batch_model_is_accepted_with_the_fix_and_jobs_are_refused(api, upload, make_zip, pinned_external_onnx,
-                                                                         no_enqueue):
+def test_a_batch_1_export_with_a_literal_reshape_takes_jobs(api, upload, make_zip, pinned_external_onnx, no_enqueue,
+                                                              django_capture_on_commit_callbacks):
     response = api.post("/api/v1/models/", {"source": "onnx", "file": upload("pinned.zip", make_zip(pinned_external_onnx))})
     assert response.status_code == 201, response.json()
     batch = response.json()["summary"]["batch"]
-    assert batch["declared_batch"] == 1 and batch["fixed"] is True and batch["fixed_batch"] == 1
+    # The file is pinned to batch 1 (declared, and by its literal Reshape); the imported model is not.
+    assert batch["declared_batch"] == 1 and batch["fixed"] is True and batch["fixed_batch"] is None
     first, second = batch["runs"]
     assert first["torch"] == first["onnxruntime"] == "ok" and first["max_abs_diff"] < 1e-4
-    assert "invalid for input of size 512" in second["torch"] and "Reshape" in second["onnxruntime"]
+    assert second["torch"] == "ok" and "Reshape" in second["onnxruntime"]
     (literal,) = batch["literal_reshapes"]
     assert literal["shape"] == [1, 256] and literal["pins_batch"] and literal["pins_channels"]
+    assert "declares batch 1" in batch["advice"][0] and "which runs batch 2" in batch["advice"][0]
+    assert "dynamic_shapes=" in batch["advice"][0]
+
+    with django_capture_on_commit_callbacks(execute=True):
+        job = api.post("/api/v1/jobs/", {"model": response.json()["id"], "algorithm": "L1NormPruner",
+                                         "params": {"config_list": [{"op_types": ["Conv2d"], "sparse_ratio": 0.5}]}},
+                       format="json")
+    assert job.status_code == 201, job.json()
+    assert no_enqueue == [(job.json()["id"], "cpu")]
+
+
+def test_fixed_batch_model_is_accepted_with_the_fix_and_jobs_are_refused(api, upload, no_enqueue):
+    from tests.compression_core.failing_models import reshape_onnx
+
+    # every input dim symbolic: the importer cannot follow the batch through the Reshape and keeps [1, 144]
+    onnx_bytes = reshape_onnx([1, 144]).SerializeToString()
+    response = api.post("/api/v1/models/", {"source": "onnx", "file": upload("fixed.onnx", onnx_bytes)})
+    assert response.status_code == 400 and "input shape is dynamic" in response.json()["detail"]
+    response = api.post("/api/v1/models/", {"source": "onnx", "file": upload("fixed.onnx", onnx_bytes),
+                                            "input_shape": "[1, 8, 8]"})
+    assert response.status_code == 201, response.json()
+    batch = response.json()["summary"]["batch"]
+    assert batch["declared_batch"] is None and batch["fixed"] is True and batch["fixed_batch"] == 1
+    first, second = batch["runs"]
+    assert first["torch"] == first["onnxruntime"] == "ok" and first["max_abs_diff"] < 1e-4
+    assert "invalid for input of size 288" in second["torch"] and "Reshape" in second["onnxruntime"]
+    (literal,) = batch["literal_reshapes"]
+    assert literal["shape"] == [1, 144] and literal["pins_batch"] and literal["pins_channels"]
     assert literal["node"] in batch["advice"][0] and "dynamic_shapes=" in batch["advice"][0]
 
     job = api.post("/api/v1/jobs/", {"model": response.json()["id"], "algorithm": "L1NormPruner",

@@ -351,8 +351,9 @@ def test_failed_job_page_shows_the_sentence_and_the_traceback_collapsed(client_i
     from webapp.modelhub.services import model_create
     from tests.compression_core.failing_models import reshape_onnx
 
-    model = model_create(owner=user, name="batch-1 export", source="onnx", upload=SimpleUploadedFile(
-        "fixed.onnx", reshape_onnx([1, 144]).SerializeToString()))
+    # batch 1 written into its Reshape, input dims all symbolic: the importer keeps the literal, the job fails
+    model = model_create(owner=user, name="batch-1 export", source="onnx", input_shape=[1, 8, 8],
+                         upload=SimpleUploadedFile("fixed.onnx", reshape_onnx([1, 144]).SerializeToString()))
     # As a model stored before uploads checked the batch: today job_create refuses it, the worker must
     # still fail it with one sentence.
     ModelArtifact.objects.filter(pk=model.pk).update(summary={k: v for k, v in model.summary.items() if k != "batch"})
