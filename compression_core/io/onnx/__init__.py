@@ -2,7 +2,7 @@
 
 - :mod:`.read`: :func:`read_onnx`, :func:`consolidate_onnx`, :func:`check_onnx`, :func:`weightless_copy`,
   :func:`onnx_input_shapes`, :func:`random_onnx_inputs`; :mod:`.external`: external-data files read only
-  from inside the upload (:func:`inline_external_data`, :func:`unpack_onnx_zip`); :mod:`.shape_literals`:
+  from inside the upload (:func:`inline_external_data`, :func:`unpack_onnx_zip`); :mod:`.literal_report`:
   :func:`literal_reshapes`, the Reshape targets that pin the batch or a channel count.
 - :mod:`.passes`: :func:`preprocess_onnx` (graph rewrites before conversion, from onnx_ir
   where it has them), :func:`constants_to_initializers`; with :mod:`.fold_if` (``If`` nodes
@@ -33,7 +33,7 @@ from .int8 import cpu_has_vnni, export_dynamic_int8_onnx, export_int8_onnx
 from .passes import constants_to_initializers, preprocess_onnx
 from .read import check_onnx, consolidate_onnx, onnx_input_shapes, random_onnx_inputs, read_onnx, weightless_copy
 from .runtime import onnx_session
-from .shape_literals import literal_reshapes
+from .literal_report import literal_reshapes
 from .verify import verify_onnx_conversion
 
 __all__ = [
