@@ -107,7 +107,7 @@ def fold_constant_ifs(model: ModelProto) -> List[str]:
                        for inner, outer in zip(branch.output, node.output)]
             pending.extendleft(reversed(list(branch.node) + outputs))  # its own Ifs may be decided too
             folded.append(f"If '{node.name}' always takes its {taken} (condition '{node.input[0]}' is "
-                          f"{taken == 'then_branch'} for the model's declared input shape)")
+                          f"{taken == 'then_branch'} for the model's declared input shapes and fixed input values)")
             continue
         nodes.append(node)
         if node.domain not in ("", "ai.onnx"):
