@@ -64,6 +64,19 @@ def example_inputs_for(model: nn.Module, batch_size: int = 1) -> Optional[Tuple[
     return tuple(tensors)
 
 
+def _batch_axes(model: nn.Module, count: int) -> List[int]:
+    """Each input's batch axis: its first dynamic dim where the model's imported ONNX declared a fixed first
+    dim (a recurrent state ``[layers, N, hidden]``), else 0."""
+    shapes = getattr(model, "condense_input_shapes", None)
+    if not shapes or len(shapes) != count:
+        return [0] * count
+    axes = []
+    for shape in shapes:
+        dynamic = [axis for axis, dim in enumerate(shape or []) if dim is None]
+        axes.append(dynamic[0] if dynamic else 0)
+    return axes
+
+
 def export_onnx(
     model: nn.Module,
     path: PathLike,
@@ -99,7 +112,8 @@ def export_onnx(
         output_names = [f"output_{i}" if len(reference) > 1 else "output" for i in range(len(reference))]
         dynamic_axes = None
         if dynamic_batch:
-            dynamic_axes = {name: {0: "batch"} for name in input_names + output_names}
+            dynamic_axes = {name: {0: "batch"} for name in output_names}
+            dynamic_axes.update((name, {axis: "batch"}) for name, axis in zip(input_names, _batch_axes(model, len(args))))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             torch.onnx.export(
