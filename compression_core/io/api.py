@@ -45,6 +45,7 @@ LOAD_OPTIONS: Dict[str, Any] = {
     "external_data": False,  # ONNX: read tensors stored in files next to the model (only from that folder)
     "external_data_dir": None,  # ONNX: the folder holding the model's external-data files (only from there)
     "fixed_inputs": None,    # ONNX: {input name: value} made constants at import (folds If nodes they decide)
+    "input_shapes": None,    # ONNX: {input name: [size or None per dim]} fixes dynamic dims (folds length checks)
     "max_zip_entries": MAX_ZIP_ENTRIES,  # ONNX zip: most files the archive may hold
     "max_unpacked_bytes": MAX_UNPACKED_BYTES,  # ONNX zip: most bytes it may unpack to
     "plan": None,            # weights: pruning plan (dict or JSON path); None = use <stem>.plan.json if present, False = never
@@ -77,7 +78,8 @@ def load_model(
       ``external_data_dir=``; locations are read only from inside that folder.
       ``fixed_inputs={"sr": 16000}`` makes those inputs constants (a setting
       such as silero-vad's sample rate), so the ``If`` nodes they decide fold
-      and the model no longer takes them.
+      and the model no longer takes them; ``input_shapes={"input": [None, 512]}``
+      fixes dynamic dims, which folds ``If`` nodes that check a sequence length.
     - **safetensors** or a **weights-only state_dict** (``torch.save(model.state_dict())``,
       read with ``torch.load(weights_only=True)``) -> ``build_architecture(architecture, num_classes)``
       with the weights loaded strictly. ``num_classes`` defaults to what the
@@ -117,7 +119,8 @@ def load_model(
     fmt = detect_format(path)
     if fmt == "onnx":
         return load_onnx(path, verify=bool(opts["verify"]), atol=float(opts["atol"]),
-                         external_data=bool(opts["external_data"]), fixed_inputs=opts["fixed_inputs"])
+                         external_data=bool(opts["external_data"]), fixed_inputs=opts["fixed_inputs"],
+                         input_shapes=opts["input_shapes"])
     if fmt == "onnx_zip":
         return _load_onnx_bundle(path, opts)
 
@@ -176,7 +179,7 @@ def _load_onnx_bundle(path: Path, opts: Dict[str, Any]) -> nn.Module:
         single = consolidate_onnx(path, target, external_data_dir=opts["external_data_dir"],
                                   max_entries=int(opts["max_zip_entries"]), max_bytes=int(opts["max_unpacked_bytes"]))
         return load_onnx(single, verify=bool(opts["verify"]), atol=float(opts["atol"]),
-                         fixed_inputs=opts["fixed_inputs"])
+                         fixed_inputs=opts["fixed_inputs"], input_shapes=opts["input_shapes"])
 
 
 def _read_plan(path: Path, plan) -> Optional[dict]:

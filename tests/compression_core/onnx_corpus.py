@@ -157,9 +157,9 @@ def case_path(case: Case, cache_dir: Path) -> Path:
     return external if case.external_data else single
 
 
-def fixed_inputs_of(case: Case) -> Dict[str, object]:
-    """The inputs ``case`` fixes at import (load_model's ``fixed_inputs``), by name."""
-    return dict(WHEEL_MODELS[case.model].fixed_inputs or {}) if case.exporter == "wheel" else {}
+def load_options_of(case: Case) -> Dict[str, object]:
+    """The load_model options ``case`` needs (``fixed_inputs``, ``input_shapes``)."""
+    return dict(WHEEL_MODELS[case.model].load_options or {}) if case.exporter == "wheel" else {}
 
 
 def case_feeds(case: Case, path: Path, batch: int) -> Dict[str, np.ndarray]:
@@ -170,19 +170,17 @@ def case_feeds(case: Case, path: Path, batch: int) -> Dict[str, np.ndarray]:
     """
     graph = onnx.load(str(path), load_external_data=False).graph
     initializers = {t.name for t in graph.initializer}
-    names = [i.name for i in graph.input if i.name not in initializers and i.name not in fixed_inputs_of(case)]
+    fixed = load_options_of(case).get("fixed_inputs") or {}
+    names = [i.name for i in graph.input if i.name not in initializers and i.name not in fixed]
     if case.exporter != "wheel":
         return {names[0]: normal_array(batch, *ARCHITECTURES[case.model].input_shape)}
     feeds = WHEEL_MODELS[case.model].feeds(batch)
     return {name: feeds[name] for name in names}  # in the graph's order: verification feeds by position
 
 
-def load_corpus_model(path: Path, external_data: bool, fixed_inputs: Optional[Dict[str, object]] = None) -> nn.Module:
+def load_corpus_model(path: Path, external_data: bool, options: Optional[Dict[str, object]] = None) -> nn.Module:
     """Condense's public loader, the way the web app calls it (the one place to adapt to its API)."""
-    options = {"external_data": True} if external_data else {}
-    if fixed_inputs:
-        options["fixed_inputs"] = fixed_inputs
-    return load_model(path, **options)
+    return load_model(path, **({"external_data": True} if external_data else {}), **(options or {}))
 
 
 # ---------------------------------------------------------------------------
@@ -262,7 +260,7 @@ def run_case(case: Case, cache_dir: Path) -> Row:
     feeds = {b: case_feeds(case, path, b) for b in batches}
 
     def import_and_check() -> nn.Module:
-        module = load_corpus_model(path, case.external_data, fixed_inputs_of(case))
+        module = load_corpus_model(path, case.external_data, load_options_of(case))
         for batch in batches:
             diff = verify_onnx_conversion(path, module, atol=ATOL, rtol=RTOL, inputs=list(feeds[batch].values()))
             row.notes.append(f"import max abs diff at batch {batch}: {diff:.2g}")

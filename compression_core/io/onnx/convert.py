@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from typing import Any, Dict, List, Mapping, Optional, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 import onnx
 import torch
@@ -25,7 +25,7 @@ from onnx import ModelProto, version_converter
 from torch import nn
 
 from ..errors import ModelFormatError
-from .fixed_inputs import FIXED_INPUTS_OPTION, fix_input_values
+from .fixed_inputs import FIXED_INPUTS_OPTION, INPUT_SHAPES_OPTION, fix_input_shapes, fix_input_values
 from .fold_if import if_inputs
 from .names import ONNX_NODE_KEY, ONNX_OP_KEY
 from .passes import preprocess_onnx
@@ -141,19 +141,33 @@ def onnx_to_torch(model: ModelProto, name: str = "model") -> torch.fx.GraphModul
 
 def _if_refusal(ready: ModelProto) -> str:
     """The end of the refusal sentence for a model with ``If`` nodes left: which inputs decide them, and how
-    to fix a setting input (an integer or boolean one, such as a sample rate) with ``fixed_inputs``."""
-    declared = {value.name: value.type.tensor_type.elem_type for value in ready.graph.input}
+    to fix a setting input (an integer or boolean one, such as a sample rate) with ``fixed_inputs`` or a
+    dynamic dim (a sequence length) with ``input_shapes``."""
+    declared = {value.name: value for value in ready.graph.input}
     sources = if_inputs(ready)
-    settings = [i for i in sources if declared.get(i) in _SETTING_TYPES]
-    data = [i for i in sources if i not in settings]
+    shapes = [i for i, how in sources.items() if how == "shape"]
+    settings = [i for i, how in sources.items()
+                if how == "value" and i in declared and declared[i].type.tensor_type.elem_type in _SETTING_TYPES]
+    data = [i for i in sources if i not in shapes and i not in settings]
     parts = []
     if settings:
         example = ", ".join(f"{i!r}: <value>" for i in settings)
         parts.append(f"the value of input {', '.join(repr(i) for i in settings)}, which you can fix at import "
                      f"with load_model(..., {FIXED_INPUTS_OPTION}={{{example}}})")
+    if shapes:
+        example = ", ".join(f"{i!r}: {_shape_example(declared[i])}" for i in shapes)
+        parts.append(f"the shape of input {', '.join(repr(i) for i in shapes)}, whose dynamic sizes you can fix "
+                     f"at import with load_model(..., {INPUT_SHAPES_OPTION}={{{example}}})")
     if data:
         parts.append(f"the data of input {', '.join(repr(i) for i in data)}, which is decided only at run time")
     return "; its If nodes choose a branch from " + (" and from ".join(parts) if parts else "values computed at run time")
+
+
+def _shape_example(value) -> str:
+    """``[None, <size>]``: the declared shape with the batch left dynamic and a placeholder for the other dynamic dims."""
+    dims = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in value.type.tensor_type.shape.dim]
+    shown = ["None" if index == 0 and d is None else "<size>" if d is None else str(d) for index, d in enumerate(dims)]
+    return "[" + ", ".join(shown) + "]"
 
 
 def _onnx_nodes(module: torch.fx.GraphModule, ready: ModelProto) -> Dict[str, Dict[str, str]]:
@@ -304,6 +318,7 @@ def load_onnx(
     atol: float = 1e-4,
     external_data: bool = False,
     fixed_inputs: Optional[Mapping[str, Any]] = None,
+    input_shapes: Optional[Mapping[str, Sequence[Optional[int]]]] = None,
 ) -> torch.fx.GraphModule:
     """Load an ONNX file as an eval-mode ``torch.fx.GraphModule``.
 
@@ -313,14 +328,19 @@ def load_onnx(
     inputs a value for good (see :func:`~.fixed_inputs.fix_input_values`): the
     ``If`` nodes they decide are folded, the module no longer takes them, and
     ``module.condense_fixed_inputs`` records them (a ``UserWarning`` says so).
+    ``input_shapes`` gives dynamic dims a size (see :func:`~.fixed_inputs.fix_input_shapes`),
+    so ``If`` nodes that check a sequence length fold too.
 
     Example::
 
         >>> module = load_onnx("resnet18.onnx", verify=True)
-        >>> vad = load_onnx("silero_vad.onnx", fixed_inputs={"sr": 16000})   # takes (input, state)
+        >>> vad = load_onnx("silero_vad.onnx", fixed_inputs={"sr": 16000},   # takes (input, state)
+        ...                 input_shapes={"input": [None, 512]})
     """
     name = display_name(path)
     proto = read_onnx(path, external_data=external_data)
+    if input_shapes:
+        fix_input_shapes(proto, input_shapes, name)
     fixed = fix_input_values(proto, fixed_inputs, name) if fixed_inputs else {}
     for input_name, value in fixed.items():
         warnings.warn(f"input {input_name!r} of {name} is fixed to {value.tolist()!r} at import; "

@@ -18,15 +18,17 @@ Example::
 
 from __future__ import annotations
 
-from typing import Any, Dict, Mapping
+from typing import Any, Dict, Mapping, Optional, Sequence
 
 import numpy as np
 from onnx import ModelProto, helper, numpy_helper
 
-__all__ = ["fix_input_values", "FIXED_INPUTS_OPTION"]
+__all__ = ["fix_input_values", "fix_input_shapes", "FIXED_INPUTS_OPTION", "INPUT_SHAPES_OPTION"]
 
 #: The ``load_model`` option that fixes input values (named in refusal messages).
 FIXED_INPUTS_OPTION = "fixed_inputs"
+#: The ``load_model`` option that fixes dynamic dims of input shapes (e.g. an audio model's sequence length).
+INPUT_SHAPES_OPTION = "input_shapes"
 
 
 def _declared_dims(value):
@@ -95,3 +97,41 @@ def fix_input_values(model: ModelProto, fixed: Mapping[str, Any], name: str = "m
         graph.input.extend(kept)
     graph.initializer.extend(numpy_helper.from_array(array, input_name) for input_name, array in arrays.items())
     return arrays
+
+
+def fix_input_shapes(model: ModelProto, shapes: Mapping[str, Sequence[Optional[int]]], name: str = "model") -> None:
+    """Give the dynamic dims of the named graph inputs the sizes in ``shapes`` (``None`` keeps a dim dynamic).
+
+    ``If`` nodes that check a sequence length (``x.shape[-1] == 1``) then fold
+    for that length. The rank and the declared fixed dims must be kept; an
+    unknown name or a shape that does not fit raises a ``ValueError``.
+
+    Example::
+
+        >>> fix_input_shapes(proto, {"input": [None, 512]}, "silero_vad.onnx")   # batch stays dynamic
+    """
+    initializers = {t.name for t in model.graph.initializer}
+    inputs = {value.name: value for value in model.graph.input if value.name not in initializers}
+    unknown = [key for key in shapes if key not in inputs]
+    if unknown:
+        listed = ", ".join(repr(n) for n in inputs) or "none"
+        raise ValueError(
+            f"{INPUT_SHAPES_OPTION} names {', '.join(repr(n) for n in unknown)}, which {name} does not take as "
+            f"an input (its inputs: {listed})."
+        )
+    for input_name, shape in shapes.items():
+        declared = _declared_dims(inputs[input_name])
+        wanted = [None if d is None else int(d) for d in shape]
+        fits = declared is not None and len(wanted) == len(declared) and all(
+            w is None or w > 0 and (d is None or d == w) for d, w in zip(declared, wanted))
+        if not fits:
+            shown = "unknown" if declared is None else "[" + ", ".join("?" if d is None else str(d) for d in declared) + "]"
+            raise ValueError(
+                f"{INPUT_SHAPES_OPTION}[{input_name!r}] = {list(shape)} does not fit input {input_name!r} of {name}, "
+                f"declared with shape {shown}; give one size or None per dim, keeping the fixed ones."
+            )
+        dims = inputs[input_name].type.tensor_type.shape.dim
+        for dim, size in zip(dims, wanted):
+            if size is not None:
+                dim.Clear()
+                dim.dim_value = size
