@@ -150,3 +150,51 @@ def test_data_dependent_if_stays_refused_without_suggesting_the_option(tmp_path)
     with pytest.raises(ModelFormatError, match="from the data of input 'x', which is decided only at run time") as caught:
         load_model(path)
     assert "fixed_inputs" not in str(caught.value)
+
+
+@pytest.fixture(scope="module")
+def length_check_model(tmp_path_factory):
+    """audio (N, L): ``If(Shape(audio)[-1] == 4)`` picks a Gemm (4 -> 3) or a mean over time."""
+    weight = np.random.default_rng(3).standard_normal((3, 4)).astype(np.float32)
+    then_branch = helper.make_graph(
+        [helper.make_node("Gemm", ["audio", "gemm_w"], ["projected"], name="project", transB=1)], "window", [],
+        [helper.make_tensor_value_info("projected", TensorProto.FLOAT, ["N", 3])])
+    else_branch = helper.make_graph(
+        [helper.make_node("ReduceMean", ["audio"], ["mean"], name="mean", axes=[1], keepdims=1)], "other", [],
+        [helper.make_tensor_value_info("mean", TensorProto.FLOAT, ["N", 1])])
+    graph = helper.make_graph(
+        [helper.make_node("Shape", ["audio"], ["audio_shape"], name="shape"),
+         helper.make_node("Gather", ["audio_shape", "last"], ["length"], name="length", axis=0),
+         helper.make_node("Equal", ["length", "four"], ["is_window"], name="is_window"),
+         helper.make_node("If", ["is_window"], ["y"], name="window_check", then_branch=then_branch,
+                          else_branch=else_branch)],
+        "length_check", [helper.make_tensor_value_info("audio", TensorProto.FLOAT, ["N", "L"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", None])],
+        [numpy_helper.from_array(np.array(-1, np.int64), "last"), numpy_helper.from_array(np.array(4, np.int64), "four"),
+         numpy_helper.from_array(weight, "gemm_w")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = tmp_path_factory.mktemp("input-shapes") / "window.onnx"
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
+def test_an_if_on_a_sequence_length_folds_once_the_shape_is_fixed(length_check_model):
+    with pytest.raises(ModelFormatError, match=r"the shape of input 'audio', whose dynamic sizes you can fix at import "
+                                               r"with load_model\(\.\.\., input_shapes=\{'audio': \[None, <size>\]\}\)"):
+        load_model(length_check_model)
+    with pytest.warns(UserWarning, match="'window_check' always takes its then_branch"):
+        module = load_model(length_check_model, input_shapes={"audio": [None, 4]})
+    assert module.condense_input_shapes == [[None, 4]]
+    audio = np.random.default_rng(0).standard_normal((2, 4)).astype(np.float32)
+    assert verify_onnx_conversion(length_check_model, module, atol=1e-4, inputs=[audio]) < 1e-4
+
+
+@pytest.mark.parametrize("shape", [[None, 4, 1], [None, 0]])
+def test_input_shape_that_does_not_fit_is_refused(length_check_model, shape):
+    with pytest.raises(ValueError, match=r"input_shapes\['audio'\] = .* does not fit input 'audio' of window.onnx, "
+                                         r"declared with shape \[\?, \?\]"):
+        load_model(length_check_model, input_shapes={"audio": shape})
+    with pytest.raises(ValueError, match="input_shapes names 'x', which window.onnx does not take as an input"):
+        load_model(length_check_model, input_shapes={"x": [None, 4]})
