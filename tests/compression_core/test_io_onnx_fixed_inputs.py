@@ -147,7 +147,7 @@ def test_data_dependent_if_stays_refused_without_suggesting_the_option(tmp_path)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     path.write_bytes(model.SerializeToString())
-    with pytest.raises(ModelFormatError, match="from the data of input 'x', which is decided only at run time") as caught:
+    with pytest.raises(ModelFormatError, match="from the data of input 'x', which is decided only at run") as caught:
         load_model(path)
     assert "fixed_inputs" not in str(caught.value)
 
@@ -170,8 +170,8 @@ def length_check_model(tmp_path_factory):
                           else_branch=else_branch)],
         "length_check", [helper.make_tensor_value_info("audio", TensorProto.FLOAT, ["N", "L"])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", None])],
-        [numpy_helper.from_array(np.array(-1, np.int64), "last"), numpy_helper.from_array(np.array(4, np.int64), "four"),
-         numpy_helper.from_array(weight, "gemm_w")],
+        [numpy_helper.from_array(np.array(-1, np.int64), "last"),
+         numpy_helper.from_array(np.array(4, np.int64), "four"), numpy_helper.from_array(weight, "gemm_w")],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
@@ -181,8 +181,8 @@ def length_check_model(tmp_path_factory):
 
 
 def test_an_if_on_a_sequence_length_folds_once_the_shape_is_fixed(length_check_model):
-    with pytest.raises(ModelFormatError, match=r"the shape of input 'audio', whose dynamic sizes you can fix at import "
-                                               r"with load_model\(\.\.\., input_shapes=\{'audio': \[None, <size>\]\}\)"):
+    refusal = r"the shape of input 'audio', whose dynamic sizes you can fix at import with load_model\(\.\.\., "
+    with pytest.raises(ModelFormatError, match=refusal + r"input_shapes=\{'audio': \[None, <size>\]\}\)"):
         load_model(length_check_model)
     with pytest.warns(UserWarning, match="'window_check' always takes its then_branch"):
         module = load_model(length_check_model, input_shapes={"audio": [None, 4]})

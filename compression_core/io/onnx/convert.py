@@ -25,7 +25,9 @@ from onnx import ModelProto, version_converter
 from torch import nn
 
 from ..errors import ModelFormatError
-from .fixed_inputs import FIXED_INPUTS_OPTION, INPUT_SHAPES_OPTION, fix_input_shapes, fix_input_values
+from .fixed_inputs import (
+    FIXED_INPUTS_OPTION, INPUT_SHAPES_OPTION, declared_dims, fix_input_shapes, fix_input_values,
+)
 from .fold_if import if_inputs
 from .names import ONNX_NODE_KEY, ONNX_OP_KEY
 from .passes import preprocess_onnx
@@ -160,12 +162,13 @@ def _if_refusal(ready: ModelProto) -> str:
                      f"at import with load_model(..., {INPUT_SHAPES_OPTION}={{{example}}})")
     if data:
         parts.append(f"the data of input {', '.join(repr(i) for i in data)}, which is decided only at run time")
-    return "; its If nodes choose a branch from " + (" and from ".join(parts) if parts else "values computed at run time")
+    found = " and from ".join(parts) if parts else "values computed at run time"
+    return f"; its If nodes choose a branch from {found}"
 
 
 def _shape_example(value) -> str:
-    """``[None, <size>]``: the declared shape with the batch left dynamic and a placeholder for the other dynamic dims."""
-    dims = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in value.type.tensor_type.shape.dim]
+    """``[None, <size>]``: the declared shape, the batch left dynamic, a placeholder for the other dynamic dims."""
+    dims = declared_dims(value) or []
     shown = ["None" if index == 0 and d is None else "<size>" if d is None else str(d) for index, d in enumerate(dims)]
     return "[" + ", ".join(shown) + "]"
 

@@ -113,7 +113,8 @@ def export_onnx(
         dynamic_axes = None
         if dynamic_batch:
             dynamic_axes = {name: {0: "batch"} for name in output_names}
-            dynamic_axes.update((name, {axis: "batch"}) for name, axis in zip(input_names, _batch_axes(model, len(args))))
+            batch_axes = _batch_axes(model, len(args))
+            dynamic_axes.update((name, {axis: "batch"}) for name, axis in zip(input_names, batch_axes))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             torch.onnx.export(

@@ -18,12 +18,12 @@ Example::
 
 from __future__ import annotations
 
-from typing import Any, Dict, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 from onnx import ModelProto, helper, numpy_helper
 
-__all__ = ["fix_input_values", "fix_input_shapes", "FIXED_INPUTS_OPTION", "INPUT_SHAPES_OPTION"]
+__all__ = ["fix_input_values", "fix_input_shapes", "declared_dims", "FIXED_INPUTS_OPTION", "INPUT_SHAPES_OPTION"]
 
 #: The ``load_model`` option that fixes input values (named in refusal messages).
 FIXED_INPUTS_OPTION = "fixed_inputs"
@@ -31,11 +31,16 @@ FIXED_INPUTS_OPTION = "fixed_inputs"
 INPUT_SHAPES_OPTION = "input_shapes"
 
 
-def _declared_dims(value):
+def declared_dims(value) -> Optional[List[Optional[int]]]:
+    """The declared dims of a graph input (``None`` where dynamic), or ``None`` when it declares no shape."""
     tensor_type = value.type.tensor_type
     if not tensor_type.HasField("shape"):
         return None
     return [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in tensor_type.shape.dim]
+
+
+def _shown(dims) -> str:
+    return "[" + ", ".join("?" if d is None else str(d) for d in dims) + "]"
 
 
 def _as_input_array(value: Any, input_name: str, dtype: np.dtype, dims, name: str) -> np.ndarray:
@@ -54,7 +59,7 @@ def _as_input_array(value: Any, input_name: str, dtype: np.dtype, dims, name: st
     if dims is not None:
         fits = array.ndim == len(dims) and all(d is None or d == s for d, s in zip(dims, array.shape))
         if not fits:
-            declared = "[" + ", ".join("?" if d is None else str(d) for d in dims) + "]"
+            declared = _shown(dims)
             raise ValueError(
                 f"{FIXED_INPUTS_OPTION}[{input_name!r}] has shape {list(array.shape)} but input {input_name!r} "
                 f"of {name} is declared with shape {declared}; give a value of that shape"
@@ -90,7 +95,7 @@ def fix_input_values(model: ModelProto, fixed: Mapping[str, Any], name: str = "m
     for input_name, value in fixed.items():
         declared = inputs[input_name]
         dtype = helper.tensor_dtype_to_np_dtype(declared.type.tensor_type.elem_type)
-        arrays[input_name] = _as_input_array(value, input_name, dtype, _declared_dims(declared), name)
+        arrays[input_name] = _as_input_array(value, input_name, dtype, declared_dims(declared), name)
     if model.ir_version >= 4:  # before IR 4 every initializer is listed as a graph input as well
         kept = [value for value in graph.input if value.name not in arrays]
         del graph.input[:]
@@ -120,12 +125,12 @@ def fix_input_shapes(model: ModelProto, shapes: Mapping[str, Sequence[Optional[i
             f"an input (its inputs: {listed})."
         )
     for input_name, shape in shapes.items():
-        declared = _declared_dims(inputs[input_name])
+        declared = declared_dims(inputs[input_name])
         wanted = [None if d is None else int(d) for d in shape]
         fits = declared is not None and len(wanted) == len(declared) and all(
             w is None or w > 0 and (d is None or d == w) for d, w in zip(declared, wanted))
         if not fits:
-            shown = "unknown" if declared is None else "[" + ", ".join("?" if d is None else str(d) for d in declared) + "]"
+            shown = "unknown" if declared is None else _shown(declared)
             raise ValueError(
                 f"{INPUT_SHAPES_OPTION}[{input_name!r}] = {list(shape)} does not fit input {input_name!r} of {name}, "
                 f"declared with shape {shown}; give one size or None per dim, keeping the fixed ones."
