@@ -65,15 +65,16 @@ def example_inputs_for(model: nn.Module, batch_size: int = 1) -> Optional[Tuple[
 
 
 def _batch_axes(model: nn.Module, count: int) -> List[int]:
-    """Each input's batch axis: its first dynamic dim where the model's imported ONNX declared a fixed first
-    dim (a recurrent state ``[layers, N, hidden]``), else 0."""
+    """Each input's batch axis: 0, but the one dynamic dim of an input whose imported ONNX declares a first dim
+    fixed to more than 1 (a recurrent state ``[layers, N, hidden]``)."""
     shapes = getattr(model, "condense_input_shapes", None)
     if not shapes or len(shapes) != count:
         return [0] * count
     axes = []
     for shape in shapes:
         dynamic = [axis for axis, dim in enumerate(shape or []) if dim is None]
-        axes.append(dynamic[0] if dynamic else 0)
+        state_like = bool(shape) and shape[0] is not None and shape[0] > 1 and len(dynamic) == 1
+        axes.append(dynamic[0] if state_like else 0)
     return axes
 
 
