@@ -198,3 +198,29 @@ def test_input_shape_that_does_not_fit_is_refused(length_check_model, shape):
         load_model(length_check_model, input_shapes={"audio": shape})
     with pytest.raises(ValueError, match="input_shapes names 'x', which window.onnx does not take as an input"):
         load_model(length_check_model, input_shapes={"x": [None, 4]})
+
+
+def test_a_state_input_keeps_its_batch_axis_through_export(tmp_path):
+    """A recurrent state ``[2, N, 4]`` beside ``x [N, 4]`` (silero-vad's ``state``): the export takes any N."""
+    graph = helper.make_graph(
+        [helper.make_node("Unsqueeze", ["x", "zero_axis"], ["x_1"], name="lift"),
+         helper.make_node("Add", ["state", "x_1"], ["state_out"], name="update"),
+         helper.make_node("Gemm", ["x", "w"], ["y"], name="head", transB=1)],
+        "stateful",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4]),
+         helper.make_tensor_value_info("state", TensorProto.FLOAT, [2, "N", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3]),
+         helper.make_tensor_value_info("state_out", TensorProto.FLOAT, [2, "N", 4])],
+        [numpy_helper.from_array(np.array([0], np.int64), "zero_axis"),
+         numpy_helper.from_array(np.random.default_rng(4).standard_normal((3, 4)).astype(np.float32), "w")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = tmp_path / "stateful.onnx"
+    path.write_bytes(model.SerializeToString())
+    module = load_model(path)
+    target = tmp_path / "again.onnx"
+    save_model(module, target, example_inputs=(torch.randn(1, 4), torch.zeros(2, 1, 4)))
+    x, state = np.ones((3, 4), np.float32), np.zeros((2, 3, 4), np.float32)
+    y, state_out = onnx_session(target).run(None, {"input_0": x, "input_1": state})
+    assert y.shape == (3, 3) and state_out.shape == (2, 3, 4)

@@ -7,7 +7,10 @@ shape are known. This pass evaluates, in graph order, every cheap node whose
 inputs are known (``Shape`` of a value with a known shape counts as known, except
 the entries of the batch dim, which the model's inputs declare but a caller may
 change), and replaces each ``If`` with a known condition by the nodes of the
-branch it takes. Each fold is returned as a sentence for a warning.
+branch it takes; inputs fixed at import (:mod:`.fixed_inputs`) are initializers by
+then, so a sample-rate check folds too. Passes repeat while one folds, and the
+conditions nothing reads any more are dropped. Each fold is returned as a sentence
+for a warning.
 
 Example::
 

@@ -14,7 +14,8 @@ In order:
    ``Cast`` / ``Concat`` / ``Dropout`` become ``Identity``) and renames unnamed nodes
    (``node``, ``node_1``, ...), whose names become torch module names.
    Then :func:`~.fold_if.fold_constant_ifs`: ``If`` nodes whose condition the declared input
-   shape decides are replaced by their branch (with a ``UserWarning`` saying so).
+   shapes and fixed inputs (:mod:`.fixed_inputs`) decide are replaced by their branch (with a
+   ``UserWarning`` saying so); constant folding and If folding repeat while an If folds.
 4. :func:`_drop_irrelevant_allowzero`: no library pass does it; then
    :func:`~.literal_shapes.free_literal_reshapes` (a batch or channel count written as a
    ``Reshape`` literal).
