@@ -44,6 +44,8 @@ LOAD_OPTIONS: Dict[str, Any] = {
     "atol": 1e-4,            # ONNX: tolerance of that check
     "external_data": False,  # ONNX: read tensors stored in files next to the model (only from that folder)
     "external_data_dir": None,  # ONNX: the folder holding the model's external-data files (only from there)
+    "fixed_inputs": None,    # ONNX: {input name: value} made constants at import (folds If nodes they decide)
+    "input_shapes": None,    # ONNX: {input name: [size or None per dim]} fixes dynamic dims (folds length checks)
     "max_zip_entries": MAX_ZIP_ENTRIES,  # ONNX zip: most files the archive may hold
     "max_unpacked_bytes": MAX_UNPACKED_BYTES,  # ONNX zip: most bytes it may unpack to
     "plan": None,            # weights: pruning plan (dict or JSON path); None = use <stem>.plan.json if present, False = never
@@ -74,6 +76,10 @@ def load_model(
       exporter's ``m.onnx`` + ``m.onnx.data``) loads from a **.zip** of both,
       a **folder** holding one ``.onnx`` and its data, or the ``.onnx`` with
       ``external_data_dir=``; locations are read only from inside that folder.
+      ``fixed_inputs={"sr": 16000}`` makes those inputs constants (a setting
+      such as silero-vad's sample rate), so the ``If`` nodes they decide fold
+      and the model no longer takes them; ``input_shapes={"input": [None, 512]}``
+      fixes dynamic dims, which folds ``If`` nodes that check a sequence length.
     - **safetensors** or a **weights-only state_dict** (``torch.save(model.state_dict())``,
       read with ``torch.load(weights_only=True)``) -> ``build_architecture(architecture, num_classes)``
       with the weights loaded strictly. ``num_classes`` defaults to what the
@@ -91,6 +97,7 @@ def load_model(
 
         >>> model = load_model("resnet18.onnx")                                   # ONNX
         >>> model = load_model("export.zip")                  # m.onnx + m.onnx.data (torch.onnx.export's default)
+        >>> vad = load_model("silero_vad.onnx", fixed_inputs={"sr": 16000})     # If(sr == 16000) folded
         >>> model = load_model("weights.safetensors", architecture="resnet18")    # weights
         >>> load_model("model.pt")        # torch.save(model): refused
         Traceback (most recent call last):
@@ -112,7 +119,8 @@ def load_model(
     fmt = detect_format(path)
     if fmt == "onnx":
         return load_onnx(path, verify=bool(opts["verify"]), atol=float(opts["atol"]),
-                         external_data=bool(opts["external_data"]))
+                         external_data=bool(opts["external_data"]), fixed_inputs=opts["fixed_inputs"],
+                         input_shapes=opts["input_shapes"])
     if fmt == "onnx_zip":
         return _load_onnx_bundle(path, opts)
 
@@ -170,7 +178,8 @@ def _load_onnx_bundle(path: Path, opts: Dict[str, Any]) -> nn.Module:
         target = Path(tmp) / (path.name if path.suffix.lower() == ".onnx" else "model.onnx")
         single = consolidate_onnx(path, target, external_data_dir=opts["external_data_dir"],
                                   max_entries=int(opts["max_zip_entries"]), max_bytes=int(opts["max_unpacked_bytes"]))
-        return load_onnx(single, verify=bool(opts["verify"]), atol=float(opts["atol"]))
+        return load_onnx(single, verify=bool(opts["verify"]), atol=float(opts["atol"]),
+                         fixed_inputs=opts["fixed_inputs"], input_shapes=opts["input_shapes"])
 
 
 def _read_plan(path: Path, plan) -> Optional[dict]:

@@ -157,20 +157,30 @@ def case_path(case: Case, cache_dir: Path) -> Path:
     return external if case.external_data else single
 
 
+def load_options_of(case: Case) -> Dict[str, object]:
+    """The load_model options ``case`` needs (``fixed_inputs``, ``input_shapes``)."""
+    return dict(WHEEL_MODELS[case.model].load_options or {}) if case.exporter == "wheel" else {}
+
+
 def case_feeds(case: Case, path: Path, batch: int) -> Dict[str, np.ndarray]:
-    """onnxruntime feeds for ``case`` at ``batch``, keyed by the file's input names."""
+    """The imported model's feeds for ``case`` at ``batch``, keyed by the file's input names, in its order.
+
+    Inputs fixed at import are left out: the converted model no longer takes them, and
+    ``verify_onnx_conversion`` feeds their fixed values to onnxruntime.
+    """
     graph = onnx.load(str(path), load_external_data=False).graph
     initializers = {t.name for t in graph.initializer}
-    names = [i.name for i in graph.input if i.name not in initializers]
+    fixed = load_options_of(case).get("fixed_inputs") or {}
+    names = [i.name for i in graph.input if i.name not in initializers and i.name not in fixed]
     if case.exporter != "wheel":
         return {names[0]: normal_array(batch, *ARCHITECTURES[case.model].input_shape)}
     feeds = WHEEL_MODELS[case.model].feeds(batch)
     return {name: feeds[name] for name in names}  # in the graph's order: verification feeds by position
 
 
-def load_corpus_model(path: Path, external_data: bool) -> nn.Module:
+def load_corpus_model(path: Path, external_data: bool, options: Optional[Dict[str, object]] = None) -> nn.Module:
     """Condense's public loader, the way the web app calls it (the one place to adapt to its API)."""
-    return load_model(path, external_data=external_data) if external_data else load_model(path)
+    return load_model(path, **({"external_data": True} if external_data else {}), **(options or {}))
 
 
 # ---------------------------------------------------------------------------
@@ -250,7 +260,7 @@ def run_case(case: Case, cache_dir: Path) -> Row:
     feeds = {b: case_feeds(case, path, b) for b in batches}
 
     def import_and_check() -> nn.Module:
-        module = load_corpus_model(path, case.external_data)
+        module = load_corpus_model(path, case.external_data, load_options_of(case))
         for batch in batches:
             diff = verify_onnx_conversion(path, module, atol=ATOL, rtol=RTOL, inputs=list(feeds[batch].values()))
             row.notes.append(f"import max abs diff at batch {batch}: {diff:.2g}")

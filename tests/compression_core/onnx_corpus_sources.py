@@ -21,7 +21,7 @@ import sys
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, Tuple
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
 import numpy as np
 import torch
@@ -164,9 +164,15 @@ def normal_array(*shape: int, scale: float = 1.0) -> np.ndarray:
 
 
 def _silero_feeds(batch: int) -> Dict[str, np.ndarray]:
-    # 512 samples at 16 kHz; the If on `sr` picks the 16 kHz branch.
+    # 512 samples at 16 kHz; the If on `sr` picks the 16 kHz branch (sr is fixed at import: SILERO_FIXED*).
     return {"input": normal_array(batch, 512, scale=0.1), "state": np.zeros((2, batch, 128), np.float32),
             "sr": np.array(16000, dtype=np.int64)}
+
+
+# load_model options: the sample rate becomes a constant, so If(sr == 16000) folds to the 16 kHz network;
+# the 512-sample window fixes the lengths the decoder's If nodes check (silero_vad.onnx, silero_vad_16k_op15.onnx).
+SILERO_FIXED = {"fixed_inputs": {"sr": 16000}}
+SILERO_FIXED_512 = {"fixed_inputs": {"sr": 16000}, "input_shapes": {"input": [None, 512]}}
 
 
 @dataclass(frozen=True)
@@ -177,6 +183,8 @@ class WheelModel:
     feeds: Callable[[int], Dict[str, np.ndarray]]  # batch -> onnxruntime feeds
     dynamic_batch: bool = True
     slow: bool = False  # the download is large
+    # load_model options (fixed_inputs, input_shapes); the fixed inputs' feeds go to onnxruntime only
+    load_options: Optional[Mapping[str, Any]] = None
 
     @property
     def file_name(self) -> str:
@@ -184,11 +192,12 @@ class WheelModel:
 
 
 WHEEL_MODELS: Dict[str, WheelModel] = {
-    "silero_vad": WheelModel("silero-vad", "6.2.3", "silero_vad/data/silero_vad.onnx", _silero_feeds),
+    "silero_vad": WheelModel("silero-vad", "6.2.3", "silero_vad/data/silero_vad.onnx", _silero_feeds,
+                             load_options=SILERO_FIXED_512),
     "silero_vad_ifless": WheelModel("silero-vad", "6.2.3", "silero_vad/data/silero_vad_op18_ifless.onnx",
-                                    _silero_feeds),
+                                    _silero_feeds, load_options=SILERO_FIXED),
     "silero_vad_16k_op15": WheelModel("silero-vad", "6.2.3", "silero_vad/data/silero_vad_16k_op15.onnx",
-                                      _silero_feeds),
+                                      _silero_feeds, load_options=SILERO_FIXED_512),
     "faster_whisper_vad": WheelModel(
         "faster-whisper", "1.2.1", "faster_whisper/assets/silero_vad_v6.onnx",
         lambda b: {"input": normal_array(4 * b, 576, scale=0.1), "h": np.zeros((1, 1, 128), np.float32),

@@ -31,8 +31,7 @@ CASES = corpus_cases()
 KNOWN_FAILURES: dict[str, str] = {
     "lstm_audio-": "import: the ONNX LSTM operator has no converter",
     "faster_whisper_vad-": "import: the ONNX LSTM operator has no converter",
-    "silero_vad": "import: the ONNX If operator has no converter",
-    "oww_hey_jarvis-": "import: the ONNX If operator has no converter",
+    "oww_hey_jarvis-": "import: its If chooses a branch from the data of input 'x.1' (decided only at run time)",
     "ppocr_rec-": "import: BatchNormalization on 3-D input is not converted",
     "oww_melspectrogram-": "import: Clip with computed (not constant) min/max is not converted",
     "ppocr_cls-": "prune: a Reshape to a literal shape (1, 200) breaks once channels are removed",

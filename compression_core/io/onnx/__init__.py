@@ -8,6 +8,8 @@
   where it has them), :func:`constants_to_initializers`; with :mod:`.fold_if` (``If`` nodes
   the declared input shape decides) and :mod:`.literal_shapes` (``Reshape`` targets that
   wrote the traced batch or a channel count as numbers).
+- :mod:`.fixed_inputs`: ``load_model``'s ``fixed_inputs`` (input values made constants, e.g. a sample
+  rate) and ``input_shapes`` (dynamic dims given a size), so the ``If`` nodes they decide fold.
 - :mod:`.convert`: :func:`onnx_to_torch`, :func:`load_onnx`, :func:`unsupported_operators`;
   :mod:`.compat` makes onnx2torch 1.5.15 convert current exporters' files, with the modules
   of :mod:`.layers` (literal reshapes and splits speedup can resize, BatchNorm of unknown

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from typing import Dict, List, Optional, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 import onnx
 import torch
@@ -25,6 +25,9 @@ from onnx import ModelProto, version_converter
 from torch import nn
 
 from ..errors import ModelFormatError
+from .fixed_inputs import (
+    FIXED_INPUTS_OPTION, INPUT_SHAPES_OPTION, declared_dims, fix_input_shapes, fix_input_values,
+)
 from .fold_if import if_inputs
 from .names import ONNX_NODE_KEY, ONNX_OP_KEY
 from .passes import preprocess_onnx
@@ -35,6 +38,12 @@ __all__ = ["onnx_to_torch", "load_onnx", "unsupported_operators"]
 
 PathLike = Union[str, os.PathLike]
 _DEFAULT_OPSET_DOWNGRADE = 17
+# Input types a setting comes in (a sample rate, a mode flag), which fixed_inputs can fix; float inputs are data.
+_SETTING_TYPES = {
+    onnx.TensorProto.INT64, onnx.TensorProto.INT32, onnx.TensorProto.INT16, onnx.TensorProto.INT8,
+    onnx.TensorProto.UINT64, onnx.TensorProto.UINT32, onnx.TensorProto.UINT16, onnx.TensorProto.UINT8,
+    onnx.TensorProto.BOOL,
+}
 
 
 def _default_opset(model: ModelProto) -> int:
@@ -96,14 +105,10 @@ def onnx_to_torch(model: ModelProto, name: str = "model") -> torch.fx.GraphModul
         if downgraded is not None and not unsupported_operators(downgraded):
             ready, missing = downgraded, []
     if missing:
-        why = ""
-        if "If" in missing:
-            sources = ", ".join(f"'{i}'" for i in if_inputs(ready)) or "the data"
-            why = (f" Its If nodes choose a branch from {sources} at run time; Condense folds an If only "
-                   "when the declared input shape decides it.")
+        why = _if_refusal(ready) if "If" in missing else ""
         raise ModelFormatError(
             f"{name} uses ONNX operators that Condense cannot convert to PyTorch: "
-            f"{', '.join(missing)} (opset {opset}).{why}"
+            f"{', '.join(missing)} (opset {opset}){why}."
         )
 
     _split_multi_output_results(ready)
@@ -134,6 +139,38 @@ def onnx_to_torch(model: ModelProto, name: str = "model") -> torch.fx.GraphModul
     module.onnx_nodes = _onnx_nodes(module, ready)
     module.eval()
     return module
+
+
+def _if_refusal(ready: ModelProto) -> str:
+    """The end of the refusal sentence for a model with ``If`` nodes left: which inputs decide them, and how
+    to fix a setting input (an integer or boolean one, such as a sample rate) with ``fixed_inputs`` or a
+    dynamic dim (a sequence length) with ``input_shapes``."""
+    declared = {value.name: value for value in ready.graph.input}
+    sources = if_inputs(ready)
+    shapes = [i for i, how in sources.items() if how == "shape"]
+    settings = [i for i, how in sources.items()
+                if how == "value" and i in declared and declared[i].type.tensor_type.elem_type in _SETTING_TYPES]
+    data = [i for i in sources if i not in shapes and i not in settings]
+    parts = []
+    if settings:
+        example = ", ".join(f"{i!r}: <value>" for i in settings)
+        parts.append(f"the value of input {', '.join(repr(i) for i in settings)}, which you can fix at import "
+                     f"with load_model(..., {FIXED_INPUTS_OPTION}={{{example}}})")
+    if shapes:
+        example = ", ".join(f"{i!r}: {_shape_example(declared[i])}" for i in shapes)
+        parts.append(f"the shape of input {', '.join(repr(i) for i in shapes)}, whose dynamic sizes you can fix "
+                     f"at import with load_model(..., {INPUT_SHAPES_OPTION}={{{example}}})")
+    if data:
+        parts.append(f"the data of input {', '.join(repr(i) for i in data)}, which is decided only at run time")
+    found = " and from ".join(parts) if parts else "values computed at run time"
+    return f"; its If nodes choose a branch from {found}"
+
+
+def _shape_example(value) -> str:
+    """``[None, <size>]``: the declared shape, the batch left dynamic, a placeholder for the other dynamic dims."""
+    dims = declared_dims(value) or []
+    shown = ["None" if index == 0 and d is None else "<size>" if d is None else str(d) for index, d in enumerate(dims)]
+    return "[" + ", ".join(shown) + "]"
 
 
 def _onnx_nodes(module: torch.fx.GraphModule, ready: ModelProto) -> Dict[str, Dict[str, str]]:
@@ -283,21 +320,37 @@ def load_onnx(
     verify: bool = False,
     atol: float = 1e-4,
     external_data: bool = False,
+    fixed_inputs: Optional[Mapping[str, Any]] = None,
+    input_shapes: Optional[Mapping[str, Sequence[Optional[int]]]] = None,
 ) -> torch.fx.GraphModule:
     """Load an ONNX file as an eval-mode ``torch.fx.GraphModule``.
 
     With ``verify=True`` the result is run next to onnxruntime on random input
     (see :func:`verify_onnx_conversion`). The graph's input shapes are kept on
-    the module as ``module.condense_input_shapes``.
+    the module as ``module.condense_input_shapes``. ``fixed_inputs`` gives some
+    inputs a value for good (see :func:`~.fixed_inputs.fix_input_values`): the
+    ``If`` nodes they decide are folded, the module no longer takes them, and
+    ``module.condense_fixed_inputs`` records them (a ``UserWarning`` says so).
+    ``input_shapes`` gives dynamic dims a size (see :func:`~.fixed_inputs.fix_input_shapes`),
+    so ``If`` nodes that check a sequence length fold too.
 
     Example::
 
         >>> module = load_onnx("resnet18.onnx", verify=True)
+        >>> vad = load_onnx("silero_vad.onnx", fixed_inputs={"sr": 16000},   # takes (input, state)
+        ...                 input_shapes={"input": [None, 512]})
     """
     name = display_name(path)
     proto = read_onnx(path, external_data=external_data)
+    if input_shapes:
+        fix_input_shapes(proto, input_shapes, name)
+    fixed = fix_input_values(proto, fixed_inputs, name) if fixed_inputs else {}
+    for input_name, value in fixed.items():
+        warnings.warn(f"input {input_name!r} of {name} is fixed to {value.tolist()!r} at import; "
+                      "the converted model no longer takes it", UserWarning, stacklevel=2)
     module = onnx_to_torch(proto, name=name)
     module.condense_input_shapes = onnx_input_shapes(proto)
+    module.condense_fixed_inputs = fixed
     if verify:
         verify_onnx_conversion(path, module, atol=atol)
     return module

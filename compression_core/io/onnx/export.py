@@ -64,6 +64,20 @@ def example_inputs_for(model: nn.Module, batch_size: int = 1) -> Optional[Tuple[
     return tuple(tensors)
 
 
+def _batch_axes(model: nn.Module, count: int) -> List[int]:
+    """Each input's batch axis: 0, but the one dynamic dim of an input whose imported ONNX declares a first dim
+    fixed to more than 1 (a recurrent state ``[layers, N, hidden]``)."""
+    shapes = getattr(model, "condense_input_shapes", None)
+    if not shapes or len(shapes) != count:
+        return [0] * count
+    axes = []
+    for shape in shapes:
+        dynamic = [axis for axis, dim in enumerate(shape or []) if dim is None]
+        state_like = bool(shape) and shape[0] is not None and shape[0] > 1 and len(dynamic) == 1
+        axes.append(dynamic[0] if state_like else 0)
+    return axes
+
+
 def export_onnx(
     model: nn.Module,
     path: PathLike,
@@ -99,7 +113,9 @@ def export_onnx(
         output_names = [f"output_{i}" if len(reference) > 1 else "output" for i in range(len(reference))]
         dynamic_axes = None
         if dynamic_batch:
-            dynamic_axes = {name: {0: "batch"} for name in input_names + output_names}
+            dynamic_axes = {name: {0: "batch"} for name in output_names}
+            batch_axes = _batch_axes(model, len(args))
+            dynamic_axes.update((name, {axis: "batch"}) for name, axis in zip(input_names, batch_axes))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             torch.onnx.export(

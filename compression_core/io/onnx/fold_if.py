@@ -7,7 +7,10 @@ shape are known. This pass evaluates, in graph order, every cheap node whose
 inputs are known (``Shape`` of a value with a known shape counts as known, except
 the entries of the batch dim, which the model's inputs declare but a caller may
 change), and replaces each ``If`` with a known condition by the nodes of the
-branch it takes. Each fold is returned as a sentence for a warning.
+branch it takes; inputs fixed at import (:mod:`.fixed_inputs`) are initializers by
+then, so a sample-rate check folds too. Passes repeat while one folds, and the
+conditions nothing reads any more are dropped. Each fold is returned as a sentence
+for a warning.
 
 Example::
 
@@ -28,6 +31,9 @@ from onnx.reference import ReferenceEvaluator
 from .read import weightless_copy
 
 __all__ = ["fold_constant_ifs"]
+
+# Folding passes at most (each may decide Ifs that read an earlier fold's output shape).
+_MAX_PASSES = 8
 
 _EVALUATED = {
     "Identity", "Cast", "Gather", "Slice", "Squeeze", "Unsqueeze", "Concat", "Equal", "Not", "And", "Or",
@@ -51,7 +57,8 @@ def _input_shapes(model: ModelProto) -> Dict[str, List[Optional[int]]]:
         if dims[0].HasField("dim_value") and dims[0].dim_value == batch:
             dims[0].dim_param = "batch"
     try:
-        inferred = onnx.shape_inference.infer_shapes(lite, check_type=False, strict_mode=False)
+        # data_prop: sizes computed with Shape / Gather / Concat reach the Reshape / Pad that use them
+        inferred = onnx.shape_inference.infer_shapes(lite, check_type=False, strict_mode=False, data_prop=True)
     except Exception:  # noqa: BLE001
         return {}
     shapes = {}
@@ -83,7 +90,42 @@ def _evaluate(node: onnx.NodeProto, known: Dict[str, np.ndarray], opset: int) ->
 
 
 def fold_constant_ifs(model: ModelProto) -> List[str]:
-    """Inline every top-level ``If`` whose condition is known (in place); return what was folded."""
+    """Inline every top-level ``If`` whose condition is known (in place); return what was folded.
+
+    Repeats while a pass folds something (an inlined branch's output shape can decide a later
+    ``If``), then drops the nodes nothing reads any more (the folded conditions).
+    """
+    folded: List[str] = []
+    for _ in range(_MAX_PASSES):
+        done = _fold_pass(model)
+        folded += done
+        if not done:
+            break
+    if folded:
+        _drop_dead_nodes(model.graph)
+    return folded
+
+
+def _drop_dead_nodes(graph: onnx.GraphProto) -> None:
+    """Remove the nodes none of whose outputs is read (by a node, a subgraph or the graph's outputs)."""
+    nodes = list(graph.node)
+    while True:
+        read = {o.name for o in graph.output}
+        for node in nodes:
+            read.update(node.input)
+            for attr in node.attribute:
+                for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+                    read.update(name for inner in sub.node for name in inner.input)
+        kept = [n for n in nodes if any(out in read for out in n.output if out)]
+        if len(kept) == len(nodes):
+            break
+        nodes = kept
+    if len(nodes) != len(graph.node):
+        del graph.node[:]
+        graph.node.extend(nodes)
+
+
+def _fold_pass(model: ModelProto) -> List[str]:
     graph = model.graph
     if not any(n.op_type == "If" for n in graph.node):
         return []
@@ -107,7 +149,7 @@ def fold_constant_ifs(model: ModelProto) -> List[str]:
                        for inner, outer in zip(branch.output, node.output)]
             pending.extendleft(reversed(list(branch.node) + outputs))  # its own Ifs may be decided too
             folded.append(f"If '{node.name}' always takes its {taken} (condition '{node.input[0]}' is "
-                          f"{taken == 'then_branch'} for the model's declared input shape)")
+                          f"{taken == 'then_branch'} for the model's declared input shapes and fixed input values)")
             continue
         nodes.append(node)
         if node.domain not in ("", "ai.onnx"):
@@ -116,6 +158,8 @@ def fold_constant_ifs(model: ModelProto) -> List[str]:
             partial[node.output[0]] = _shape_dims(node, shapes[node.input[0]])
             if None not in partial[node.output[0]]:
                 known[node.output[0]] = np.array(partial[node.output[0]], dtype=np.int64)
+        elif node.op_type == "Size" and node.input[0] in partial:  # a Shape's size is the rank, known or not
+            known[node.output[0]] = np.array(len(partial[node.input[0]]), dtype=np.int64)
         elif node.op_type == "Gather" and node.input[0] in partial and node.input[1] in known:
             index = np.asarray(known[node.input[1]])
             dims = partial[node.input[0]]
@@ -132,29 +176,32 @@ def fold_constant_ifs(model: ModelProto) -> List[str]:
     return folded
 
 
-def if_inputs(model: ModelProto) -> List[str]:
-    """The model inputs the conditions of the remaining top-level ``If`` nodes are computed from.
+def if_inputs(model: ModelProto) -> Dict[str, str]:
+    """The model inputs the conditions of the remaining top-level ``If`` nodes are computed from, each with
+    ``"value"`` when its values are read or ``"shape"`` when only its shape is (through ``Shape``).
 
     Example::
 
         >>> if_inputs(onnx.load("silero_vad.onnx"))
-        ['sr']
+        {'sr': 'value'}
     """
     graph = model.graph
     producers = {out: node for node in graph.node for out in node.output}
     inputs = {value.name for value in graph.input} - {t.name for t in graph.initializer}
-    found: List[str] = []
+    found: Dict[str, str] = {}
     for node in graph.node:
         if node.op_type != "If":
             continue
-        seen, stack = set(), [node.input[0]]
+        seen, stack = set(), [(node.input[0], "value")]
         while stack:
-            name = stack.pop()
-            if name in seen:
+            name, how = stack.pop()
+            if (name, how) in seen:
                 continue
-            seen.add(name)
-            if name in inputs and name not in found:
-                found.append(name)
+            seen.add((name, how))
+            if name in inputs:
+                found[name] = "value" if "value" in (how, found.get(name)) else "shape"
             elif name in producers:
-                stack.extend(n for n in producers[name].input if n)
+                producer = producers[name]
+                read = "shape" if producer.op_type in ("Shape", "Size") else how
+                stack.extend((n, read) for n in producer.input if n)
     return found

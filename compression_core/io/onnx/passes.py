@@ -14,7 +14,8 @@ In order:
    ``Cast`` / ``Concat`` / ``Dropout`` become ``Identity``) and renames unnamed nodes
    (``node``, ``node_1``, ...), whose names become torch module names.
    Then :func:`~.fold_if.fold_constant_ifs`: ``If`` nodes whose condition the declared input
-   shape decides are replaced by their branch (with a ``UserWarning`` saying so).
+   shapes and fixed inputs (:mod:`.fixed_inputs`) decide are replaced by their branch (with a
+   ``UserWarning`` saying so); constant folding and If folding repeat while an If folds.
 4. :func:`_drop_irrelevant_allowzero`: no library pass does it; then
    :func:`~.literal_shapes.free_literal_reshapes` (a batch or channel count written as a
    ``Reshape`` literal).
@@ -67,6 +68,8 @@ _FOLDABLE_OPS = {
     "Mod", "ConstantOfShape", "Equal", "Where", "Expand", "Gather", "Slice", "Range", "Shape", "Size",
     "Less", "Greater", "Not", "Abs", "Floor", "Ceil", "Min", "Max", "Pow",
 }
+# Rounds of If folding and constant folding at most (silero-vad needs 2: sample rate, then lengths).
+_MAX_IF_ROUNDS = 4
 # A folded constant may not be larger than this (Expand / ConstantOfShape / Range can blow up).
 _FOLD_MAX_NEW_ELEMENTS = 1 << 16
 # Constants of every size (the pass keeps those under 16 elements as nodes by default) and of
@@ -99,8 +102,13 @@ def preprocess_onnx(model: ModelProto, *, rename_nodes: bool = True) -> ModelPro
         ir_passes.LiftConstantsToInitializersPass(**_LIFT_EVERY_CONSTANT)(ir_model)
         result = ir.serde.serialize_model(ir_model)
     _fold_constant_chains(result)
-    for folded in fold_constant_ifs(result):
-        warnings.warn(f"{folded}; the other branch was dropped at import", UserWarning, stacklevel=2)
+    for _ in range(_MAX_IF_ROUNDS):
+        folded_ifs = fold_constant_ifs(result)
+        for folded in folded_ifs:
+            warnings.warn(f"{folded}; the other branch was dropped at import", UserWarning, stacklevel=2)
+        if not folded_ifs:
+            break
+        _fold_constant_chains(result)  # the inlined branches' constant chains, which may decide further Ifs
     _drop_irrelevant_allowzero(result)
     free_literal_reshapes(result)
     _matmul_add_to_gemm(result)

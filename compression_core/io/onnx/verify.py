@@ -38,6 +38,9 @@ def verify_onnx_conversion(
 ) -> float:
     """Run ``module`` and onnxruntime on the same random input; return the max abs difference.
 
+    ``inputs`` are the module's inputs; onnxruntime is also fed the values of the
+    inputs fixed at import (``module.condense_fixed_inputs``).
+
     Raises :class:`ModelFormatError` when any output differs by more than
     ``atol + rtol * |onnxruntime output|`` or the output counts/shapes differ.
 
@@ -48,16 +51,19 @@ def verify_onnx_conversion(
         3.1e-06
     """
     name = display_name(onnx_path)
-    if inputs is None:
-        arrays = random_onnx_inputs(onnx_path, batch_size=batch_size, seed=seed)
-    else:
-        arrays = [x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x) for x in inputs]
-
     try:
         session = onnx_session(onnx_path)
     except Exception as exc:  # noqa: BLE001 - ORT's own error types
         raise ModelFormatError(f"{name} does not run in onnxruntime: {short_error(exc)}") from exc
-    feed = {meta.name: array for meta, array in zip(session.get_inputs(), arrays)}
+    # Inputs fixed at import (load_model's fixed_inputs) are fed to onnxruntime only.
+    fixed = getattr(module, "condense_fixed_inputs", None) or {}
+    taken = [meta.name for meta in session.get_inputs() if meta.name not in fixed]
+    if inputs is None:
+        every = random_onnx_inputs(onnx_path, batch_size=batch_size, seed=seed)
+        arrays = [a for meta, a in zip(session.get_inputs(), every) if meta.name not in fixed]
+    else:
+        arrays = [x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x) for x in inputs]
+    feed = {**dict(zip(taken, arrays)), **fixed}
     expected = session.run(None, feed)
 
     device = module_device(module)
