@@ -9,8 +9,8 @@ The whole corpus takes 13-22 min on the shared 2-core VM, so a plain ``pytest`` 
 not marked ``slow`` (0.6-3.5 min: resnet18, squeezenet, the custom models, the wheel models but ddddocr's);
 the others run when the marker expression names the corpus (``pytest -m corpus``) or with
 ``CONDENSE_ONNX_CORPUS=all``. ``KNOWN_FAILURES`` lists the cases Condense
-fails today, with the cause (xfail, not strict: they pass once the importer is fixed; then delete
-the entry). ``bench/onnx_corpus.py`` prints the same cases as a table.
+still fails, with the cause (strict xfail: a case that starts to pass fails the run until its entry
+is deleted). ``bench/onnx_corpus.py`` prints the same cases as a table.
 """
 
 from __future__ import annotations
@@ -27,21 +27,24 @@ pytestmark = pytest.mark.corpus
 
 CASES = corpus_cases()
 
-# case name prefix -> why it fails on the importer / speedup of 2026-12-01 (bench/onnx_corpus.py).
+# case name -> why it still fails (bench/onnx_corpus.py, 2026-12-01). Strict: a case that starts to pass
+# fails the run until its entry is deleted, so this list is always the truth.
 KNOWN_FAILURES: dict[str, str] = {
-    "lstm_audio-": "import: the ONNX LSTM operator has no converter",
-    "faster_whisper_vad-": "import: the ONNX LSTM operator has no converter",
-    "oww_hey_jarvis-": "import: its If chooses a branch from the data of input 'x.1' (decided only at run time)",
-    "ppocr_rec-": "import: BatchNormalization on 3-D input is not converted",
-    "oww_melspectrogram-": "import: Clip with computed (not constant) min/max is not converted",
-    "ppocr_cls-": "prune: a Reshape to a literal shape (1, 200) breaks once channels are removed",
-    "tiny_detector-dynamo-b1-single": "prune: a Resize to literal sizes (N, C, H, W) breaks once channels are removed",
-    "oww_embedding-": "prune: Max with a constant (tf2onnx's floor after LeakyRelu) pins every channel",
+    "lstm_audio-ts-dyn-single": "run: the pruned model's ONNX export reshapes the LSTM's output with the traced "
+                                "batch, so onnxruntime refuses batch 2",
+    "lstm_audio-dynamo-dyn-single": "run: the pruned model's ONNX export reshapes the LSTM's output with the traced "
+                                    "batch, so onnxruntime refuses batch 2",
+    "tiny_detector-dynamo-b1-single": "prune: a Resize to literal sizes (N, C, H, W) cannot follow the removed "
+                                      "channels",
+    "ppocr_rec-wheel": "run: the pruned model's ONNX export keeps a literal Reshape after a Softmax, so "
+                       "onnxruntime refuses batch 2",
+    "oww_hey_jarvis-wheel": "import: its If chooses a branch from the data of input 'x.1', decided only at run time "
+                            "(refused with that sentence, by design)",
 }
 
 
 def _known_failure(name: str) -> str | None:
-    return next((why for prefix, why in KNOWN_FAILURES.items() if name.startswith(prefix)), None)
+    return KNOWN_FAILURES.get(name)
 
 
 def _params() -> list:
@@ -50,7 +53,7 @@ def _params() -> list:
         marks = [pytest.mark.slow] if case.slow else []
         reason = _known_failure(name)
         if reason:
-            marks.append(pytest.mark.xfail(strict=False, reason=reason))
+            marks.append(pytest.mark.xfail(strict=True, reason=reason))
         params.append(pytest.param(name, id=name, marks=marks))
     return params
 
