@@ -3,7 +3,8 @@
     .venv/bin/python bench/pipeline_before_after.py                 # resnet18 + digits_cnn, L1 50%, speedup
     .venv/bin/python bench/pipeline_before_after.py --models resnet18 --ratio 0.5
 
-Prints one table; numbers depend on the machine (CPU threads, load).
+Prints one table per model, then its paired latency (before and after timed interleaved on each runtime,
+the ratio with its 95% interval and the flags the job page shows); numbers depend on the machine.
 """
 
 from __future__ import annotations
@@ -30,8 +31,6 @@ ROWS = [
     ("flops", "FLOPs (MACs)", 1e6, "M"),
     ("onnx_bytes", "ONNX file", 1e6, "MB"),
     ("weights_bytes", "safetensors file", 1e6, "MB"),
-    ("latency_cpu_b1_ms", "CPU latency, batch 1", 1, "ms"),
-    ("latency_cpu_b16_ms", "CPU latency, batch 16", 1, "ms"),
     ("accuracy", "Accuracy (digits test)", 0.01, "%"),
 ]
 
@@ -84,6 +83,18 @@ def main() -> None:
             else:
                 ratio = f"{b / a:.2f}x" if a else "-"
             print(f"| {label + ' (' + unit + ')':28} | {b:10.2f} | {a:10.2f} | {ratio:>12} |")
+        latency = result.metrics["latency"]
+        print(f"| {'latency (ms, median)':28} | {'runtime, batch':>25} | {'before':>9} | {'after':>9} | "
+              f"{'before/after (95% interval)':>28} | flags")
+        for row in latency["rows"]:
+            r = row["ratio"]
+            ratio = f"{r['value']:.2f}x ({r['low']:.2f}-{r['high']:.2f})" if r else "no ratio"
+            print(f"| {row['form']:28} | {row['runtime'] + ', ' + str(row['batch']):>25} | "
+                  f"{row['before']['median_ms']:9.3f} | {row['after']['median_ms']:9.3f} | {ratio:>28} | "
+                  f"{', '.join(row['flags']) or '-'}")
+        machine = latency["machine"]
+        print(f"timed on {machine['cpu']}, {machine['threads']} threads, load average {machine['load_start']} -> "
+              f"{machine['load_end']}")
         print(f"fidelity to the original: cosine {fidelity['cosine_similarity']:.4f}, "
               f"top-1 agreement {fidelity['top1_agreement']}")
         print("engine time (s): " + ", ".join(f"{k} {v}" for k, v in result.timings.items()))
