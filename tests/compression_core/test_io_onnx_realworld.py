@@ -400,3 +400,30 @@ def test_if_decided_by_the_data_is_refused_naming_the_input_it_reads(tmp_path):
                   input_names=["audio"])
     with pytest.raises(ModelFormatError, match="If .*branch from the data of input 'audio', which is decided only at"):
         load_model(path)
+
+
+class _LstmClassifier(nn.Module):
+    """Frames (N, T, 12) -> projection -> 2-layer LSTM -> classifier on the last step."""
+
+    def __init__(self):
+        super().__init__()
+        self.proj = nn.Linear(12, 16)
+        self.lstm = nn.LSTM(16, 16, num_layers=2, batch_first=True)
+        self.head = nn.Sequential(nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 5))
+
+    def forward(self, x):
+        out, _ = self.lstm(torch.relu(self.proj(x)))
+        return self.head(out[:, -1])
+
+
+@pytest.mark.parametrize("dynamo", EXPORTERS)
+def test_stacked_lstm_exported_with_a_dynamic_batch_prunes_and_its_export_runs_any_batch(dynamo, tmp_path):
+    x = torch.randn(1, 6, 12)
+    # torch.export specialises a batch of 1, so the dynamo exporter traces the dynamic batch at 2.
+    kwargs = {"dynamic_shapes": ({0: torch.export.Dim("batch", min=1, max=64)},)} if dynamo else {
+        "input_names": ["x"], "dynamic_axes": {"x": {0: "batch"}}}
+    path = export(_LstmClassifier().eval(), tmp_path / "lstm.onnx", torch.randn(2, 6, 12) if dynamo else x, dynamo,
+                  **kwargs)
+    gm, before, after, out = round_trip(path, x, torch.randn(2, 6, 12), op_types=("Linear",), tmp_path=tmp_path)
+    assert out.shape == (2, 5)
+    assert after < before
