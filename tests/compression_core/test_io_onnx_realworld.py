@@ -5,6 +5,7 @@ speedup, export, onnxruntime on another batch)."""
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import pytest
 import torch
 import torchvision
@@ -427,3 +428,29 @@ def test_stacked_lstm_exported_with_a_dynamic_batch_prunes_and_its_export_runs_a
     gm, before, after, out = round_trip(path, x, torch.randn(2, 6, 12), op_types=("Linear",), tmp_path=tmp_path)
     assert out.shape == (2, 5)
     assert after < before
+
+
+class _SequenceSoftmax(nn.Module):
+    """Conv features read as a sequence (N, W, C) -> per-step class probabilities, as OCR recognisers end."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 16, 3, padding=1)
+        self.fc1, self.fc2 = nn.Linear(16, 24), nn.Linear(24, 7)
+
+    def forward(self, x):
+        sequence = torch.relu(self.conv(x)).mean(dim=2).transpose(1, 2)  # (N, W, C)
+        return torch.softmax(self.fc2(torch.relu(self.fc1(sequence))), dim=-1)
+
+
+def test_opset_11_softmax_over_the_last_axis_keeps_any_batch_in_the_pruned_export(tmp_path):
+    x = torch.randn(1, 3, 8, 20)
+    path = tmp_path / "seq.onnx"
+    torch.onnx.export(_SequenceSoftmax().eval(), (x,), str(path), dynamo=False, opset_version=11)
+    gm, before, after, out = round_trip(path, x, torch.randn(2, 3, 8, 20), op_types=("Conv2d", "Linear"),
+                                        tmp_path=tmp_path)
+    assert out.shape == (2, 20, 7)
+    assert after < before
+    # onnx2torch's module reshaped back to the traced input shape, which an export can write as a literal batch
+    exported = onnx.load(str(tmp_path / "pruned.onnx"))
+    assert [n.op_type for n in exported.graph.node if n.op_type in ("Softmax", "Reshape")] == ["Softmax"]

@@ -32,8 +32,6 @@ CASES = corpus_cases()
 KNOWN_FAILURES: dict[str, str] = {
     "tiny_detector-dynamo-b1-single": "prune: a Resize to literal sizes (N, C, H, W) cannot follow the removed "
                                       "channels",
-    "ppocr_rec-wheel": "run: the pruned model's ONNX export keeps a literal Reshape after a Softmax, so "
-                       "onnxruntime refuses batch 2",
     "oww_hey_jarvis-wheel": "import: its If chooses a branch from the data of input 'x.1', decided only at run time "
                             "(refused with that sentence, by design)",
 }
