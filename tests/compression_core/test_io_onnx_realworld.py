@@ -454,3 +454,25 @@ def test_opset_11_softmax_over_the_last_axis_keeps_any_batch_in_the_pruned_expor
     # onnx2torch's module reshaped back to the traced input shape, which an export can write as a literal batch
     exported = onnx.load(str(tmp_path / "pruned.onnx"))
     assert [n.op_type for n in exported.graph.node if n.op_type in ("Softmax", "Reshape")] == ["Softmax"]
+
+
+class _BilinearToSize(nn.Module):
+    """Pruned channels upsampled to another feature map's size (the dynamo exporter writes sizes [1, C, H, W])."""
+
+    def __init__(self):
+        super().__init__()
+        self.down = nn.Conv2d(3, 16, 3, stride=2, padding=1)
+        self.lateral = nn.Conv2d(16, 16, 1)
+        self.head = nn.Conv2d(16, 4, 1)
+
+    def forward(self, x):
+        top = torch.relu(self.lateral(torch.relu(self.down(x))))
+        return self.head(nn.functional.interpolate(top, size=x.shape[-2:], mode="bilinear", align_corners=False))
+
+
+def test_resize_to_literal_batch_and_channel_sizes_follows_the_batch_and_the_pruned_channels(tmp_path):
+    x = torch.randn(1, 3, 16, 16)
+    path = export(_BilinearToSize().eval(), tmp_path / "resize.onnx", x, True)
+    gm, before, after, out = round_trip(path, x, torch.randn(2, 3, 16, 16), op_types=("Conv2d",), tmp_path=tmp_path)
+    assert out.shape == (2, 4, 16, 16)
+    assert after < before

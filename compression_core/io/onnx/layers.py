@@ -11,6 +11,8 @@
 - :class:`OnnxStaticSplit`: ``Split`` by constant sizes, kept as the plain list ``sizes``
   that speedup sets to the kept channels of each piece.
 - :class:`OnnxClipDynamic`: ``Clip`` with bounds computed at run time.
+- :class:`ResizeConverter`: a ``Resize`` to literal ``sizes`` whose batch and channel entries
+  are the input's resizes only the spatial dims, so it follows any batch and the pruned channels.
 - :class:`OnnxSoftmaxFlattened`: opset < 13 ``Softmax`` / ``LogSoftmax`` (onnx2torch's module
   reshapes back to the traced shape, which the re-export writes as a literal batch).
 - LSTM / GRU (:mod:`.rnn`) are registered from there.
@@ -34,7 +36,7 @@ from torch import nn
 __all__ = [
     "UnsupportedOperator", "OnnxStaticReshape", "BatchNormAnyRank", "OnnxPadAnyRank", "OnnxStaticSplit", "OnnxClipDynamic",
     "StaticReshapeConverter", "BatchNormConverter", "PadConverter", "StaticSplitConverter", "ClipConverter",
-    "OnnxSoftmaxFlattened", "SoftmaxConverter",
+    "OnnxSoftmaxFlattened", "SoftmaxConverter", "ResizeConverter",
 ]
 
 
@@ -264,3 +266,23 @@ class SoftmaxConverter:
             result = OperationConverterResult(torch_module=flattened, onnx_mapping=result.onnx_mapping)
         return result
 
+
+class ResizeConverter:
+    """onnx2torch's ``Resize`` converter; to literal ``sizes`` ``[N, C, H, W]`` equal to the input's ``N, C``
+    (exporters write them at the traced batch), the module resizes ``H, W`` only."""
+
+    def __init__(self, original: Callable):
+        self.original = original
+
+    def __call__(self, node, graph):
+        result = self.original(node, graph)
+        inputs = list(node.input_values)
+        literal_sizes = len(inputs) >= 4 and inputs[3] in graph.initializers
+        if not literal_sizes or not hasattr(result.torch_module, "ignore_bs_ch_size"):
+            return result
+        sizes = graph.initializers[inputs[3]].to_torch().reshape(-1).tolist()
+        info = graph.value_info.get(inputs[0])
+        shape = get_shape_from_value_info(info) if info is not None else []
+        if len(shape) == len(sizes) > 2 and shape[1] == sizes[1] and shape[0] in (0, sizes[0]):  # 0: not known
+            result.torch_module.ignore_bs_ch_size = True
+        return result
