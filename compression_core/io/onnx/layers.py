@@ -283,6 +283,7 @@ class ResizeConverter:
         sizes = graph.initializers[inputs[3]].to_torch().reshape(-1).tolist()
         info = graph.value_info.get(inputs[0])
         shape = get_shape_from_value_info(info) if info is not None else []
-        if len(shape) == len(sizes) > 2 and shape[1] == sizes[1] and shape[0] in (0, sizes[0]):  # 0: not known
+        # both known and equal: with a dynamic batch, onnxruntime would resize the batch to sizes[0]
+        if len(shape) == len(sizes) > 2 and shape[:2] == sizes[:2] and 0 not in shape[:2]:
             result.torch_module.ignore_bs_ch_size = True
         return result
