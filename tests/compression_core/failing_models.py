@@ -31,11 +31,11 @@ def reshape_onnx(batch_shape: list[int]) -> onnx.ModelProto:
 
 
 def resize_onnx() -> onnx.ModelProto:
-    """A Resize to constant sizes [1, 1, 16, 16]: the batch of the export is written into the graph."""
+    """A Resize of a dynamic batch to constant sizes [1, 1, 16, 16]: the export's batch is written into the graph."""
     sizes = numpy_helper.from_array(np.array([1, 1, 16, 16], dtype=np.int64), "sizes")
     node = helper.make_node("Resize", ["input", "", "", "sizes"], ["output"], name="/up/Resize", mode="nearest")
     graph = helper.make_graph([node], "resize", [helper.make_tensor_value_info("input", TensorProto.FLOAT,
-                                                                                [1, 1, 8, 8])],
+                                                                                ["N", 1, 8, 8])],
                               [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 1, 16, 16])], [sizes])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     onnx.checker.check_model(model)

@@ -5,6 +5,7 @@ speedup, export, onnxruntime on another batch)."""
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import pytest
 import torch
 import torchvision
@@ -400,3 +401,78 @@ def test_if_decided_by_the_data_is_refused_naming_the_input_it_reads(tmp_path):
                   input_names=["audio"])
     with pytest.raises(ModelFormatError, match="If .*branch from the data of input 'audio', which is decided only at"):
         load_model(path)
+
+
+class _LstmClassifier(nn.Module):
+    """Frames (N, T, 12) -> projection -> 2-layer LSTM -> classifier on the last step."""
+
+    def __init__(self):
+        super().__init__()
+        self.proj = nn.Linear(12, 16)
+        self.lstm = nn.LSTM(16, 16, num_layers=2, batch_first=True)
+        self.head = nn.Sequential(nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 5))
+
+    def forward(self, x):
+        out, _ = self.lstm(torch.relu(self.proj(x)))
+        return self.head(out[:, -1])
+
+
+@pytest.mark.parametrize("dynamo", EXPORTERS)
+def test_stacked_lstm_exported_with_a_dynamic_batch_prunes_and_its_export_runs_any_batch(dynamo, tmp_path):
+    x = torch.randn(1, 6, 12)
+    # torch.export specialises a batch of 1, so the dynamo exporter traces the dynamic batch at 2.
+    kwargs = {"dynamic_shapes": ({0: torch.export.Dim("batch", min=1, max=64)},)} if dynamo else {
+        "input_names": ["x"], "dynamic_axes": {"x": {0: "batch"}}}
+    path = export(_LstmClassifier().eval(), tmp_path / "lstm.onnx", torch.randn(2, 6, 12) if dynamo else x, dynamo,
+                  **kwargs)
+    gm, before, after, out = round_trip(path, x, torch.randn(2, 6, 12), op_types=("Linear",), tmp_path=tmp_path)
+    assert out.shape == (2, 5)
+    assert after < before
+
+
+class _SequenceSoftmax(nn.Module):
+    """Conv features read as a sequence (N, W, C) -> per-step class probabilities, as OCR recognisers end."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 16, 3, padding=1)
+        self.fc1, self.fc2 = nn.Linear(16, 24), nn.Linear(24, 7)
+
+    def forward(self, x):
+        sequence = torch.relu(self.conv(x)).mean(dim=2).transpose(1, 2)  # (N, W, C)
+        return torch.softmax(self.fc2(torch.relu(self.fc1(sequence))), dim=-1)
+
+
+def test_opset_11_softmax_over_the_last_axis_keeps_any_batch_in_the_pruned_export(tmp_path):
+    x = torch.randn(1, 3, 8, 20)
+    path = tmp_path / "seq.onnx"
+    torch.onnx.export(_SequenceSoftmax().eval(), (x,), str(path), dynamo=False, opset_version=11)
+    gm, before, after, out = round_trip(path, x, torch.randn(2, 3, 8, 20), op_types=("Conv2d", "Linear"),
+                                        tmp_path=tmp_path)
+    assert out.shape == (2, 20, 7)
+    assert after < before
+    # onnx2torch's module reshaped back to the traced input shape, which an export can write as a literal batch
+    exported = onnx.load(str(tmp_path / "pruned.onnx"))
+    assert [n.op_type for n in exported.graph.node if n.op_type in ("Softmax", "Reshape")] == ["Softmax"]
+
+
+class _BilinearToSize(nn.Module):
+    """Pruned channels upsampled to another feature map's size (the dynamo exporter writes sizes [1, C, H, W])."""
+
+    def __init__(self):
+        super().__init__()
+        self.down = nn.Conv2d(3, 16, 3, stride=2, padding=1)
+        self.lateral = nn.Conv2d(16, 16, 1)
+        self.head = nn.Conv2d(16, 4, 1)
+
+    def forward(self, x):
+        top = torch.relu(self.lateral(torch.relu(self.down(x))))
+        return self.head(nn.functional.interpolate(top, size=x.shape[-2:], mode="bilinear", align_corners=False))
+
+
+def test_resize_to_literal_batch_and_channel_sizes_follows_the_batch_and_the_pruned_channels(tmp_path):
+    x = torch.randn(1, 3, 16, 16)
+    path = export(_BilinearToSize().eval(), tmp_path / "resize.onnx", x, True)
+    gm, before, after, out = round_trip(path, x, torch.randn(2, 3, 16, 16), op_types=("Conv2d",), tmp_path=tmp_path)
+    assert out.shape == (2, 4, 16, 16)
+    assert after < before

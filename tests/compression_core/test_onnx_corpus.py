@@ -30,14 +30,6 @@ CASES = corpus_cases()
 # case name -> why it still fails (bench/onnx_corpus.py, 2026-12-01). Strict: a case that starts to pass
 # fails the run until its entry is deleted, so this list is always the truth.
 KNOWN_FAILURES: dict[str, str] = {
-    "lstm_audio-ts-dyn-single": "run: the pruned model's ONNX export reshapes the LSTM's output with the traced "
-                                "batch, so onnxruntime refuses batch 2",
-    "lstm_audio-dynamo-dyn-single": "run: the pruned model's ONNX export reshapes the LSTM's output with the traced "
-                                    "batch, so onnxruntime refuses batch 2",
-    "tiny_detector-dynamo-b1-single": "prune: a Resize to literal sizes (N, C, H, W) cannot follow the removed "
-                                      "channels",
-    "ppocr_rec-wheel": "run: the pruned model's ONNX export keeps a literal Reshape after a Softmax, so "
-                       "onnxruntime refuses batch 2",
     "oww_hey_jarvis-wheel": "import: its If chooses a branch from the data of input 'x.1', decided only at run time "
                             "(refused with that sentence, by design)",
 }

@@ -49,7 +49,8 @@ from torch import nn
 from torch.onnx import symbolic_helper
 
 from .layers import (  # noqa: F401 - UnsupportedOperator is part of this module's API
-    UnsupportedOperator, BatchNormConverter, ClipConverter, PadConverter, StaticReshapeConverter, StaticSplitConverter,
+    UnsupportedOperator, BatchNormConverter, ClipConverter, PadConverter, ResizeConverter, SoftmaxConverter,
+    StaticReshapeConverter, StaticSplitConverter,
 )
 from .rnn import register_recurrent
 
@@ -400,6 +401,9 @@ def install() -> None:
         _wrap("Pad", PadConverter)
         _wrap("Split", StaticSplitConverter)
         _wrap("Clip", ClipConverter)
+        _wrap("Resize", ResizeConverter)
+        _wrap("Softmax", SoftmaxConverter)
+        _wrap("LogSoftmax", SoftmaxConverter)
         register_recurrent(_register)
         _patch_get_onnx_version()
         _patch_shape_inference(converter_module)

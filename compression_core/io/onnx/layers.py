@@ -11,6 +11,10 @@
 - :class:`OnnxStaticSplit`: ``Split`` by constant sizes, kept as the plain list ``sizes``
   that speedup sets to the kept channels of each piece.
 - :class:`OnnxClipDynamic`: ``Clip`` with bounds computed at run time.
+- :class:`ResizeConverter`: a ``Resize`` to literal ``sizes`` whose batch and channel entries
+  are the input's resizes only the spatial dims, so it follows any batch and the pruned channels.
+- :class:`OnnxSoftmaxFlattened`: opset < 13 ``Softmax`` / ``LogSoftmax`` (onnx2torch's module
+  reshapes back to the traced shape, which the re-export writes as a literal batch).
 - LSTM / GRU (:mod:`.rnn`) are registered from there.
 
 Example::
@@ -32,6 +36,7 @@ from torch import nn
 __all__ = [
     "UnsupportedOperator", "OnnxStaticReshape", "BatchNormAnyRank", "OnnxPadAnyRank", "OnnxStaticSplit", "OnnxClipDynamic",
     "StaticReshapeConverter", "BatchNormConverter", "PadConverter", "StaticSplitConverter", "ClipConverter",
+    "OnnxSoftmaxFlattened", "SoftmaxConverter", "ResizeConverter",
 ]
 
 
@@ -224,3 +229,61 @@ class ClipConverter:
         if all(not name or name in graph.initializers for name in inputs[1:]):
             return self.original(node, graph)
         return OperationConverterResult(torch_module=OnnxClipDynamic(), onnx_mapping=onnx_mapping_from_node(node))
+
+
+
+class OnnxSoftmaxFlattened(nn.Module):
+    """Opset < 13 ``Softmax`` / ``LogSoftmax``: over the input flattened from ``axis``, back to the input's shape.
+
+    Unlike onnx2torch's module it reads no size at run time (a traced size can be
+    re-exported as a literal batch): over the last axis it is a plain softmax, otherwise
+    the result takes the input's shape with ``reshape_as``.
+    """
+
+    def __init__(self, axis: int, is_log: bool):
+        super().__init__()
+        self.axis = axis
+        self.is_log = is_log
+
+    def forward(self, input_tensor: torch.Tensor) -> torch.Tensor:
+        softmax = torch.log_softmax if self.is_log else torch.softmax
+        if self.axis % input_tensor.dim() == input_tensor.dim() - 1:
+            return softmax(input_tensor, -1)
+        return softmax(torch.flatten(input_tensor, start_dim=self.axis), -1).reshape_as(input_tensor)
+
+
+class SoftmaxConverter:
+    """onnx2torch's ``Softmax`` / ``LogSoftmax`` converter, with :class:`OnnxSoftmaxFlattened` for opset < 13."""
+
+    def __init__(self, original: Callable):
+        self.original = original
+
+    def __call__(self, node, graph):
+        result = self.original(node, graph)
+        module = result.torch_module
+        if type(module).__name__ == "OnnxSoftmaxV1V11":
+            flattened = OnnxSoftmaxFlattened(int(module.axis), bool(module.is_log))
+            result = OperationConverterResult(torch_module=flattened, onnx_mapping=result.onnx_mapping)
+        return result
+
+
+class ResizeConverter:
+    """onnx2torch's ``Resize`` converter; to literal ``sizes`` ``[N, C, H, W]`` equal to the input's ``N, C``
+    (exporters write them at the traced batch), the module resizes ``H, W`` only."""
+
+    def __init__(self, original: Callable):
+        self.original = original
+
+    def __call__(self, node, graph):
+        result = self.original(node, graph)
+        inputs = list(node.input_values)
+        literal_sizes = len(inputs) >= 4 and inputs[3] in graph.initializers
+        if not literal_sizes or not hasattr(result.torch_module, "ignore_bs_ch_size"):
+            return result
+        sizes = graph.initializers[inputs[3]].to_torch().reshape(-1).tolist()
+        info = graph.value_info.get(inputs[0])
+        shape = get_shape_from_value_info(info) if info is not None else []
+        # both known and equal: with a dynamic batch, onnxruntime would resize the batch to sizes[0]
+        if len(shape) == len(sizes) > 2 and shape[:2] == sizes[:2] and 0 not in shape[:2]:
+            result.torch_module.ignore_bs_ch_size = True
+        return result

@@ -103,8 +103,12 @@ def _batch_position(in_shape: List[int], out: List[int], b: int) -> Optional[int
     return None
 
 
+_PRODUCT = ("product", -1)  # a shape entry computed as a product of others
+
+
 def _shape_parts(name: str, producers: Dict[str, onnx.NodeProto], initializers: Dict) -> Optional[List]:
-    """Entries of a computed shape: ints, or ``(T, k)`` for ``Shape(T)[k]``; None when it is anything else."""
+    """Entries of a computed shape: ints, ``(T, k)`` for ``Shape(T)[k]``, :data:`_PRODUCT` for a product of
+    two entries; None when it is anything else."""
     if name in initializers:
         return [int(v) for v in numpy_helper.to_array(initializers[name]).reshape(-1)]
     node = producers.get(name)
@@ -113,8 +117,17 @@ def _shape_parts(name: str, producers: Dict[str, onnx.NodeProto], initializers: 
     attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
     if node.op_type in ("Cast", "Identity") or (node.op_type in ("Squeeze", "Unsqueeze") and len(node.input) <= 2):
         return _shape_parts(node.input[0], producers, initializers)
+    if node.op_type == "Reshape" and node.input[1] in initializers and \
+            numpy_helper.to_array(initializers[node.input[1]]).reshape(-1).tolist() in ([1], [-1]):
+        entries = _shape_parts(node.input[0], producers, initializers)  # a one-entry part reshaped to [1]
+        return entries if entries is not None and len(entries) == 1 else None
     if node.op_type == "Shape" and not attrs:
         return None  # the whole shape: rank unknown here
+    if node.op_type == "Mul" and len(node.input) == 2:
+        factors = [_shape_parts(name, producers, initializers) for name in node.input]
+        if all(f is not None and len(f) == 1 for f in factors):
+            return [_PRODUCT]  # one entry, known only at run time
+        return None
     if node.op_type == "Concat":
         parts: List = []
         for part in node.input:
@@ -129,7 +142,8 @@ def _shape_parts(name: str, producers: Dict[str, onnx.NodeProto], initializers: 
         while source_cast is not None and source_cast.op_type == "Cast":
             source_cast = producers.get(source_cast.input[0])
         source = source_cast
-    if source is None or source.op_type != "Shape" or any(a.name in ("start", "end") for a in source.attribute):
+    if source is None or source.op_type != "Shape" or \
+            any(a.name == "end" or (a.name == "start" and a.i != 0) for a in source.attribute):
         return None
     if node.op_type == "Gather" and len(node.input) == 2 and node.input[1] in initializers:
         index = numpy_helper.to_array(initializers[node.input[1]]).reshape(-1)
@@ -168,11 +182,13 @@ def constant_computed_reshapes(model: ModelProto) -> List[str]:
         for position, part in enumerate(parts):
             if isinstance(part, int):
                 target.append(part)
+            elif part == _PRODUCT:
+                target.append(-1)  # the one entry a valid reshape leaves unknown is what -1 infers
             elif part[1] == position and (part[1] == 0 or part[0] == node.input[0]):
                 target.append(0)
             else:
                 break
-        if len(target) != len(parts) or 0 in [p for p in parts if isinstance(p, int)]:
+        if len(target) != len(parts) or target.count(-1) > 1 or 0 in [p for p in parts if isinstance(p, int)]:
             continue
         tensor = numpy_helper.from_array(np.array(target, dtype=np.int64), name=f"{node.name}_constant_shape")
         graph.initializer.append(tensor)

@@ -63,20 +63,21 @@ class OnnxRecurrent(nn.Module):
         if self.reverse:
             x = torch.flip(x, [0])
         directions = 2 if self.rnn.bidirectional else 1
-        hidden = self.rnn.hidden_size
-        if initial_h is None:
-            initial_h = x.new_zeros(directions, x.shape[1], hidden)
+        # No shape is read at run time: a size read from a tensor can be exported as a literal (the traced batch).
         if isinstance(self.rnn, nn.LSTM):
-            if initial_c is None:
-                initial_c = x.new_zeros(directions, x.shape[1], hidden)
-            y, (h, c) = self.rnn(x, (initial_h.contiguous(), initial_c.contiguous()))
+            state = None
+            if initial_h is not None:
+                initial_c = torch.zeros_like(initial_h) if initial_c is None else initial_c
+                state = (initial_h.contiguous(), initial_c.contiguous())
+            y, (h, c) = self.rnn(x, state)
             states = [h, c]
         else:
-            y, h = self.rnn(x, initial_h.contiguous())
+            y, h = self.rnn(x, None if initial_h is None else initial_h.contiguous())
             states = [h]
         if self.reverse:
             y = torch.flip(y, [0])
-        y = y.reshape(y.shape[0], y.shape[1], directions, hidden).transpose(1, 2)  # [seq, dirs, batch, hidden]
+        # [seq, batch, dirs * hidden] -> [seq, dirs, batch, hidden]
+        y = torch.stack(y.chunk(directions, dim=2), dim=1) if directions > 1 else y.unsqueeze(1)
         if self.layout == 1:
             y = y.permute(2, 0, 1, 3)
             states = [s.transpose(0, 1) for s in states]
