@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import os
+import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -109,9 +110,13 @@ def _stdout_to_devnull():
         os.close(saved)
 
 
+def _pair_folder(case: Case, cache_dir: Path) -> Path:
+    return cache_dir / f"{case.model}-{case.exporter}-{'dyn' if case.dynamic_batch else 'b1'}"
+
+
 def _exported_pair(case: Case, cache_dir: Path) -> Tuple[Path, Path]:
     """(single file, file with external data) for an exported case, written once per ``cache_dir``."""
-    folder = cache_dir / f"{case.model}-{case.exporter}-{'dyn' if case.dynamic_batch else 'b1'}"
+    folder = _pair_folder(case, cache_dir)
     single, external = folder / "single" / "model.onnx", folder / "extdata" / "model.onnx"
     failure = folder / "export-error.txt"
     if failure.is_file():
@@ -249,7 +254,20 @@ def _stage(row: Row, stage: str, step: Callable[[], object]):
 
 
 def run_case(case: Case, cache_dir: Path) -> Row:
-    """Import, check, prune, export and run ``case``; every stage's failure is one line of the row."""
+    """Import, check, prune, export and run ``case``; every stage's failure is one line of the row.
+
+    Files no later case needs are deleted on the way out: the whole corpus writes tens of GB
+    (VGG alone is 0.5 GB per file), which must never pile up on a CI disk.
+    """
+    try:
+        return _run_case(case, cache_dir)
+    finally:
+        (cache_dir / "pruned" / f"{case.name}.onnx").unlink(missing_ok=True)
+        if case.external_data:  # the pair's second and last user (cases come single file first)
+            shutil.rmtree(_pair_folder(case, cache_dir), ignore_errors=True)
+
+
+def _run_case(case: Case, cache_dir: Path) -> Row:
     row = Row(case.name)
     try:
         path = case_path(case, cache_dir)
