@@ -99,17 +99,20 @@ def celery_broker(tmp_path_factory):
 class WorkerProcess:
     """A ``celery worker`` subprocess; ``start()`` waits until it is ready."""
 
-    def __init__(self, env: dict, log_path: Path, queues: str = "cpu,gpu", name: str | None = None):
+    def __init__(self, env: dict, log_path: Path, queues: str = "cpu,gpu", name: str | None = None,
+                 pool: str = "solo"):
         self.env = env
         self.log_path = log_path
         self.queues = queues
         self.name = name or f"test-{os.getpid()}@localhost"
+        self.pool = pool  # "prefork" runs jobs in a child process, as production workers do
         self.process: subprocess.Popen | None = None
 
     def start(self, timeout: float = 90) -> "WorkerProcess":
         offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         command = [
-            sys.executable, "-m", "celery", "-A", "workers", "worker", "--pool=solo", "-Q", self.queues,
+            sys.executable, "-m", "celery", "-A", "workers", "worker", f"--pool={self.pool}", "--concurrency=1",
+            "-Q", self.queues,
             "--loglevel=INFO", "-n", self.name, "--without-gossip", "--without-mingle",
         ]
         with open(self.log_path, "ab") as log:
@@ -139,6 +142,11 @@ class WorkerProcess:
         return self.log_path.read_text()[-size:]
 
 
+#: Lease, heartbeat and sweep periods of the test workers (production: 30 s, 10 s, 15 s).
+WORKER_TIMING = {"CONDENSE_LEASE_S": "6", "CONDENSE_HEARTBEAT_S": "1", "CONDENSE_SWEEP_S": "2",
+                 "CONDENSE_REPUBLISH_S": "5"}
+
+
 @pytest.fixture(scope="session")
 def worker_env(django_db_setup, django_db_blocker, celery_broker, media_root) -> dict:
     """Environment for worker processes: the test database, broker and media folder."""
@@ -151,6 +159,8 @@ def worker_env(django_db_setup, django_db_blocker, celery_broker, media_root) ->
         "CONDENSE_MEDIA_ROOT": str(media_root),
         "DJANGO_SETTINGS_MODULE": "webapp.settings",
         "PYTHONUNBUFFERED": "1",
+        # Short leases and sweeps, so a vanished worker is noticed within seconds in these tests.
+        **WORKER_TIMING,
     }
 
 
@@ -193,8 +203,9 @@ def make_worker(worker_env, tmp_path):
     """Start extra workers (own queues and node names); all are stopped after the test."""
     started = []
 
-    def make(queues: str, name: str) -> WorkerProcess:
-        worker = WorkerProcess(worker_env, tmp_path / f"{name.split('@')[0]}.log", queues=queues, name=name)
+    def make(queues: str, name: str, pool: str = "solo") -> WorkerProcess:
+        worker = WorkerProcess(worker_env, tmp_path / f"{name.split('@')[0]}.log", queues=queues, name=name,
+                               pool=pool)
         started.append(worker)
         return worker.start()
 

@@ -153,14 +153,46 @@ def filesystem_broker_options(folder: Path) -> dict:
     }
 
 
+# Publishing a job waits at most this long per try for the broker (then the sweep retries it).
+CONDENSE_PUBLISH_TIMEOUT_S = float(os.environ.get("CONDENSE_PUBLISH_TIMEOUT_S", 2))
+CONDENSE_PUBLISH_RETRIES = int(os.environ.get("CONDENSE_PUBLISH_RETRIES", 1))
+# A queued job that could not be published for this long fails with a sentence.
+CONDENSE_PUBLISH_GIVE_UP_S = int(os.environ.get("CONDENSE_PUBLISH_GIVE_UP_S", 15 * 60))
+# A queued job whose message was sent this long ago while its queue is empty is sent again.
+CONDENSE_REPUBLISH_S = int(os.environ.get("CONDENSE_REPUBLISH_S", 60))
+# Leases (webapp/jobs/leases.py): renewed every HEARTBEAT_S, taken over LEASE_S after the last renewal.
+CONDENSE_HEARTBEAT_S = float(os.environ.get("CONDENSE_HEARTBEAT_S", 10))
+CONDENSE_LEASE_S = float(os.environ.get("CONDENSE_LEASE_S", 30))
+# Every worker sweeps this often (expired leases, lost messages, orphaned scratch folders).
+CONDENSE_SWEEP_S = float(os.environ.get("CONDENSE_SWEEP_S", 15))
+# Runs of one job before it fails with its history (a job that kills its worker twice will again).
+CONDENSE_JOB_MAX_ATTEMPTS = int(os.environ.get("CONDENSE_JOB_MAX_ATTEMPTS", 2))
+# Time limits: at the soft limit a job stops at its next step; the hard limit (soft + grace) kills it.
+# Sized for fine-tuning a large model for many epochs on a CPU worker.
+CONDENSE_JOB_TIME_LIMIT_S = int(os.environ.get("CONDENSE_JOB_TIME_LIMIT_S", 8 * 3600))
+CONDENSE_JOB_HARD_LIMIT_GRACE_S = int(os.environ.get("CONDENSE_JOB_HARD_LIMIT_GRACE_S", 10 * 60))
+
+
+
+def redis_broker_options() -> dict:
+    """Kombu's Redis transport: a broker that stops answering costs a publish seconds, not minutes."""
+    return {
+        # A message is redelivered after visibility_timeout; with leases a redelivery of a running job
+        # does nothing, so this only bounds how long a message of a killed worker waits to come back.
+        "visibility_timeout": CONDENSE_JOB_TIME_LIMIT_S + CONDENSE_JOB_HARD_LIMIT_GRACE_S + 600,
+        "socket_timeout": CONDENSE_PUBLISH_TIMEOUT_S,
+        "socket_connect_timeout": CONDENSE_PUBLISH_TIMEOUT_S,
+    }
+
+
 if REDIS_URL:
     CELERY_BROKER_URL = REDIS_URL
-    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 6 * 3600}
+    CELERY_BROKER_TRANSPORT_OPTIONS = redis_broker_options()
+    CELERY_BROKER_CONNECTION_TIMEOUT = CONDENSE_PUBLISH_TIMEOUT_S
 else:
     CELERY_BROKER_URL = "filesystem://"
     CELERY_BROKER_TRANSPORT_OPTIONS = filesystem_broker_options(BROKER_DIR)
 CELERY_TASK_ACKS_LATE = True
-CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_DEFAULT_QUEUE = "cpu"

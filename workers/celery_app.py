@@ -32,3 +32,20 @@ def ensure_broker_folders(conf=None) -> None:
 @worker_init.connect
 def _prepare_worker(**_kwargs):
     ensure_broker_folders()
+
+
+def queue_length(queue: str, conf=None) -> int | None:
+    """Messages waiting on ``queue`` (not those a worker has taken), or None when the broker cannot say.
+
+    Redis keeps a queue as a list named after it; the filesystem broker keeps one file per message
+    (``<timestamp>_<id>.<queue>.msg``) in its folder.
+    """
+    conf = conf or app.conf
+    try:
+        if str(conf.broker_url).startswith("filesystem://"):
+            folder = Path((conf.broker_transport_options or {}).get("data_folder_in", ""))
+            return sum(1 for _ in folder.glob(f"*.{queue}.msg")) if folder.is_dir() else 0
+        with app.connection_for_read() as connection:
+            return connection.default_channel.client.llen(queue)
+    except Exception:  # noqa: BLE001 - any broker failure means "unknown", which callers treat as busy
+        return None

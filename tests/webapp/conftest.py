@@ -42,9 +42,19 @@ def digits_model(user):
 @pytest.fixture
 def no_enqueue(monkeypatch):
     """Jobs stay queued: these tests drive the service directly, without a broker."""
+    from webapp.jobs.models import Job
+
     calls = []
-    monkeypatch.setattr("webapp.jobs.services.job_enqueue", lambda job_id, device: calls.append((job_id, device)))
+    monkeypatch.setattr("webapp.jobs.services.job_publish",
+                        lambda job_id: calls.append((job_id, Job.objects.get(pk=job_id).queue)))
     return calls
+
+
+@pytest.fixture(autouse=True)
+def _lease_renewed_by_progress_reports(settings):
+    # These tests run jobs in the test's own transaction, which a heartbeat thread's connection
+    # cannot see: the progress reports renew the lease instead (tests/workers use the thread).
+    settings.CONDENSE_HEARTBEAT_S = 0
 
 
 def _npz_bytes(**arrays) -> bytes:

@@ -137,18 +137,93 @@ def test_a_job_that_fails_inside_the_model_stores_one_sentence_and_logs_the_trac
     assert tracebacks[0].rstrip().endswith(error)  # the log ends with the sentence the user read
 
 
-def test_unreachable_broker_fails_the_job_with_a_message(api, digits_model, monkeypatch,
-                                                         django_capture_on_commit_callbacks):
-    def broken(job_id, queue):
-        raise ConnectionRefusedError("broker down")
+@pytest.fixture
+def broker_at():
+    """Point this process's Celery app at a Redis URL (as settings would with REDIS_URL), then back."""
+    from django.conf import settings
 
-    monkeypatch.setattr("webapp.jobs.services.send_job_message", broken)
+    from webapp.settings import redis_broker_options
+    from workers.celery_app import app
+
+    saved = app.conf.broker_url, app.conf.broker_transport_options
+
+    def use(url):
+        app.conf.broker_url, app.conf.broker_transport_options = url, redis_broker_options()
+        app._pool, app.amqp._producer_pool = None, None  # the connection pools hold the old URL
+        return settings.CONDENSE_PUBLISH_TIMEOUT_S
+
+    yield use
+    app.conf.broker_url, app.conf.broker_transport_options = saved
+    app._pool, app.amqp._producer_pool = None, None
+
+
+@pytest.fixture
+def silent_server():
+    """A TCP server that accepts connections and never answers (a hung broker)."""
+    import socket
+    import threading
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    accepted = []
+
+    def accept():
+        while True:
+            try:
+                accepted.append(server.accept()[0])
+            except OSError:
+                return
+
+    threading.Thread(target=accept, daemon=True).start()
+    yield server.getsockname()[1]
+    server.close()
+    for connection in accepted:
+        connection.close()
+
+
+@pytest.mark.parametrize("broker", ["hung", "refused"])
+def test_a_broker_that_fails_keeps_the_job_queued_and_says_so(api, digits_model, broker, broker_at, silent_server,
+                                                              django_capture_on_commit_callbacks):
+    import time
+
+    port = silent_server if broker == "hung" else 1  # nothing listens on port 1
+    timeout = broker_at(f"redis://127.0.0.1:{port}/0")
+    started = time.monotonic()
     with django_capture_on_commit_callbacks(execute=True):
         job_id = _create(api, digits_model).json()["id"]
+    assert time.monotonic() - started < 4 * timeout + 5
+    body = api.get(f"/api/v1/jobs/{job_id}/").json()
+    assert body["status"] == "queued"
+    assert body["stage"].startswith("waiting for the task queue, which could not be reached; retried automatically")
     job = Job.objects.get(pk=job_id)
-    assert job.status == "failed" and "task queue could not be reached" in job.error
-    assert "ConnectionRefusedError" not in job.error and "submit the job again" in job.error
-    assert job.logs.filter(level="error", message__contains="broker down").exists()
+    assert job.published_at is None
+    assert job.logs.filter(level="error", message__startswith="could not publish the job on the task queue").exists()
+
+
+def test_the_api_answers_with_the_status_the_publish_left(api, digits_model, broker_at, monkeypatch):
+    # Outside a test transaction the message goes out before the answer: the answer shows its effect.
+    monkeypatch.setattr("webapp.jobs.services.transaction.on_commit", lambda callback: callback())
+    broker_at("redis://127.0.0.1:1/0")
+    body = _create(api, digits_model).json()
+    assert body["status"] == "queued" and body["stage"].startswith("waiting for the task queue")
+
+
+def test_a_job_that_cannot_be_published_for_long_fails_with_a_sentence(api, digits_model, broker_at, settings,
+                                                                       django_capture_on_commit_callbacks):
+    from datetime import timedelta
+
+    from webapp.jobs.publishing import job_publish
+
+    broker_at("redis://127.0.0.1:1/0")
+    with django_capture_on_commit_callbacks(execute=True):
+        job_id = _create(api, digits_model).json()["id"]
+    Job.objects.filter(pk=job_id).update(created_at=Job.objects.get(pk=job_id).created_at
+                                         - timedelta(seconds=settings.CONDENSE_PUBLISH_GIVE_UP_S + 1))
+    assert job_publish(job_id) is False
+    job = Job.objects.get(pk=job_id)
+    assert job.status == "failed"
+    assert job.error.startswith("the task queue could not be reached for 15 minutes, so no worker received this job")
 
 
 def test_cancel_queued_job_and_transition_rules(api, digits_model, no_enqueue):

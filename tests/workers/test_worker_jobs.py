@@ -116,30 +116,3 @@ def test_running_job_can_be_cancelled(api, user, wait_job):
     job = wait_job(job_id)
     assert job.status == "cancelled"
     assert job.finished_at is not None
-
-
-@pytest.mark.slow
-def test_job_of_a_killed_worker_fails_with_a_message_when_the_node_restarts(api, user, make_worker, wait_job,
-                                                                            monkeypatch):
-    from webapp.modelhub.services import model_create
-    from webapp.jobs.tasks import run_compression_job
-
-    # The job goes to a queue only the doomed worker reads.
-    monkeypatch.setattr("webapp.jobs.services.job_enqueue", lambda job_id, device: None)
-    model = model_create(owner=user, name="r18", source="builtin", architecture="resnet18")
-    job_id = api.post("/api/v1/jobs/", {"model": model.pk, "algorithm": "L1NormPruner", "params": L1_HALF},
-                      format="json").json()["id"]
-    # Unique per run: with Redis, the killed worker's unacknowledged message
-    # comes back hours later; no later run reads this queue.
-    queue = f"crash-test-{os.getpid()}-{job_id}"
-    doomed = make_worker(queue, f"doomed-{os.getpid()}-{job_id}@localhost")
-    run_compression_job.apply_async(args=[job_id], queue=queue)
-    wait_job(job_id, until=("running",), worker=doomed)
-    doomed.kill()
-    assert Job.objects.get(pk=job_id).status == "running"
-
-    make_worker(f"{queue}-idle", doomed.name)  # same node name comes back
-    job = Job.objects.get(pk=job_id)
-    assert job.status == "failed"
-    assert f"the worker {doomed.name} stopped while running this job" in job.error
-    assert job.model_id == model.pk and job.params["config_list"]

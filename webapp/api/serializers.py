@@ -132,8 +132,8 @@ class JobOutputSerializer(serializers.ModelSerializer):
         model = Job
         fields = [
             "id", "name", "model", "model_name", "algorithm", "params", "speedup", "dataset", "dataset_id",
-            "dataset_name", "device",
-            "status", "progress", "stage", "error", "cancel_requested", "attempts",
+            "dataset_name", "device", "queue", "time_limit_s",
+            "status", "progress", "stage", "error", "cancel_requested", "attempts", "attempt_history", "worker",
             "metrics", "layers", "warnings", "artifacts", "created_at", "started_at", "finished_at",
         ]
 
@@ -159,8 +159,13 @@ class JobCreateSerializer(serializers.Serializer):
                                     help_text="a built-in dataset's name (see /datasets/)")
     dataset_id = serializers.IntegerField(required=False, allow_null=True, default=None,
                                           help_text="an uploaded dataset's id, instead of 'dataset'")
-    device = serializers.ChoiceField(choices=Job.Device.choices, default=Job.Device.CPU)
+    device = serializers.ChoiceField(
+        choices=Job.Device.choices, default=Job.Device.AUTO,
+        help_text="auto: a GPU worker when one is alive, else a CPU worker; gpu is refused when no GPU worker is alive")
     name = serializers.CharField(required=False, allow_blank=True, default="")
+    time_limit_s = serializers.IntegerField(
+        required=False, allow_null=True, default=None, min_value=60, max_value=7 * 24 * 3600,
+        help_text="seconds the job may run (default: the server's CONDENSE_JOB_TIME_LIMIT_S, 8 hours)")
 
 
 class JobLogSerializer(serializers.ModelSerializer):

@@ -13,6 +13,7 @@ class Job(models.Model):
         CANCELLED = "cancelled"
 
     class Device(models.TextChoices):
+        AUTO = "auto"  # a GPU worker when one is alive, otherwise a CPU worker
         CPU = "cpu"
         GPU = "gpu"
 
@@ -28,7 +29,11 @@ class Job(models.Model):
     dataset_upload = models.ForeignKey(
         "datahub.Dataset", null=True, blank=True, on_delete=models.SET_NULL, related_name="jobs"
     )
-    device = models.CharField(max_length=8, choices=Device.choices, default=Device.CPU)
+    device = models.CharField(max_length=8, choices=Device.choices, default=Device.AUTO)
+    # The broker queue the job was routed to at submission ("cpu" or "gpu"); re-publishing uses it.
+    queue = models.CharField(max_length=16, default="cpu")
+    # Seconds the job may run before it is stopped (None: settings.CONDENSE_JOB_TIME_LIMIT_S).
+    time_limit_s = models.PositiveIntegerField(null=True, blank=True)
 
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED, db_index=True)
     progress = models.FloatField(default=0.0)
@@ -38,6 +43,14 @@ class Job(models.Model):
     task_id = models.CharField(max_length=64, blank=True)
     worker = models.CharField(max_length=200, blank=True, help_text="Celery node that runs or ran the job")
     attempts = models.PositiveIntegerField(default=0)
+    # The lease: who runs the job now and until when, renewed by that process's heartbeat. The
+    # database, not the broker, decides who runs a job (webapp/jobs/leases.py).
+    lease_owner = models.CharField(max_length=200, blank=True)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    # One entry per run that ended without finishing: worker, started, last seen, why it ended.
+    attempt_history = models.JSONField(default=list)
+    published_at = models.DateTimeField(null=True, blank=True, help_text="last time its message was sent")
 
     metrics = models.JSONField(default=dict)
     layers = models.JSONField(default=list)

@@ -1,16 +1,18 @@
-"""Writes for jobs. Every status change goes through :func:`job_transition`."""
+"""Writes for jobs. Every status change goes through :func:`~.transitions.job_transition`;
+who runs a job is decided by its lease (:mod:`.leases`), publishing is in :mod:`.publishing`."""
 
 from __future__ import annotations
 
 import logging
+import os
 import shutil
+import time
 import traceback
 from pathlib import Path
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.utils import timezone
 
 from compression_core.algorithms import get_algorithm
 from compression_core.jobs import (
@@ -22,33 +24,27 @@ from webapp.datahub.models import Dataset
 from webapp.modelhub.models import ModelArtifact
 from webapp.datahub.services import dataset_source
 from webapp.modelhub.services import model_source
-from workers.celery_app import app as celery_app, ensure_broker_folders
 
-from .models import Job, JobLog
+from .leases import Lease, LeaseKeeper, LeaseLost, job_claim, lease_renew
+from .models import Job
+from .publishing import job_publish, job_time_limits
+from .scratch import run_scratch
+from .transitions import JOB_LOG_CHARS, InvalidTransition, job_log, job_transition
 
 logger = logging.getLogger(__name__)
 Status = Job.Status
-#: The Celery task that runs a job (``tasks.run_compression_job``), published by name.
-RUN_JOB_TASK = "condense.run_compression_job"
-
-ALLOWED_TRANSITIONS = {
-    Status.QUEUED: {Status.RUNNING, Status.CANCELLED, Status.FAILED},
-    Status.RUNNING: {Status.SUCCEEDED, Status.FAILED, Status.CANCELLED},
-    Status.SUCCEEDED: set(),
-    Status.FAILED: set(),
-    Status.CANCELLED: set(),
-}
 
 
-class InvalidTransition(ServiceConflict):
-    pass
+class JobTimedOut(JobCancelled):
+    """The run passed its soft time limit; the job fails with what to change."""
 
 
 def job_output_dir(job_id: int) -> Path:
     return Path(settings.MEDIA_ROOT) / "jobs" / str(job_id)
 
 
-def job_recipe(job: Job) -> Recipe:
+def job_recipe(job: Job, workdir: Path | None = None) -> Recipe:
+    """The engine's recipe for ``job``; a run writes its files under ``workdir`` (validation needs none)."""
     return Recipe(
         model=model_source(job.model),
         input_shape=list(job.model.input_shape),
@@ -56,45 +52,17 @@ def job_recipe(job: Job) -> Recipe:
         params=job.params,
         speedup=job.speedup,
         dataset=dataset_source(job.dataset_upload) if job.dataset_upload_id else (job.dataset or None),
-        device=job.device,
-        output_dir=str(job_output_dir(job.pk)),
+        device="gpu" if job.queue == "gpu" else "cpu",
+        output_dir=str(workdir / "out") if workdir else "",
     )
-
-
-#: The longest log line kept; a longer traceback keeps its end, where the error is.
-JOB_LOG_CHARS = 10000
-
-
-def job_log(job_id: int, message: str, level: str = "info") -> None:
-    JobLog.objects.create(job_id=job_id, message=message[:JOB_LOG_CHARS], level=level)
 
 
 def _tail(text: str, limit: int) -> str:
     return text if len(text) <= limit else "…\n" + text[-(limit - 2):]
 
 
-@transaction.atomic
-def job_transition(job_id: int, *, to: str, expected: tuple[str, ...] | None = None, **fields) -> Job:
-    """Move a job to status ``to``, checking the current status under a row lock.
-
-    ``expected`` narrows the statuses the caller is willing to move from.
-    Raises :class:`InvalidTransition` when the move is not allowed.
-    """
-    job = Job.objects.select_for_update().get(pk=job_id)
-    allowed_from = [s for s, targets in ALLOWED_TRANSITIONS.items() if to in targets]
-    if job.status not in allowed_from or (expected and job.status not in expected):
-        raise InvalidTransition(f"job {job_id} is {job.status}; it cannot become {to}")
-    job.status = to
-    now = timezone.now()
-    if to == Status.RUNNING:
-        job.started_at = now
-    if to in Job.TERMINAL:
-        job.finished_at = now
-    for key, value in fields.items():
-        setattr(job, key, value)
-    job.save()
-    job_log(job_id, f"status: {to}", level="error" if to == Status.FAILED else "info")
-    return job
+def _job_queue_for(device: str) -> str:
+    return "gpu" if device == Job.Device.GPU else "cpu"
 
 
 def job_create(
@@ -106,8 +74,9 @@ def job_create(
     speedup: bool = True,
     dataset: str = "",
     dataset_upload: Dataset | None = None,
-    device: str = Job.Device.CPU,
+    device: str = Job.Device.AUTO,
     name: str = "",
+    time_limit_s: int | None = None,
 ) -> Job:
     """Validate the recipe against the model, store the job and enqueue it on commit.
 
@@ -124,13 +93,14 @@ def job_create(
             raise ValidationError("choose either a built-in dataset or an uploaded one, not both")
     if device not in Job.Device.values:
         raise ValidationError(f"device must be one of {', '.join(Job.Device.values)}")
+    queue = _job_queue_for(device)
     blocked = fixed_batch_message(model.summary.get("batch"))  # the upload's inspection found it runs at batch 1 only
     if blocked:
         raise ValidationError(blocked)
     try:
         spec = get_algorithm(algorithm)
         draft = Job(owner=owner, model=model, algorithm=algorithm, params=params, speedup=speedup,
-                    dataset=dataset or "", dataset_upload=dataset_upload, device=device)
+                    dataset=dataset or "", dataset_upload=dataset_upload, device=device, queue=queue)
         params = validate_recipe(job_recipe(draft))
     except ValueError as exc:
         raise ValidationError(str(exc)) from exc
@@ -149,28 +119,14 @@ def job_create(
             dataset=dataset or "",
             dataset_upload=dataset_upload,
             device=device,
+            queue=queue,
+            time_limit_s=time_limit_s,
         )
         job_log(job.pk, "status: queued")
-        transaction.on_commit(lambda: job_enqueue(job.pk, device))
+        transaction.on_commit(lambda: job_publish(job.pk))
+    # Outside a surrounding transaction the message is sent by now: answer with what it did to the job.
+    job.refresh_from_db()
     return job
-
-
-def send_job_message(job_id: int, queue: str) -> None:
-    """Publish the job's task message on ``queue``."""
-    ensure_broker_folders()
-    celery_app.send_task(RUN_JOB_TASK, args=[job_id], queue=queue)
-
-
-def job_enqueue(job_id: int, device: str) -> None:
-    try:
-        send_job_message(job_id, queue="gpu" if device == Job.Device.GPU else "cpu")
-    except Exception as exc:
-        # The row is committed; a job nobody will run must not sit in "queued".
-        logger.exception("could not enqueue job %s", job_id)
-        job_log(job_id, f"could not publish the job on the task queue: {type(exc).__name__}: {exc}", level="error")
-        job_transition(job_id, to=Status.FAILED, expected=(Status.QUEUED,),
-                       error="the task queue could not be reached, so no worker received this job; "
-                       "submit the job again, and if this keeps happening tell the administrator")
 
 
 def job_cancel(*, job: Job) -> Job:
@@ -195,98 +151,87 @@ def job_delete(*, job: Job) -> None:
     transaction.on_commit(lambda: shutil.rmtree(folder, ignore_errors=True))
 
 
-def _claim(job_id: int, task_id: str, worker: str) -> Job | None:
-    """Take a queued job for this task. A redelivered task (same id, its worker
-    died) takes its running job again; anything else is left alone."""
-    with transaction.atomic():
-        job = Job.objects.select_for_update().filter(pk=job_id).first()
-        if job is None:
-            logger.warning("job %s no longer exists", job_id)
-            return None
-        if job.status == Status.QUEUED:
-            return job_transition(
-                job_id, to=Status.RUNNING, task_id=task_id, worker=worker, attempts=job.attempts + 1,
-                progress=0.0, stage="starting",
-            )
-        if job.status == Status.RUNNING and job.task_id == task_id:
-            job.attempts += 1
-            job.progress = 0.0
-            job.worker = worker
-            job.stage = "restarting after the previous worker stopped"
-            job.save(update_fields=["attempts", "progress", "stage", "worker"])
-            job_log(job_id, job.stage, level="warning")
-            return job
-    logger.info("job %s is %s; task %s has nothing to do", job_id, job.status, task_id)
-    return None
+def _progress_reporter(lease: Lease, soft_limit_s: int):
+    started = time.monotonic()
 
-
-def _progress_reporter(job_id: int):
     def report(fraction: float, message: str) -> None:
-        updated = Job.objects.filter(pk=job_id, status=Status.RUNNING).update(
-            progress=round(min(max(fraction, 0.0), 1.0), 4), stage=message[:200]
-        )
-        job_log(job_id, message)
-        cancel = Job.objects.filter(pk=job_id).values_list("cancel_requested", flat=True).first()
-        if not updated or cancel:
+        # Each report renews the lease too: a run whose lease was taken over stops here.
+        if not lease_renew(lease, progress=round(min(max(fraction, 0.0), 1.0), 4), stage=message[:200]):
+            raise LeaseLost(message)
+        job_log(lease.job_id, message)
+        if Job.objects.filter(pk=lease.job_id).values_list("cancel_requested", flat=True).first():
             raise JobCancelled(message)
+        if time.monotonic() - started > soft_limit_s:
+            raise JobTimedOut(message)
 
     return report
 
 
+def _time_limit_message(soft_limit_s: int, stage: str) -> str:
+    return (f"the job ran past its time limit of {soft_limit_s // 60} min and was stopped during '{stage}'; "
+            "submit it again with a larger time_limit_s, fewer fine-tuning epochs or training steps, "
+            "or a smaller dataset")
+
+
 def job_execute(job_id: int, task_id: str, worker: str = "") -> None:
-    """Run a job's pipeline; the job always ends succeeded, failed or cancelled."""
-    job = _claim(job_id, task_id, worker)
-    if job is None:
+    """Run a job's pipeline if it is ours to run (see :func:`~.leases.job_claim`).
+
+    The run works in a fresh scratch folder removed in every outcome, renews its lease while it
+    runs, and ends the job succeeded, failed or cancelled, unless its lease was taken over, in
+    which case it stops and leaves the job to the run that holds it.
+    """
+    claimed = job_claim(job_id, task_id, worker)
+    if claimed is None:
         return
-    try:
-        result = run_job(job_recipe(job), progress=_progress_reporter(job_id))
-    except JobCancelled:
+    job, lease = claimed
+    soft_limit_s = job_time_limits(job)[0]
+    with run_scratch(job_id, lease.attempt) as workdir, LeaseKeeper(lease):
         try:
-            job_transition(job_id, to=Status.CANCELLED, expected=(Status.RUNNING,), stage="cancelled")
-        except InvalidTransition:
-            logger.info("job %s stopped; it is no longer running", job_id)
-        return
-    except Exception as exc:
-        logger.exception("job %s failed", job_id)
-        # The page shows the sentence; the traceback (its end is what matters) goes to the log, collapsed there.
-        job_log(job_id, _tail(traceback.format_exc(), JOB_LOG_CHARS), level="error")
-        job_transition(job_id, to=Status.FAILED, expected=(Status.RUNNING,), error=explain_failure(exc),
-                       stage="failed")
-        return
+            result = run_job(job_recipe(job, workdir), progress=_progress_reporter(lease, soft_limit_s))
+            artifacts = job_store_artifacts(job_id, workdir / "out", result.artifacts)
+        except LeaseLost:
+            logger.warning("job %s: lease %s lost; another run holds the job", job_id, lease.owner)
+            return
+        except JobTimedOut as exc:
+            _end(lease, Status.FAILED, stage="failed", error=_time_limit_message(soft_limit_s, str(exc)))
+            return
+        except JobCancelled:
+            _end(lease, Status.CANCELLED, stage="cancelled")
+            return
+        except Exception as exc:
+            logger.exception("job %s failed", job_id)
+            # The page shows the sentence; the traceback (its end is what matters) goes to the log, collapsed there.
+            job_log(job_id, _tail(traceback.format_exc(), JOB_LOG_CHARS), level="error")
+            _end(lease, Status.FAILED, error=explain_failure(exc), stage="failed")
+            return
     for warning in result.warnings:
         job_log(job_id, warning, level="warning")
-    job_transition(
-        job_id,
-        to=Status.SUCCEEDED,
-        expected=(Status.RUNNING,),
-        progress=1.0,
-        stage="done",
-        metrics={**result.metrics, "timings": result.timings},
-        layers=result.layers,
-        warnings=result.warnings,
-        artifacts=result.artifacts,
-    )
+    _end(lease, Status.SUCCEEDED, progress=1.0, stage="done", metrics={**result.metrics, "timings": result.timings},
+         layers=result.layers, warnings=result.warnings, artifacts=artifacts)
 
 
-def job_fail_orphans(*, worker: str) -> list[int]:
-    """Fail the jobs a worker left running when it died (killed, out of memory).
+def _end(lease: Lease, to: str, **fields) -> None:
+    """Finish the run's job, only while this run still holds the lease."""
+    with transaction.atomic():
+        held = Job.objects.select_for_update().filter(pk=lease.job_id, status=Status.RUNNING,
+                                                      lease_owner=lease.owner).exists()
+        if not held:
+            logger.warning("job %s: run %s finished after losing its lease; its result is dropped",
+                           lease.job_id, lease.attempt)
+            return
+        job_transition(lease.job_id, to=to, expected=(Status.RUNNING,), **fields)
 
-    Called when a worker node starts: whatever that node name still has
-    running was interrupted, since one node runs each job to the end.
-    """
-    orphans = list(Job.objects.filter(status=Status.RUNNING, worker=worker).values_list("pk", flat=True))
-    failed = []
-    for job_id in orphans:
-        try:
-            job_transition(
-                job_id, to=Status.FAILED, expected=(Status.RUNNING,), stage="failed",
-                error=f"the worker {worker} stopped while running this job (killed or out of memory); "
-                "the model and recipe are kept: submit the job again",
-            )
-        except InvalidTransition:
-            continue
-        failed.append(job_id)
-    return failed
+
+def job_store_artifacts(job_id: int, out_dir: Path, artifacts: list[dict]) -> list[dict]:
+    """Move a finished run's files into the job's folder, each under a temporary name then renamed,
+    so a half-written artifact is never listed or served."""
+    target = job_output_dir(job_id)
+    target.mkdir(parents=True, exist_ok=True)
+    for artifact in artifacts:
+        partial = target / f".{artifact['name']}.partial"
+        shutil.copyfile(out_dir / artifact["name"], partial)
+        os.replace(partial, target / artifact["name"])
+    return artifacts
 
 
 def job_artifact_path(job: Job, name: str) -> Path:
@@ -297,3 +242,18 @@ def job_artifact_path(job: Job, name: str) -> Path:
     if not path.is_file():
         raise ValidationError(f"the file {name!r} of job {job.pk} is missing from the server's storage")
     return path
+
+
+def job_hard_time_limit(job_id: int, *, task_id: str) -> None:
+    """Celery killed the run of ``task_id`` at the hard time limit (it never reached a step where the
+    soft limit could stop it): fail the job with the limit it passed."""
+    job = Job.objects.filter(pk=job_id, status=Status.RUNNING, task_id=task_id).first()
+    if job is None:
+        return
+    soft, hard = job_time_limits(job)
+    try:
+        job_transition(job_id, to=Status.FAILED, expected=(Status.RUNNING,), stage="failed",
+                       error=f"{_time_limit_message(hard, job.stage)} (it was killed: no step ended after the "
+                       f"{soft // 60} min soft limit)")
+    except InvalidTransition:
+        pass

@@ -1,0 +1,135 @@
+"""Leases, the sweep and run scratch folders, driven through the services on the test database."""
+
+import os
+import subprocess
+import sys
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from webapp.jobs.leases import job_claim, job_lease_lapsed
+from webapp.jobs.models import Job
+from webapp.jobs.scratch import remove_orphaned_scratch, scratch_root
+from webapp.jobs.services import job_create, job_execute
+from webapp.jobs.sweep import job_sweep
+
+pytestmark = pytest.mark.django_db
+
+L1_HALF = {"config_list": [{"op_types": ["Conv2d"], "sparse_ratio": 0.5}]}
+
+
+@pytest.fixture
+def job(user, digits_model, no_enqueue):
+    return job_create(owner=user, model=digits_model, algorithm="L1NormPruner", params=L1_HALF, dataset="digits")
+
+
+@pytest.fixture
+def published(monkeypatch):
+    sent = []
+    monkeypatch.setattr("webapp.jobs.sweep.job_publish", lambda job_id: sent.append(job_id) or True)
+    monkeypatch.setattr("webapp.jobs.leases.job_publish", lambda job_id: sent.append(job_id) or True)
+    return sent
+
+
+def _expire(job_id: int) -> None:
+    Job.objects.filter(pk=job_id).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+
+
+def test_a_claim_holds_a_lease_and_a_second_delivery_does_nothing(job):
+    claimed, lease = job_claim(job.pk, task_id="t1", worker="w1@host")
+    assert claimed.status == "running" and claimed.attempts == 1 and lease.attempt == 1
+    assert claimed.lease_owner == lease.owner and lease.owner.startswith("w1@host|")
+    assert claimed.lease_expires_at > timezone.now()
+    assert job_claim(job.pk, task_id="t1", worker="w2@host") is None  # redelivered while alive
+    after = Job.objects.get(pk=job.pk)
+    assert after.attempts == 1 and after.worker == "w1@host" and after.lease_owner == lease.owner
+
+
+def test_an_expired_lease_is_taken_over_and_counted(job, settings):
+    settings.CONDENSE_JOB_MAX_ATTEMPTS = 3
+    _, first = job_claim(job.pk, task_id="t1", worker="w1@host")
+    _expire(job.pk)
+    claimed, second = job_claim(job.pk, task_id="t1", worker="w2@host")
+    assert second.attempt == 2 and second.owner != first.owner
+    assert claimed.worker == "w2@host" and claimed.stage.startswith("restarting: w1@host stopped (its lease expired")
+    [entry] = claimed.attempt_history
+    assert entry["attempt"] == 1 and entry["worker"] == "w1@host" and "lease expired" in entry["reason"]
+
+
+def test_past_the_attempt_cap_a_takeover_fails_the_job_with_its_history(job):
+    job_claim(job.pk, task_id="t1", worker="w1@host")
+    _expire(job.pk)
+    job_claim(job.pk, task_id="t1", worker="w2@host")
+    _expire(job.pk)
+    assert job_claim(job.pk, task_id="t1", worker="w3@host") is None
+    failed = Job.objects.get(pk=job.pk)
+    assert failed.status == "failed" and failed.attempts == 2 and len(failed.attempt_history) == 2
+    assert failed.error.startswith("the worker stopped 2 times while running this job (last: w2@host, last seen at ")
+    assert failed.lease_owner == "" and failed.lease_expires_at is None
+
+
+def test_the_sweep_requeues_an_expired_run_and_sends_it_again(job, published):
+    job_claim(job.pk, task_id="t1", worker="gone@host")
+    Job.objects.filter(pk=job.pk).update(published_at=timezone.now())
+    assert job_sweep().requeued == []  # the lease is live
+    _expire(job.pk)
+    report = job_sweep()
+    assert report.requeued == [job.pk]
+    requeued = Job.objects.get(pk=job.pk)
+    assert requeued.status == "queued" and requeued.lease_owner == "" and requeued.published_at is None
+    assert requeued.stage.startswith("waiting to run again: gone@host stopped (no heartbeat from gone@host since ")
+    assert job.pk in published
+
+
+def test_the_sweep_sends_again_a_message_lost_with_its_broker(job, published, settings):
+    Job.objects.filter(pk=job.pk).update(published_at=timezone.now())
+    assert job_sweep().republished == []  # sent a moment ago: it may be waiting on the broker
+    Job.objects.filter(pk=job.pk).update(published_at=timezone.now() - timedelta(seconds=settings.CONDENSE_REPUBLISH_S + 1))
+    assert job_sweep().republished == [job.pk]  # the queue is empty: the message is gone
+
+
+def test_a_redelivery_takes_over_at_once_from_a_dead_local_holder(job):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    _, lease = job_claim(job.pk, task_id="t1", worker="w1@host")
+    owner = lease.owner.split("|")
+    Job.objects.filter(pk=job.pk).update(lease_owner="|".join([owner[0], owner[1], dead.stdout.strip(), owner[3]]))
+    claimed, second = job_claim(job.pk, task_id="t1", worker="w1@host")  # its lease has not expired
+    assert second.attempt == 2 and claimed.attempt_history[0]["worker"] == "w1@host"
+
+
+def test_a_lapse_for_another_holder_changes_nothing(job):
+    _, lease = job_claim(job.pk, task_id="t1", worker="w1@host")
+    assert job_lease_lapsed(job.pk, reason="stale report", holder="someone-else") is None
+    assert Job.objects.get(pk=job.pk).lease_owner == lease.owner
+
+
+def test_a_run_past_its_soft_time_limit_fails_with_what_to_change(user, digits_model, no_enqueue):
+    job = job_create(owner=user, model=digits_model, algorithm="L1NormPruner", params=L1_HALF, dataset="digits",
+                     time_limit_s=1)
+    job_execute(job.pk, task_id="t1", worker="w1@host")
+    job.refresh_from_db()
+    assert job.status == "failed"
+    assert job.error.startswith("the job ran past its time limit of 0 min and was stopped during '")
+    assert "larger time_limit_s" in job.error
+
+
+def test_run_scratch_folders_are_removed_in_every_outcome(user, digits_model, no_enqueue):
+    ok = job_create(owner=user, model=digits_model, algorithm="L1NormPruner", params=L1_HALF, dataset="digits")
+    job_execute(ok.pk, task_id="t1", worker="w1@host")
+    broken = job_create(owner=user, model=digits_model, algorithm="L1NormPruner", params=L1_HALF, dataset="digits")
+    Job.objects.filter(pk=broken.pk).update(algorithm="VanishedPruner")
+    job_execute(broken.pk, task_id="t2", worker="w1@host")
+    assert {Job.objects.get(pk=ok.pk).status, Job.objects.get(pk=broken.pk).status} == {"succeeded", "failed"}
+    mine = [f for f in scratch_root().glob("job-*") if f.name.startswith((f"job-{ok.pk}-", f"job-{broken.pk}-"))]
+    assert mine == []
+
+
+def test_scratch_of_a_dead_process_is_removed(tmp_path):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    orphan = tmp_path / f"job-9-run-1-pid-{dead.stdout.strip()}"
+    alive = tmp_path / f"job-9-run-2-pid-{os.getpid()}"
+    for folder in (orphan, alive):
+        (folder / "tmp").mkdir(parents=True)
+    assert remove_orphaned_scratch(tmp_path) == 1
+    assert not orphan.exists() and alive.exists()
