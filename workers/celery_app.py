@@ -11,6 +11,7 @@ from pathlib import Path
 
 from celery import Celery
 from celery.signals import worker_init
+from kombu.exceptions import ChannelError, OperationalError
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings")
 
@@ -27,6 +28,32 @@ def ensure_broker_folders(conf=None) -> None:
         for key in ("data_folder_in", "data_folder_out", "processed_folder", "control_folder"):
             if options.get(key):
                 Path(options[key]).mkdir(parents=True, exist_ok=True)
+
+
+#: Seconds a queue-length query waits for the broker before it reports the length as unknown.
+QUEUE_LENGTH_TIMEOUT_S = 2.0
+
+
+def queue_length(queue: str) -> int | None:
+    """Messages waiting in ``queue`` on the broker (not those a worker has taken), None when the broker cannot be
+    reached within a couple of seconds. Redis: the length of the queue's lists; filesystem broker: its message
+    files in ``data_folder_in``.
+
+    Example::
+
+        >>> queue_length("cpu")
+        0
+    """
+    quick = {"max_retries": 0, "socket_connect_timeout": QUEUE_LENGTH_TIMEOUT_S,
+             "socket_timeout": QUEUE_LENGTH_TIMEOUT_S}
+    try:
+        with app.connection_for_read(connect_timeout=QUEUE_LENGTH_TIMEOUT_S, transport_options=quick) as connection:
+            try:
+                return connection.default_channel.queue_declare(queue, passive=True).message_count
+            except ChannelError:  # Redis holds no key for a queue that has never had a message or was emptied
+                return 0
+    except (OSError, OperationalError):
+        return None
 
 
 @worker_init.connect
