@@ -45,6 +45,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "webapp.modelhub",
     "webapp.datahub",
+    "webapp.fleet",
     "webapp.jobs",
     "webapp.dashboard",
 ]
@@ -197,6 +198,10 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_DEFAULT_QUEUE = "cpu"
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+# A worker is live while its last heartbeat is younger than this (it beats every ~10 s).
+CONDENSE_WORKER_TIMEOUT_S = int(os.environ.get("CONDENSE_WORKER_TIMEOUT_S", 45))
+# A job asking for a GPU while no GPU worker is live: refused (default), or queued to wait for one (1).
+CONDENSE_GPU_JOBS_WAIT = os.environ.get("CONDENSE_GPU_JOBS_WAIT", "0") == "1"
 # Models in and out of a job; trusted mode lets workers unpickle uploads.
 CONDENSE_TRUSTED_PICKLES = os.environ.get("CONDENSE_TRUSTED_PICKLES", "0") == "1"
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from celery import Celery
 from celery.signals import worker_init
+from kombu.exceptions import ChannelError, OperationalError
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings")
 
@@ -29,23 +30,33 @@ def ensure_broker_folders(conf=None) -> None:
                 Path(options[key]).mkdir(parents=True, exist_ok=True)
 
 
+#: Seconds a queue-length query waits for the broker before it reports the length as unknown.
+QUEUE_LENGTH_TIMEOUT_S = 2.0
+
+
+def queue_length(queue: str) -> int | None:
+    """Messages waiting in ``queue`` on the broker (not those a worker has taken), None when the broker cannot be
+    reached within a couple of seconds. Redis: the length of the queue's lists; filesystem broker: its message
+    files in ``data_folder_in``.
+
+    Example::
+
+        >>> queue_length("cpu")
+        0
+    """
+    quick = {"max_retries": 0, "socket_connect_timeout": QUEUE_LENGTH_TIMEOUT_S,
+             "socket_timeout": QUEUE_LENGTH_TIMEOUT_S}
+    try:
+        with app.connection_for_read(connect_timeout=QUEUE_LENGTH_TIMEOUT_S, transport_options=quick) as connection:
+            try:
+                return connection.default_channel.queue_declare(queue, passive=True).message_count
+            except ChannelError:  # Redis holds no key for a queue that has never had a message or was emptied
+                return 0
+    except (OSError, OperationalError):
+        return None
+
+
 @worker_init.connect
 def _prepare_worker(**_kwargs):
     ensure_broker_folders()
 
-
-def queue_length(queue: str, conf=None) -> int | None:
-    """Messages waiting on ``queue`` (not those a worker has taken), or None when the broker cannot say.
-
-    Redis keeps a queue as a list named after it; the filesystem broker keeps one file per message
-    (``<timestamp>_<id>.<queue>.msg``) in its folder.
-    """
-    conf = conf or app.conf
-    try:
-        if str(conf.broker_url).startswith("filesystem://"):
-            folder = Path((conf.broker_transport_options or {}).get("data_folder_in", ""))
-            return sum(1 for _ in folder.glob(f"*.{queue}.msg")) if folder.is_dir() else 0
-        with app.connection_for_read() as connection:
-            return connection.default_channel.client.llen(queue)
-    except Exception:  # noqa: BLE001 - any broker failure means "unknown", which callers treat as busy
-        return None

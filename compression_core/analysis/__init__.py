@@ -12,7 +12,7 @@ Example::
 from .fidelity import output_fidelity
 from .flops import count_flops_params, model_summary
 from .latency import measure_latency
-from .machine import machine_info
+from .machine import machine_info, worker_report
 from .timing import PairedTiming, TimingStats, fixed_threads, judge, median_interval, time_paired
 
 __all__ = [
@@ -27,4 +27,5 @@ __all__ = [
     "model_summary",
     "output_fidelity",
     "time_paired",
+    "worker_report",
 ]

@@ -166,3 +166,32 @@ def pinned_external_onnx() -> dict[str, bytes]:
 def dynamic_external_onnx() -> dict[str, bytes]:
     """m.onnx + m.onnx.data, exported with a dynamic batch."""
     return _external_data_export(dynamic=True)
+
+
+# -- the worker pool ---------------------------------------------------------------
+
+
+@pytest.fixture
+def gpu_worker_info():
+    """A worker report (``compression_core.analysis.worker_report``) from a machine with one H100."""
+    from compression_core.analysis import worker_report
+
+    report = worker_report()
+    report["gpus"] = [{"index": 0, "name": "NVIDIA H100 80GB HBM3", "memory_bytes": 85_024_112_640,
+                       "capability": "9.0"}]
+    return report
+
+
+@pytest.fixture
+def running_job(no_enqueue):
+    """``running_job(owner, worker_name, name=...)``: a job of ``owner``, running on that worker node."""
+    from webapp.jobs.services import job_create, job_transition
+    from webapp.modelhub.services import model_create
+
+    def make(owner, worker: str, name: str = "", stage: str = "pruning"):
+        model = model_create(owner=owner, name="digits", source="builtin", architecture="digits_cnn")
+        job = job_create(owner=owner, model=model, algorithm="L1NormPruner", name=name, dataset="digits",
+                         params={"config_list": [{"op_types": ["Conv2d"], "sparse_ratio": 0.5}]})
+        return job_transition(job.pk, to="running", worker=worker, stage=stage, progress=0.25)
+
+    return make

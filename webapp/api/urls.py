@@ -2,7 +2,7 @@ from django.urls import path
 from drf_spectacular.views import SpectacularAPIView
 from rest_framework.authtoken.views import obtain_auth_token
 
-from . import views
+from . import views, workers
 
 urlpatterns = [
     path("auth/token/", obtain_auth_token, name="api-token"),
@@ -19,4 +19,5 @@ urlpatterns = [
     path("architectures/", views.ArchitectureListView.as_view(), name="api-architectures"),
     path("datasets/", views.DatasetListCreateView.as_view(), name="api-datasets"),
     path("datasets/<int:dataset_id>/", views.DatasetDetailView.as_view(), name="api-dataset"),
+    path("workers/", workers.WorkerPoolView.as_view(), name="api-workers"),
 ]

@@ -101,6 +101,13 @@ def dataset_delete(request, dataset_id: int):
 
 
 @login_required
+def worker_list(request):
+    pool = job_selectors.worker_pool(user=request.user)
+    return render(request, "dashboard/worker_list.html",
+                  {"pool": pool, "any_live": any(worker["live"] for worker in pool["workers"])})
+
+
+@login_required
 def job_list(request):
     page = Paginator(job_selectors.job_list(user=request.user), PAGE_SIZE).get_page(request.GET.get("page"))
     return render(request, "dashboard/job_list.html", {"page": page, "jobs": page.object_list})

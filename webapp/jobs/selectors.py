@@ -1,4 +1,9 @@
+from django.db.models import Count
 from django.shortcuts import get_object_or_404
+from django.utils import timezone
+
+from webapp.fleet import selectors as fleet_selectors
+from workers.celery_app import queue_length
 
 from .models import Job
 
@@ -13,3 +18,54 @@ def job_get(*, user, job_id) -> Job:
 
 def job_logs(*, job: Job, after_id: int = 0):
     return job.logs.filter(id__gt=after_id)
+
+
+# -- the worker pool ---------------------------------------------------------------
+
+
+def running_jobs_by_worker() -> dict[str, list[Job]]:
+    """The running jobs of each worker node, by node name (``Job.worker``)."""
+    jobs: dict[str, list[Job]] = {}
+    for job in Job.objects.filter(status=Job.Status.RUNNING).exclude(worker="").order_by("started_at", "pk"):
+        jobs.setdefault(job.worker, []).append(job)
+    return jobs
+
+
+def queued_job_counts() -> dict[str, int]:
+    """Jobs waiting for a worker, per queue. The queue is the job's device until Job records its queue."""
+    rows = Job.objects.filter(status=Job.Status.QUEUED).values("device").annotate(count=Count("pk"))
+    return {row["device"]: row["count"] for row in rows}
+
+
+def _job_row(job: Job) -> dict:
+    return {"id": job.pk, "name": job.name or job.algorithm, "algorithm": job.algorithm, "progress": job.progress,
+            "stage": job.stage}
+
+
+def _worker_row(worker, *, user, running: list[Job], now) -> dict:
+    info = worker.info or {}
+    state = fleet_selectors.worker_state(worker, now=now)
+    return {
+        "name": worker.name, "queues": worker.queues, "live": state == "live", "state": state,
+        "last_seen_at": worker.last_seen_at, "started_at": worker.started_at, "stopped_at": worker.stopped_at,
+        "cpu": info.get("cpu") or {}, "memory": info.get("memory") or {}, "gpus": info.get("gpus") or [],
+        "versions": info.get("versions") or {}, "load": info.get("load") or {},
+        # Workers are shared, jobs are not: another user's jobs show only as a count.
+        "jobs": [_job_row(job) for job in running if job.owner_id == user.pk],
+        "other_jobs": sum(1 for job in running if job.owner_id != user.pk),
+    }
+
+
+def worker_pool(*, user) -> dict:
+    """The pool as ``user`` may see it: every worker (state, machine, running jobs: ``user``'s own by name,
+    others' as ``other_jobs``) and each queue's length on the broker (None: unreachable) and queued jobs."""
+    now = timezone.now()
+    running = running_jobs_by_worker()
+    workers = [_worker_row(worker, user=user, running=running.get(worker.name, []), now=now)
+               for worker in fleet_selectors.worker_list()]
+    queued = queued_job_counts()
+    names = sorted({fleet_selectors.CPU_QUEUE, fleet_selectors.GPU_QUEUE, *queued,
+                    *(queue for row in workers if row["live"] for queue in row["queues"])})
+    queues = [{"name": name, "broker_length": queue_length(name), "queued_jobs": queued.get(name, 0)}
+              for name in names]
+    return {"workers": workers, "queues": queues}

@@ -14,6 +14,7 @@ import re
 from numbers import Real
 
 from django import template
+from django.utils import timezone
 
 register = template.Library()
 
@@ -89,6 +90,19 @@ def ms(value) -> str:
 def seconds(value) -> str:
     number = _number(value)
     return DASH if number is None else f"{number:.2f} s"
+
+
+@register.filter
+def ago(moment, now=None) -> str:
+    """How long ago ``moment`` (a datetime) was: "12 s ago", "3 min ago", "5 h ago", "2 days ago"."""
+    if moment is None or moment == "":
+        return DASH
+    elapsed = max(((now or timezone.now()) - moment).total_seconds(), 0)
+    for unit, size in (("day", 86400), ("h", 3600), ("min", 60)):
+        if elapsed >= size:
+            amount = int(elapsed // size)
+            return f"{amount} {unit}{'s' if unit == 'day' and amount > 1 else ''} ago"
+    return f"{int(elapsed)} s ago"
 
 
 @register.filter
