@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import logging
 import shutil
+import tempfile
 import traceback
 from pathlib import Path
 
-from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
@@ -18,8 +18,10 @@ from compression_core.jobs import (
 )
 
 from webapp.common.exceptions import ServiceConflict
+from webapp.common.storage import storage_delete_prefix, storage_exists, storage_push
 from webapp.datahub.models import Dataset
 from webapp.modelhub.models import ModelArtifact
+from webapp.datahub.selectors import dataset_validation_source
 from webapp.datahub.services import dataset_source
 from webapp.modelhub.services import model_source
 from workers.celery_app import app as celery_app, ensure_broker_folders
@@ -44,21 +46,55 @@ class InvalidTransition(ServiceConflict):
     pass
 
 
-def job_output_dir(job_id: int) -> Path:
-    return Path(settings.MEDIA_ROOT) / "jobs" / str(job_id)
+def job_storage_prefix(job_id: int) -> str:
+    """The storage folder of a job's artifacts: ``jobs/<id>``."""
+    return f"jobs/{job_id}"
 
 
-def job_recipe(job: Job) -> Recipe:
+def job_recipe(job: Job, workdir: Path, *, for_validation: bool = False) -> Recipe:
+    """The job's recipe on local files: its inputs fetched from storage into ``workdir / "inputs"``, its
+    outputs written to ``workdir / "out"`` (see :func:`job_store_artifacts`).
+
+    ``for_validation`` (a web request, nothing runs): an uploaded dataset stays in storage, its recorded
+    sample shape stands in for it; the model file is still fetched, since validation loads the model.
+
+    Example::
+
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     params = validate_recipe(job_recipe(draft, Path(tmp), for_validation=True))
+    """
+    inputs = workdir / "inputs"
+    if not job.dataset_upload_id:
+        dataset = job.dataset or None
+    elif for_validation:
+        dataset = dataset_validation_source(job.dataset_upload)
+    else:
+        dataset = dataset_source(job.dataset_upload, inputs)
     return Recipe(
-        model=model_source(job.model),
+        model=model_source(job.model, inputs),
         input_shape=list(job.model.input_shape),
         algorithm=job.algorithm,
         params=job.params,
         speedup=job.speedup,
-        dataset=dataset_source(job.dataset_upload) if job.dataset_upload_id else (job.dataset or None),
+        dataset=dataset,
         device=job.device,
-        output_dir=str(job_output_dir(job.pk)),
+        output_dir=str(workdir / "out"),
     )
+
+
+def job_store_artifacts(job_id: int, out_dir: Path, artifacts: list[dict]) -> list[dict]:
+    """Push each artifact file of ``out_dir`` to storage as ``jobs/<id>/<name>``; return the artifact records.
+
+    Each push is atomic, so a download never gets part of a file.
+
+    Example::
+
+        >>> job_store_artifacts(7, Path("/tmp/job-7/out"), [{"name": "model.onnx", "kind": "onnx", "bytes": 9}])
+        [{'name': 'model.onnx', 'kind': 'onnx', 'bytes': 9}]
+    """
+    for artifact in artifacts:
+        storage_push(out_dir / artifact["name"], f"{job_storage_prefix(job_id)}/{artifact['name']}")
+    return [dict(artifact) for artifact in artifacts]
 
 
 #: The longest log line kept; a longer traceback keeps its end, where the error is.
@@ -131,7 +167,9 @@ def job_create(
         spec = get_algorithm(algorithm)
         draft = Job(owner=owner, model=model, algorithm=algorithm, params=params, speedup=speedup,
                     dataset=dataset or "", dataset_upload=dataset_upload, device=device)
-        params = validate_recipe(job_recipe(draft))
+        # validate_recipe loads the model, so an uploaded model file is fetched here (not the dataset).
+        with tempfile.TemporaryDirectory(prefix="condense-validate-") as workdir:
+            params = validate_recipe(job_recipe(draft, Path(workdir), for_validation=True))
     except ValueError as exc:
         raise ValidationError(str(exc)) from exc
     with transaction.atomic():
@@ -190,9 +228,9 @@ def job_cancel(*, job: Job) -> Job:
 def job_delete(*, job: Job) -> None:
     if job.status in (Status.QUEUED, Status.RUNNING):
         raise ServiceConflict("cancel the job before deleting it")
-    folder = job_output_dir(job.pk)
+    prefix = job_storage_prefix(job.pk)
     job.delete()
-    transaction.on_commit(lambda: shutil.rmtree(folder, ignore_errors=True))
+    transaction.on_commit(lambda: storage_delete_prefix(prefix))
 
 
 def _claim(job_id: int, task_id: str, worker: str) -> Job | None:
@@ -238,8 +276,10 @@ def job_execute(job_id: int, task_id: str, worker: str = "") -> None:
     job = _claim(job_id, task_id, worker)
     if job is None:
         return
+    workdir = Path(tempfile.mkdtemp(prefix=f"condense-job-{job_id}-"))
     try:
-        result = run_job(job_recipe(job), progress=_progress_reporter(job_id))
+        result = run_job(job_recipe(job, workdir), progress=_progress_reporter(job_id))
+        artifacts = job_store_artifacts(job_id, workdir / "out", result.artifacts)
     except JobCancelled:
         try:
             job_transition(job_id, to=Status.CANCELLED, expected=(Status.RUNNING,), stage="cancelled")
@@ -253,6 +293,8 @@ def job_execute(job_id: int, task_id: str, worker: str = "") -> None:
         job_transition(job_id, to=Status.FAILED, expected=(Status.RUNNING,), error=explain_failure(exc),
                        stage="failed")
         return
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
     for warning in result.warnings:
         job_log(job_id, warning, level="warning")
     job_transition(
@@ -264,7 +306,7 @@ def job_execute(job_id: int, task_id: str, worker: str = "") -> None:
         metrics={**result.metrics, "timings": result.timings},
         layers=result.layers,
         warnings=result.warnings,
-        artifacts=result.artifacts,
+        artifacts=artifacts,
     )
 
 
@@ -289,11 +331,15 @@ def job_fail_orphans(*, worker: str) -> list[int]:
     return failed
 
 
-def job_artifact_path(job: Job, name: str) -> Path:
+def job_artifact_name(job: Job, name: str) -> str:
+    """The storage name of the job's artifact ``name`` (for ``storage_download_response``).
+
+    Raises ``ValidationError`` when the job has no such artifact or its file is gone from storage.
+    """
     names = {artifact["name"] for artifact in job.artifacts}
     if name not in names:
         raise ValidationError(f"job {job.pk} has no artifact {name!r}; it has {', '.join(sorted(names)) or 'none'}")
-    path = job_output_dir(job.pk) / name
-    if not path.is_file():
+    stored = f"{job_storage_prefix(job.pk)}/{name}"
+    if not storage_exists(stored):
         raise ValidationError(f"the file {name!r} of job {job.pk} is missing from the server's storage")
-    return path
+    return stored
