@@ -79,8 +79,8 @@ def storage_push(path: Path, name: str) -> str:
         finally:
             partial.unlink(missing_ok=True)
         return name
-    if default_storage.exists(name):
-        # S3 overwrites in place; a store that would pick another name instead gets the old one removed first.
+    if default_storage.get_available_name(name) != name:
+        # S3 (file_overwrite) replaces in place; a store that would save beside the old file removes it first.
         default_storage.delete(name)
     with open(path, "rb") as handle:
         return default_storage.save(name, File(handle, name=posixpath.basename(name)))
@@ -102,10 +102,12 @@ def storage_delete_prefix(prefix: str) -> None:
 
 
 def storage_exists(name: str) -> bool:
+    """Whether a file is stored under ``name``."""
     return default_storage.exists(name)
 
 
 def storage_delete(name: str) -> None:
+    """Delete the file ``name``; nothing there is fine."""
     default_storage.delete(name)
 
 
