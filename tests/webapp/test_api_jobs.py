@@ -87,9 +87,9 @@ def test_job_runs_through_the_service_and_artifacts_download(api, digits_model, 
     assert out.shape == (2, 10)
     assert api.get(f"/api/v1/jobs/{job_id}/artifacts/..%2Fsecret").status_code in (400, 404)
 
-    from webapp.jobs.services import job_output_dir
+    from django.core.files.storage import default_storage
 
-    (job_output_dir(job_id) / "model.plan.json").unlink()
+    default_storage.delete(f"jobs/{job_id}/model.plan.json")
     response = api.get(f"/api/v1/jobs/{job_id}/artifacts/model.plan.json")
     assert response.status_code == 400 and "missing" in response.json()["detail"]
 

@@ -57,12 +57,15 @@ def _make_job(owner, model):
 
 def _finish(job, *, tmp_onnx: bytes = b"onnx-bytes"):
     """Move a job to succeeded with made-up results, and write its artifact."""
-    from webapp.jobs.services import Status, job_output_dir, job_transition
+    from django.core.files.base import ContentFile
+    from django.core.files.storage import default_storage
+
+    from webapp.jobs.services import Status, job_storage_prefix, job_transition
 
     job_transition(job.pk, to=Status.RUNNING, stage="starting")
-    out = job_output_dir(job.pk)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "model.onnx").write_bytes(tmp_onnx)
+    name = f"{job_storage_prefix(job.pk)}/model.onnx"
+    default_storage.delete(name)  # job ids repeat between tests; the media folder is the session's
+    default_storage.save(name, ContentFile(tmp_onnx))
     metrics = {
         "before": {"params": 11_689_512, "flops": 1_818_000_000, "onnx_bytes": 46_758_048, "weights_bytes": 46_000_000,
                    "latency_cpu_b1_ms": 10.0, "latency_cpu_b16_ms": 80.0, "accuracy": 0.95},

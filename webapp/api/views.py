@@ -1,7 +1,6 @@
 """REST API v1. Views parse input, call one service or selector, render output."""
 
 from django.core.exceptions import ValidationError
-from django.http import FileResponse
 from drf_spectacular.utils import extend_schema
 from rest_framework import status
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
@@ -11,6 +10,7 @@ from rest_framework.views import APIView
 
 from compression_core.algorithms import all_algorithms
 from compression_core.models import architecture_choices
+from webapp.common.storage import storage_download_response
 from webapp.datahub import selectors as dataset_selectors
 from webapp.datahub import services as dataset_services
 from webapp.jobs import selectors as job_selectors
@@ -116,8 +116,8 @@ class JobArtifactListView(APIView):
 class JobArtifactDownloadView(APIView):
     def get(self, request, job_id: int, name: str):
         job = job_selectors.job_get(user=request.user, job_id=job_id)
-        path = job_services.job_artifact_path(job, name)
-        return FileResponse(open(path, "rb"), as_attachment=True, filename=f"job{job.pk}-{name}")
+        stored = job_services.job_artifact_name(job, name)
+        return storage_download_response(stored, filename=f"job{job.pk}-{name}")
 
 
 class AlgorithmListView(APIView):

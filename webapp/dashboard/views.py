@@ -8,11 +8,12 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
-from django.http import FileResponse, Http404
+from django.http import Http404
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
 from webapp.common.exceptions import ServiceConflict
+from webapp.common.storage import storage_download_response
 from webapp.datahub import selectors as dataset_selectors
 from webapp.datahub import services as dataset_services
 from webapp.jobs import selectors as job_selectors
@@ -165,7 +166,7 @@ def job_cancel(request, job_id: int):
 def job_download(request, job_id: int, name: str):
     job = job_selectors.job_get(user=request.user, job_id=job_id)
     try:
-        path = job_services.job_artifact_path(job, name)
+        stored = job_services.job_artifact_name(job, name)
     except ValidationError as exc:
         raise Http404("; ".join(exc.messages)) from exc
-    return FileResponse(open(path, "rb"), as_attachment=True, filename=f"job{job.pk}-{name}")
+    return storage_download_response(stored, filename=f"job{job.pk}-{name}")

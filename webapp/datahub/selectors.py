@@ -1,6 +1,9 @@
+from dataclasses import dataclass
+
+from django.conf import settings
 from django.shortcuts import get_object_or_404
 
-from compression_core.data import dataset_choices
+from compression_core.data import DatasetSource, check_input_fit, dataset_choices
 
 from .models import Dataset
 
@@ -11,6 +14,38 @@ def dataset_list(*, user):
 
 def dataset_get(*, user, dataset_id) -> Dataset:
     return get_object_or_404(Dataset, pk=dataset_id, owner=user)
+
+
+@dataclass
+class InspectedDataset(DatasetSource):
+    """A stored dataset as a job's validation sees it: the sample shape its inspection recorded stands in for
+    the file, which stays in storage (validation only checks that shape against the model's input, so a
+    request never downloads a dataset). ``path`` is the storage name; nothing opens it."""
+
+    sample_shape: list[int] | None = None
+
+    def resolved_format(self) -> str:
+        return self.format
+
+    def check_fits(self, input_shape) -> None:
+        if self.format == Dataset.Format.NPZ:
+            check_input_fit(self.sample_shape, input_shape)
+        else:
+            super().check_fits(input_shape)  # images: decided by the model's input alone
+
+
+def dataset_validation_source(dataset: Dataset) -> InspectedDataset:
+    """The dataset for ``validate_recipe`` in a web request, without fetching its file.
+
+    Example::
+
+        >>> validate_recipe(Recipe(..., dataset=dataset_validation_source(dataset)))
+    """
+    return InspectedDataset(
+        path=dataset.file.name, format=dataset.format, sample_shape=dataset.summary.get("sample_shape"),
+        max_uncompressed_bytes=settings.CONDENSE_DATASET_MAX_UNCOMPRESSED_BYTES,
+        max_images=settings.CONDENSE_DATASET_MAX_IMAGES,
+    )
 
 
 def builtin_dataset_list() -> list[dict]:

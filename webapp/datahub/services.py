@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import logging
-import shutil
+import posixpath
 import tempfile
 import uuid
 from pathlib import Path
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.core.files import File
 from django.db import transaction
 
 from compression_core.data import DatasetSource, inspect_dataset
 
 from webapp.common.exceptions import ServiceConflict
+from webapp.common.storage import storage_delete, storage_delete_prefix, storage_fetch, storage_push
 from webapp.common.uploads import copy_upload
 
 from .models import Dataset
@@ -30,9 +30,16 @@ def _limits() -> dict:
     }
 
 
-def dataset_source(dataset: Dataset) -> DatasetSource:
-    """The engine's view of a stored dataset (plain values, no Django objects)."""
-    return DatasetSource(path=dataset.file.path, format=dataset.format, **_limits())
+def dataset_source(dataset: Dataset, workdir: Path) -> DatasetSource:
+    """The engine's view of a stored dataset (plain values, no Django objects), its file fetched into ``workdir``.
+
+    Example::
+
+        >>> dataset_source(dataset, Path("/tmp/job-7/inputs")).path
+        '/tmp/job-7/inputs/dataset/digits.npz'
+    """
+    path = storage_fetch(dataset.file.name, workdir / "dataset" / posixpath.basename(dataset.file.name))
+    return DatasetSource(path=str(path), format=dataset.format, **_limits())
 
 
 def dataset_create(*, owner, name: str = "", upload=None) -> Dataset:
@@ -64,12 +71,11 @@ def dataset_create(*, owner, name: str = "", upload=None) -> Dataset:
             size_bytes=size,
             summary=summary,
         )
-        with open(local_path, "rb") as handle:
-            dataset.file.save(local_path.name, File(handle), save=False)
+        dataset.file.name = storage_push(local_path, dataset.file.field.generate_filename(dataset, local_path.name))
         try:
             dataset.save()
         except Exception:
-            shutil.rmtree(Path(dataset.file.path).parent, ignore_errors=True)
+            storage_delete(dataset.file.name)
             raise
     return dataset
 
@@ -95,6 +101,6 @@ def dataset_delete(*, dataset: Dataset) -> None:
                 f"{'job' if len(active) == 1 else 'jobs'} {jobs} {'is' if len(active) == 1 else 'are'} queued or "
                 "running on this dataset; cancel or let them end, then delete the dataset"
             )
-        folder = Path(locked.file.path).parent
+        folder = posixpath.dirname(locked.file.name)
         locked.delete()
-        transaction.on_commit(lambda: shutil.rmtree(folder, ignore_errors=True))
+        transaction.on_commit(lambda: storage_delete_prefix(folder))

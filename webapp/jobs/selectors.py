@@ -32,9 +32,9 @@ def running_jobs_by_worker() -> dict[str, list[Job]]:
 
 
 def queued_job_counts() -> dict[str, int]:
-    """Jobs waiting for a worker, per queue. The queue is the job's device until Job records its queue."""
-    rows = Job.objects.filter(status=Job.Status.QUEUED).values("device").annotate(count=Count("pk"))
-    return {row["device"]: row["count"] for row in rows}
+    """Jobs waiting for a worker, per queue."""
+    rows = Job.objects.filter(status=Job.Status.QUEUED).values("queue").annotate(count=Count("pk"))
+    return {row["queue"]: row["count"] for row in rows}
 
 
 def _job_row(job: Job) -> dict:

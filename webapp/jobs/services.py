@@ -4,13 +4,11 @@ who runs a job is decided by its lease (:mod:`.leases`), publishing is in :mod:`
 from __future__ import annotations
 
 import logging
-import os
-import shutil
+import tempfile
 import time
 import traceback
 from pathlib import Path
 
-from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
@@ -20,9 +18,12 @@ from compression_core.jobs import (
 )
 
 from webapp.common.exceptions import ServiceConflict
+from webapp.common.storage import storage_delete_prefix, storage_exists, storage_push
 from webapp.datahub.models import Dataset
 from webapp.modelhub.models import ModelArtifact
+from webapp.datahub.selectors import dataset_validation_source
 from webapp.datahub.services import dataset_source
+from webapp.fleet.selectors import job_queue_for
 from webapp.modelhub.services import model_source
 
 from .leases import Lease, LeaseKeeper, LeaseLost, job_claim, lease_renew
@@ -39,30 +40,59 @@ class JobTimedOut(JobCancelled):
     """The run passed its soft time limit; the job fails with what to change."""
 
 
-def job_output_dir(job_id: int) -> Path:
-    return Path(settings.MEDIA_ROOT) / "jobs" / str(job_id)
+def job_storage_prefix(job_id: int) -> str:
+    """The storage folder of a job's artifacts: ``jobs/<id>``."""
+    return f"jobs/{job_id}"
 
 
-def job_recipe(job: Job, workdir: Path | None = None) -> Recipe:
-    """The engine's recipe for ``job``; a run writes its files under ``workdir`` (validation needs none)."""
+def job_recipe(job: Job, workdir: Path, *, for_validation: bool = False) -> Recipe:
+    """The job's recipe on local files: its inputs fetched from storage into ``workdir / "inputs"``, its
+    outputs written to ``workdir / "out"`` (see :func:`job_store_artifacts`).
+
+    ``for_validation`` (a web request, nothing runs): an uploaded dataset stays in storage, its recorded
+    sample shape stands in for it; the model file is still fetched, since validation loads the model.
+
+    Example::
+
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     params = validate_recipe(job_recipe(draft, Path(tmp), for_validation=True))
+    """
+    inputs = workdir / "inputs"
+    if not job.dataset_upload_id:
+        dataset = job.dataset or None
+    elif for_validation:
+        dataset = dataset_validation_source(job.dataset_upload)
+    else:
+        dataset = dataset_source(job.dataset_upload, inputs)
     return Recipe(
-        model=model_source(job.model),
+        model=model_source(job.model, inputs),
         input_shape=list(job.model.input_shape),
         algorithm=job.algorithm,
         params=job.params,
         speedup=job.speedup,
-        dataset=dataset_source(job.dataset_upload) if job.dataset_upload_id else (job.dataset or None),
+        dataset=dataset,
         device="gpu" if job.queue == "gpu" else "cpu",
-        output_dir=str(workdir / "out") if workdir else "",
+        output_dir=str(workdir / "out"),
     )
+
+
+def job_store_artifacts(job_id: int, out_dir: Path, artifacts: list[dict]) -> list[dict]:
+    """Push each artifact file of ``out_dir`` to storage as ``jobs/<id>/<name>``; return the artifact records.
+
+    Each push is atomic, so a download never gets part of a file.
+
+    Example::
+
+        >>> job_store_artifacts(7, Path("/tmp/job-7/out"), [{"name": "model.onnx", "kind": "onnx", "bytes": 9}])
+        [{'name': 'model.onnx', 'kind': 'onnx', 'bytes': 9}]
+    """
+    for artifact in artifacts:
+        storage_push(out_dir / artifact["name"], f"{job_storage_prefix(job_id)}/{artifact['name']}")
+    return [dict(artifact) for artifact in artifacts]
 
 
 def _tail(text: str, limit: int) -> str:
     return text if len(text) <= limit else "…\n" + text[-(limit - 2):]
-
-
-def _job_queue_for(device: str) -> str:
-    return "gpu" if device == Job.Device.GPU else "cpu"
 
 
 def job_create(
@@ -93,7 +123,7 @@ def job_create(
             raise ValidationError("choose either a built-in dataset or an uploaded one, not both")
     if device not in Job.Device.values:
         raise ValidationError(f"device must be one of {', '.join(Job.Device.values)}")
-    queue = _job_queue_for(device)
+    queue = job_queue_for(device)  # refuses gpu when no GPU worker is alive
     blocked = fixed_batch_message(model.summary.get("batch"))  # the upload's inspection found it runs at batch 1 only
     if blocked:
         raise ValidationError(blocked)
@@ -101,7 +131,9 @@ def job_create(
         spec = get_algorithm(algorithm)
         draft = Job(owner=owner, model=model, algorithm=algorithm, params=params, speedup=speedup,
                     dataset=dataset or "", dataset_upload=dataset_upload, device=device, queue=queue)
-        params = validate_recipe(job_recipe(draft))
+        # validate_recipe loads the model, so an uploaded model file is fetched here (not the dataset).
+        with tempfile.TemporaryDirectory(prefix="condense-validate-") as workdir:
+            params = validate_recipe(job_recipe(draft, Path(workdir), for_validation=True))
     except ValueError as exc:
         raise ValidationError(str(exc)) from exc
     with transaction.atomic():
@@ -146,9 +178,9 @@ def job_cancel(*, job: Job) -> Job:
 def job_delete(*, job: Job) -> None:
     if job.status in (Status.QUEUED, Status.RUNNING):
         raise ServiceConflict("cancel the job before deleting it")
-    folder = job_output_dir(job.pk)
+    prefix = job_storage_prefix(job.pk)
     job.delete()
-    transaction.on_commit(lambda: shutil.rmtree(folder, ignore_errors=True))
+    transaction.on_commit(lambda: storage_delete_prefix(prefix))
 
 
 def _progress_reporter(lease: Lease, soft_limit_s: int):
@@ -222,26 +254,18 @@ def _end(lease: Lease, to: str, **fields) -> None:
         job_transition(lease.job_id, to=to, expected=(Status.RUNNING,), **fields)
 
 
-def job_store_artifacts(job_id: int, out_dir: Path, artifacts: list[dict]) -> list[dict]:
-    """Move a finished run's files into the job's folder, each under a temporary name then renamed,
-    so a half-written artifact is never listed or served."""
-    target = job_output_dir(job_id)
-    target.mkdir(parents=True, exist_ok=True)
-    for artifact in artifacts:
-        partial = target / f".{artifact['name']}.partial"
-        shutil.copyfile(out_dir / artifact["name"], partial)
-        os.replace(partial, target / artifact["name"])
-    return artifacts
+def job_artifact_name(job: Job, name: str) -> str:
+    """The storage name of the job's artifact ``name`` (for ``storage_download_response``).
 
-
-def job_artifact_path(job: Job, name: str) -> Path:
+    Raises ``ValidationError`` when the job has no such artifact or its file is gone from storage.
+    """
     names = {artifact["name"] for artifact in job.artifacts}
     if name not in names:
         raise ValidationError(f"job {job.pk} has no artifact {name!r}; it has {', '.join(sorted(names)) or 'none'}")
-    path = job_output_dir(job.pk) / name
-    if not path.is_file():
+    stored = f"{job_storage_prefix(job.pk)}/{name}"
+    if not storage_exists(stored):
         raise ValidationError(f"the file {name!r} of job {job.pk} is missing from the server's storage")
-    return path
+    return stored
 
 
 def job_hard_time_limit(job_id: int, *, task_id: str) -> None:

@@ -16,6 +16,9 @@ from celery.signals import task_failure, worker_ready, worker_shutdown
 from django.conf import settings
 from django.db import close_old_connections, connection
 
+from compression_core.analysis import worker_report
+from webapp.fleet.services import worker_heartbeat, worker_stopped
+
 from .leases import job_lease_rebind, job_worker_lost
 from .publishing import RUN_JOB_TASK
 from .services import job_execute, job_hard_time_limit
@@ -47,10 +50,12 @@ def _job_process_lost(sender=None, task_id=None, exception=None, args=None, **_k
 
 
 class WorkerBeat:
-    """A thread in each worker's main process: every ``CONDENSE_SWEEP_S`` it runs the sweep."""
+    """A thread in each worker's main process: every ``CONDENSE_SWEEP_S`` it reports the worker
+    (devices, versions, load) and runs the sweep."""
 
-    def __init__(self, node: str):
-        self.node = node
+    def __init__(self, node: str, queues: list[str]):
+        self.node, self.queues = node, queues
+        self._first = True
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="condense-worker-beat", daemon=True)
 
@@ -62,6 +67,8 @@ class WorkerBeat:
         self._thread.join(timeout=30)
 
     def beat(self) -> None:
+        worker_heartbeat(name=self.node, queues=self.queues, info=worker_report(), started=self._first)
+        self._first = False
         job_sweep()
 
     def _run(self) -> None:
@@ -86,7 +93,8 @@ _beat: WorkerBeat | None = None
 @worker_ready.connect
 def _start_worker_beat(sender=None, **_kwargs) -> None:
     global _beat
-    _beat = WorkerBeat(sender.hostname)
+    queues = sorted(sender.app.amqp.queues.consume_from or sender.app.amqp.queues)
+    _beat = WorkerBeat(sender.hostname, queues)
     _beat.start()
 
 
@@ -94,3 +102,4 @@ def _start_worker_beat(sender=None, **_kwargs) -> None:
 def _stop_worker_beat(**_kwargs) -> None:
     if _beat is not None:
         _beat.stop()
+        worker_stopped(name=_beat.node)

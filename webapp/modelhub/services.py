@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-import shutil
+import posixpath
 import tempfile
 import uuid
 import zipfile
@@ -11,7 +11,6 @@ from pathlib import Path
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.core.files import File
 from django.db import transaction
 
 from compression_core.models import ARCHITECTURES
@@ -19,6 +18,7 @@ from compression_core.io import consolidate_onnx, detect_format, load_model
 from compression_core.jobs import ModelSource, inspect_model
 
 from webapp.common.exceptions import ServiceConflict
+from webapp.common.storage import storage_delete, storage_delete_prefix, storage_fetch, storage_push
 from webapp.common.uploads import copy_upload
 
 from .models import ModelArtifact
@@ -26,10 +26,19 @@ from .models import ModelArtifact
 logger = logging.getLogger(__name__)
 
 
-def model_source(model: ModelArtifact) -> ModelSource:
-    """The engine's view of a stored model (plain values, no Django objects)."""
+def model_source(model: ModelArtifact, workdir: Path) -> ModelSource:
+    """The engine's view of a stored model (plain values, no Django objects), its file fetched into ``workdir``.
+
+    Example::
+
+        >>> model_source(model, Path("/tmp/job-7/inputs")).path
+        '/tmp/job-7/inputs/model/resnet.onnx'
+    """
+    path = None
+    if model.file:  # a built-in architecture has no file
+        path = storage_fetch(model.file.name, workdir / "model" / posixpath.basename(model.file.name))
     return ModelSource(
-        path=model.file.path if model.file else None,
+        path=str(path) if path else None,
         architecture=model.architecture or None,
         num_classes=model.num_classes,
         trusted=settings.CONDENSE_TRUSTED_PICKLES,
@@ -125,13 +134,12 @@ def model_create(
             summary=summary,
         )
         if local_path is not None:
-            with open(local_path, "rb") as handle:
-                model.file.save(local_path.name, File(handle), save=False)
+            model.file.name = storage_push(local_path, model.file.field.generate_filename(model, local_path.name))
         try:
             model.save()
         except Exception:
             if model.file:
-                shutil.rmtree(Path(model.file.path).parent, ignore_errors=True)
+                storage_delete(model.file.name)
             raise
     return model
 
@@ -162,7 +170,7 @@ def _single_onnx_file(upload_path: Path, file_format: str, data_files: list, rec
 def model_delete(*, model: ModelArtifact) -> None:
     if model.jobs.exists():
         raise ServiceConflict("this model has jobs; delete its jobs first")
-    folder = Path(model.file.path).parent if model.file else None
+    folder = posixpath.dirname(model.file.name) if model.file else None
     model.delete()
-    if folder is not None:
-        transaction.on_commit(lambda: shutil.rmtree(folder, ignore_errors=True))
+    if folder:
+        transaction.on_commit(lambda: storage_delete_prefix(folder))
