@@ -20,11 +20,25 @@ def test_compose_file_has_the_production_services():
     assert "gpu" in " ".join(services["worker-gpu"]["command"])
 
 
+def test_compose_workers_share_no_disk_have_unique_names_and_health_checks():
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    services = compose["services"]
+    assert "seaweedfs" in services and "weed" in services["seaweedfs"]["command"]
+    for name in ("web", "worker-gpu", "worker-cpu"):
+        env = services[name]["environment"]
+        assert env["CONDENSE_S3_ENDPOINT_URL"] == "http://seaweedfs:8333" and env["CONDENSE_S3_BUCKET"]
+        assert "healthcheck" in services[name]
+    for name in ("worker-gpu", "worker-cpu"):
+        command = " ".join(services[name]["command"])
+        # A node name per container (re-created containers get new hostnames; leases recover their jobs).
+        assert "-n" in command.split() and "$$HOSTNAME" in command and "--concurrency" in command
+
+
 @pytest.mark.skipif(shutil.which("docker-compose") is None, reason="docker-compose is not installed")
 def test_docker_compose_config_validates():
     result = subprocess.run(
         ["docker-compose", "-f", str(ROOT / "docker-compose.yml"), "config", "-q"],
-        capture_output=True, text=True, env={"DJANGO_SECRET_KEY": "x", "PATH": "/usr/bin:/bin"},
+        capture_output=True, text=True, env={"DJANGO_SECRET_KEY": "x", "S3_SECRET_KEY": "y", "PATH": "/usr/bin:/bin"},
     )
     assert result.returncode == 0, result.stderr
 

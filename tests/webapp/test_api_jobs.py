@@ -284,3 +284,21 @@ def test_bad_quantization_requests_get_400(api, digits_model, no_enqueue, overri
     assert response.status_code == 400
     assert message in str(response.json())
     assert Job.objects.count() == 0 and no_enqueue == []
+
+
+def test_device_auto_goes_to_a_live_gpu_worker_and_gpu_is_refused_without_one(api, digits_model, no_enqueue,
+                                                                              gpu_worker_info,
+                                                                              django_capture_on_commit_callbacks):
+    from webapp.fleet.services import worker_heartbeat
+
+    refused = _create(api, digits_model, device="gpu")
+    assert refused.status_code == 400 and "No GPU worker is running" in json.dumps(refused.json())
+    with django_capture_on_commit_callbacks(execute=True):
+        on_cpu = _create(api, digits_model).json()
+    assert on_cpu["device"] == "auto" and on_cpu["queue"] == "cpu"
+    worker_heartbeat(name="gpu1@host", queues=["gpu", "cpu"], info=gpu_worker_info)
+    with django_capture_on_commit_callbacks(execute=True):
+        on_gpu = _create(api, digits_model).json()
+        asked = _create(api, digits_model, device="gpu").json()
+    assert on_gpu["queue"] == "gpu" and asked["queue"] == "gpu"
+    assert no_enqueue == [(on_cpu["id"], "cpu"), (on_gpu["id"], "gpu"), (asked["id"], "gpu")]

@@ -235,7 +235,11 @@ def test_job_form_creates_a_job_and_shows_it(client_in, digits, enqueued, django
     assert "status: queued" in html  # the log so far
 
 
-def test_job_form_unchecked_boxes_turn_options_off(client_in, digits, enqueued, django_capture_on_commit_callbacks):
+def test_job_form_unchecked_boxes_turn_options_off(client_in, digits, enqueued, django_capture_on_commit_callbacks,
+                                                   gpu_worker_info):
+    from webapp.fleet.services import worker_heartbeat
+
+    worker_heartbeat(name="gpu1@host", queues=["gpu", "cpu"], info=gpu_worker_info)
     data = _job_post(digits, dependency_aware=None, speedup=None, dataset="", device="gpu", name="my run")
     with django_capture_on_commit_callbacks(execute=True):
         assert client_in.post("/jobs/new/", data).status_code == 302
@@ -243,6 +247,12 @@ def test_job_form_unchecked_boxes_turn_options_off(client_in, digits, enqueued, 
     assert job.params["dependency_aware"] is False and job.speedup is False
     assert job.dataset == "" and job.device == "gpu" and job.name == "my run"
     assert enqueued == [(job.pk, "gpu")]
+
+
+def test_job_form_refuses_a_gpu_when_no_gpu_worker_runs(client_in, digits, enqueued):
+    page = client_in.post("/jobs/new/", _job_post(digits, device="gpu")).content.decode()
+    assert "No GPU worker is running" in page and "choose cpu or auto" in page
+    assert Job.objects.count() == 0 and enqueued == []
 
 
 def test_job_form_sends_training_options_and_each_algorithms_own_parameters(client_in, digits, enqueued,

@@ -190,8 +190,11 @@ class JobForm(forms.Form):
         help_text="Measures accuracy, feeds data-dependent pruners and fine-tuning; random inputs without one.",
     )
     device = forms.ChoiceField(
-        choices=[(value, value.upper()) for value in Job.Device.values], initial=Job.Device.CPU,
-        help_text="Where the job runs and latency is measured; GPU jobs go to GPU workers.",
+        choices=[(Job.Device.AUTO, "Auto (a GPU worker when one is running)"), (Job.Device.CPU, "CPU"),
+                 (Job.Device.GPU, "GPU")],
+        initial=Job.Device.AUTO,
+        help_text="Where the job runs and latency is measured. GPU is refused when no GPU worker is running "
+                  "(see Workers).",
     )
     name = forms.CharField(max_length=200, required=False, help_text="Optional; defaults to algorithm and model.")
 

@@ -4,6 +4,7 @@ and ``webapp.jobs``."""
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
@@ -143,6 +144,7 @@ def job_detail(request, job_id: int):
         "logs": logs,
         "last_log_id": logs[-1].pk if logs else 0,
         "traceback_entry": tracebacks[-1] if tracebacks else None,
+        "max_attempts": settings.CONDENSE_JOB_MAX_ATTEMPTS,
     })
 
 
