@@ -32,6 +32,18 @@ def test_speedup_keeps_a_cuda_model_on_the_gpu_and_its_outputs_shaped():
     assert model(dummy).shape == (1, 1000)
 
 
+def test_speedup_and_dependency_groups_take_a_cpu_dummy_input_for_a_cuda_model():
+    model = build_architecture("digits_cnn").cuda().eval()
+    dummy = torch.randn(1, 1, 8, 8)  # as an evaluator's example batch is: on the CPU
+    config = auto_set_dependency_group_ids(model, [{"op_types": ["Conv2d"], "sparse_ratio": 0.5}], dummy)
+    pruner = L1NormPruner(model, config)
+    _, masks = pruner.compress()
+    pruner.unwrap_model()
+    ModelSpeedup(model, dummy, masks).speedup_model()
+    assert next(model.parameters()).is_cuda
+    assert model(dummy.cuda()).shape == (1, 10)
+
+
 def test_gpu_latency_and_gpu_job_metrics(tmp_path):
     lat = measure_latency(build_architecture("digits_cnn"), torch.randn(1, 1, 8, 8), device="cuda", batch_size=64)
     assert lat["median_ms"] > 0 and lat["device"] == "cuda"
