@@ -49,6 +49,23 @@ def masked_data(tensor: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor
     return data * mask.to(device=data.device, dtype=data.dtype)
 
 
+def to_device(value: Any, device: torch.device | str) -> Any:
+    """The tensors of a tensor, tuple, list or dict (nested) moved to ``device``; anything else as it is.
+
+    >>> to_device({"x": [torch.ones(1)], "n": 3}, "cpu")["x"][0].device
+    device(type='cpu')
+    """
+    if isinstance(value, torch.Tensor):
+        return value.to(device)
+    if isinstance(value, tuple) and hasattr(value, "_fields"):  # a named tuple takes its fields one by one
+        return type(value)(*(to_device(v, device) for v in value))
+    if isinstance(value, (tuple, list)):
+        return type(value)(to_device(v, device) for v in value)
+    if isinstance(value, dict):
+        return {k: to_device(v, device) for k, v in value.items()}
+    return value
+
+
 def module_device(module: torch.nn.Module) -> torch.device:
     """The device of the module's first parameter or buffer (CPU for a module without any)."""
     for tensor in module.parameters():

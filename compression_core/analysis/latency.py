@@ -17,17 +17,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from ..tensors import first_tensor
-
-
-def _to(value: Any, device: torch.device) -> Any:
-    if isinstance(value, torch.Tensor):
-        return value.to(device)
-    if isinstance(value, (tuple, list)):
-        return type(value)(_to(v, device) for v in value)
-    if isinstance(value, dict):
-        return {k: _to(v, device) for k, v in value.items()}
-    return value
+from ..tensors import first_tensor, to_device
 
 
 def _rebatch(value: Any, batch_size: int) -> Any:
@@ -80,7 +70,7 @@ def measure_latency(
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
         inputs = _rebatch(inputs, batch_size)
-    inputs = _to(inputs, dev)
+    inputs = to_device(inputs, dev)
     args = inputs if isinstance(inputs, (tuple, list)) else (inputs,)
     flags = {m: m.training for m in model.modules()}
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)

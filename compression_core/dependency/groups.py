@@ -35,6 +35,7 @@ import torch.nn as nn
 
 from ..config import canonicalize_config_list, select_modules
 from ..models.attention import ATTENTION_TYPES
+from ..tensors import module_device, to_device
 from .channels import ChannelAnalysis
 from .graph import propagate_shapes, trace_model
 from .literals import bind_literal_uses
@@ -45,8 +46,10 @@ def analyze_channels(model: nn.Module, dummy_input: Any, graph_module: fx.GraphM
     """Trace ``model``, run it on ``dummy_input`` and build its channel classes.
 
     ``graph_module`` may be a GraphModule already traced from ``model`` (its
-    ``call_module`` targets must be the model's module names).
+    ``call_module`` targets must be the model's module names). ``dummy_input``
+    is moved to the model's device (an evaluator's example batch is on the CPU).
     """
+    dummy_input = to_device(dummy_input, module_device(model))
     gm = graph_module if graph_module is not None else trace_model(model)
     leaves = list(gm.meta.get("condense_leaves", []))
     info = propagate_shapes(gm, dummy_input)

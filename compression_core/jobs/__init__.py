@@ -6,6 +6,7 @@
 - :mod:`.pruning`, :mod:`.quantization`, :mod:`.analysis`, :mod:`.chain`: the handlers;
 - :mod:`.errors`: :func:`explain_failure`, the one sentence a failed job shows, and :class:`JobFailed`;
 - :mod:`.measure`: what every model is measured on; :mod:`.stages`: progress; :mod:`.result`: :class:`JobResult`;
+- :mod:`.device`: the job's device (:func:`~.device.job_device`), its CPU-only steps, its peak GPU memory;
 - :mod:`.inspect`: :func:`inspect_model`, the summary of an uploaded model, and its :func:`batch_report`.
 
 Example::

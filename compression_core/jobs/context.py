@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from ..algorithms import AlgorithmSpec
 from ..evaluation import TrainingOptions
 from .latency import LatencyPlan
@@ -36,6 +38,11 @@ class JobContext:
     warnings: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     latency: LatencyPlan = field(default_factory=LatencyPlan)  # the forms the runner times against the original
+
+    @property
+    def device(self) -> torch.device:
+        """The job's device (:func:`.device.job_device`): the model and the measurement's inputs are there."""
+        return self.measurement.device
 
     @contextmanager
     def timed(self, key: str) -> Iterator[None]:

@@ -48,7 +48,17 @@ STAGE_PHRASES: dict[str, str] = {
     "measure_quantized": "measuring the quantized model",
     "export_int8_onnx": "exporting the int8 ONNX model",
     "export": "exporting the compressed model",
+    "measure_latency": "timing the compressed model against the original",
     "done": "finishing the job",
+}
+
+#: The setting that sizes a stage's batches, for when memory runs out there (elsewhere: the input shape).
+_BATCH_KNOBS: dict[str, str] = {
+    "analyse": "a smaller training batch_size (params.training.batch_size)",
+    "prune": "a smaller training batch_size (params.training.batch_size)",
+    "finetune": "a smaller training batch_size (params.training.batch_size)",
+    "quantize": "a smaller training batch_size for the quantizer (its params.training.batch_size)",
+    "measure_latency": "smaller latency_batch_sizes (the batch sizes latency is timed at)",
 }
 
 #: Stages after which the model's layers may have lost channels: a channel mismatch there comes from compressing.
@@ -164,8 +174,11 @@ def _out_of_memory(exc: BaseException, f: _Failure) -> str | None:
     if not (cuda or cpu):
         return None
     device = "GPU" if cuda else "worker's"
-    advice = ("run the job on the CPU, or use a smaller training batch_size (params.training)"
-              if cuda else "use a smaller training batch_size (params.training) or a smaller input shape")
+    knob = _BATCH_KNOBS.get(f.stage or "")
+    if cuda:
+        advice = f"run the job on the CPU, or use {knob or 'a smaller input shape'}"
+    else:
+        advice = f"use {knob} or a smaller input shape" if knob else "use a smaller input shape"
     return _join(f"the {device} memory ran out", f.during, f.at()) + f": {advice}."
 
 

@@ -2,7 +2,7 @@
 
 The handlers register what they deliver in a :class:`LatencyPlan` (the pruned
 float model in PyTorch and as ONNX, the int8 TorchScript and int8 ONNX, a
-simulated quantizer's model, float16 on the GPU); once the compressed model
+simulated quantizer's model, float16 and bfloat16 on the GPU); once the compressed model
 exists, the runner times each of them interleaved with the original on the
 same runtime (:func:`~compression_core.analysis.time_paired`), per batch size,
 with fixed threads, and writes ``metrics["latency"]``:
@@ -11,7 +11,8 @@ with fixed threads, and writes ``metrics["latency"]``:
 - ``rows``: ``{"runtime", "form", "label", "batch", "before", "after", "ratio", "flags", "notes", "verdict",
   "headline"}``, ``before``/``after`` being ``{median_ms, p10_ms, p90_ms, rounds, repeats, chunks}`` and ``ratio``
   ``{value, low, high}`` (before / after with its 95% interval) or None for a simulated quantizer;
-- ``skipped``: ``{"runtime", "reason"}`` for each runtime this worker cannot time;
+- ``skipped``: ``{"runtime", "reason"}`` for each runtime this worker cannot time (with ``"form"`` for a
+  form it cannot offer, such as bfloat16 on a GPU without it);
 - ``fastest``: per batch size, the runtime and form that ran the compressed model fastest.
 
 The medians also fill the ``latency_{cpu|gpu}_b{batch}_ms`` keys of ``before``, ``after`` and the
@@ -38,8 +39,10 @@ from ..tensors import module_device
 MACS_MARGIN = 1.5
 #: int8 arithmetic does at most this many times the MACs of float32 per instruction.
 INT8_GAIN = 4.0
-#: float16 on tensor cores against float32 CUDA cores, at most.
+#: float16 or bfloat16 on tensor cores against float32 CUDA cores, at most.
 HALF_GAIN = 16.0
+#: Calls of each model before a GPU row is timed: the first calls pick kernels and fill the allocator's cache.
+GPU_WARMUP = 10
 
 SIMULATED_NOTE = ("simulated quantization computes in float32 (the weights lie on the grid, nothing runs in "
                   "int8), so no speedup is reported; timed only for reference")
@@ -49,7 +52,7 @@ SIMULATED_NOTE = ("simulated quantization computes in float32 (the weights lie o
 class DeployedForm:
     """One thing a job hands back, on one runtime."""
 
-    form: str  # "compressed", "int8_pytorch", "int8_onnx", "simulated", "float16_gpu"
+    form: str  # "compressed", "int8_pytorch", "int8_onnx", "simulated", "float16_gpu", "bfloat16_gpu"
     label: str
     runtime: str  # "pytorch-cpu", "onnxruntime-cpu", "pytorch-cuda", "onnxruntime-cuda"
     model: nn.Module | None = None
@@ -59,7 +62,7 @@ class DeployedForm:
     flops: float | None = None  # the form's MACs: with the original's, they bound the believable speedup
     gain: float = 1.0  # how much faster per MAC its arithmetic can be (int8, float16)
     simulated: bool = False
-    half: bool = False
+    dtype: torch.dtype = torch.float32  # of its inputs (a float16 model takes float16 inputs)
 
 
 @dataclass
@@ -68,6 +71,7 @@ class LatencyPlan:
 
     forms: list[DeployedForm] = field(default_factory=list)
     copies: list[tuple[dict[str, Any], dict[str, Any]]] = field(default_factory=list)
+    skipped: list[dict[str, str]] = field(default_factory=list)  # forms a handler could not offer, and why
 
     def add(self, form: DeployedForm) -> None:
         self.forms.append(form)
@@ -110,14 +114,15 @@ class _Runners:
     """Builds (and caches) the zero-argument calls that are timed: a model or session on an input batch."""
 
     def __init__(self, example: torch.Tensor, threads: int):
-        self.example, self.threads = example, threads
+        self.example, self.threads = example.cpu(), threads  # each runtime's batch is moved from the CPU
         self._sessions: dict[tuple[str, str], Any] = {}
         self._moved: dict[tuple[int, str], nn.Module] = {}
 
     def _batch(self, batch: int) -> torch.Tensor:
         return self.example.repeat(batch, *[1] * (self.example.dim() - 1))
 
-    def pytorch(self, model: nn.Module, batch: int, cuda: bool, half: bool = False) -> Callable[[], Any]:
+    def pytorch(self, model: nn.Module, batch: int, cuda: bool,
+                dtype: torch.dtype = torch.float32) -> Callable[[], Any]:
         x = self._batch(batch)
         wanted = "cuda" if cuda else "cpu"
         if module_device(model).type != wanted:
@@ -126,8 +131,7 @@ class _Runners:
             if key not in self._moved:
                 self._moved[key] = copy.deepcopy(model).to(wanted).eval()
             model = self._moved[key]
-        if cuda:
-            x = x.half().cuda() if half else x.cuda()
+        x = x.to(device=wanted, dtype=dtype)
         model.eval()
         return lambda: model(x)
 
@@ -168,7 +172,7 @@ def measure_deployed_forms(plan: LatencyPlan, original: nn.Module, original_onnx
     block and fill the ``latency_*`` keys of ``before`` and of each form's ``fills``."""
     threads = max(1, min(torch.get_num_threads(), available_cores()))
     machine = machine_info(threads)
-    skipped: list[dict[str, str]] = []
+    skipped: list[dict[str, str]] = list(plan.skipped)
     forms = _with_gpu_twins(plan.forms, skipped)
     runners = _Runners(example, threads)
     rows: list[dict[str, Any]] = []
@@ -183,9 +187,10 @@ def measure_deployed_forms(plan: LatencyPlan, original: nn.Module, original_onnx
                     run_after = runners.onnx(form.onnx_path, batch, cuda)
                 else:
                     run_before = runners.pytorch(original, batch, cuda)
-                    run_after = runners.pytorch(form.model, batch, cuda, half=form.half)
+                    run_after = runners.pytorch(form.model, batch, cuda, dtype=form.dtype)
                 timing = time_paired(run_before, run_after, min_rounds=min_rounds, max_rounds=max(10 * min_rounds, 60),
-                                     budget_s=budget_s, sync=sync, threads=threads)
+                                     budget_s=budget_s, warmup=GPU_WARMUP if cuda else 3, sync=sync,
+                                     threads=threads)
                 rows.append(_row(form, batch, timing, macs_bound(before.get("flops"), form.flops, form.gain)))
                 done += 1
                 if progress is not None:

@@ -22,6 +22,7 @@ from ..pruning import sensitivity_csv
 from ..pruning.base import PRUNABLE_TYPES
 from ..speedup import ModelSpeedup, auto_set_dependency_group_ids
 from .context import JobContext
+from .device import on_cpu
 from .latency import DeployedForm
 from .result import Artifact, JobResult, artifact
 
@@ -192,7 +193,8 @@ def export_pruned(ctx: JobContext, pruned: PrunedModel) -> list[Artifact]:
     out_dir, formats = ctx.out_dir, ctx.recipe.export_formats
     artifacts = []
     if "onnx" in formats:
-        info = save_model(pruned.model, out_dir / "model.onnx", example_inputs=(ctx.measurement.example,))
+        # Exported from a CPU copy, checked against onnxruntime on the CPU (as :meth:`.Measurement.measure` does).
+        info = save_model(on_cpu(pruned.model), out_dir / "model.onnx", example_inputs=(ctx.measurement.cpu_example,))
         artifacts.append(artifact(out_dir / "model.onnx", "onnx", info["bytes"]))
     if "safetensors" in formats:
         info = save_model(pruned.model, out_dir / "model.safetensors", plan=pruned.plan)

@@ -10,12 +10,13 @@ job's test split (accuracy) and against the original's outputs (fidelity):
   weight quantizers Naive, DoReFa and BNN);
 - ``int8_pytorch``: the real int8 model on PyTorch's x86 kernels, saved as TorchScript;
 - ``int8_onnx``: the int8 QDQ ONNX model in onnxruntime;
-- ``float16_gpu``: half precision on the worker's GPU, when it has one.
+- ``float16_gpu`` and ``bfloat16_gpu``: half precision on the GPU, on a GPU job (bfloat16 where the GPU
+  computes in it; otherwise ``metrics["latency"]["skipped"]`` says why it is missing).
 
 Sizes are those of the files users download. Latencies are timed by the
 runner once the job is done, each form interleaved with the original on the
 same runtime (int8 PyTorch against float32 eager, int8 ONNX against the
-float32 ONNX in onnxruntime, float16 against float32 on the GPU; a simulated
+float32 ONNX in onnxruntime, float16 and bfloat16 against float32 on the GPU; a simulated
 quantizer's model is timed but given no speedup): see :mod:`.latency`.
 """
 
@@ -36,12 +37,15 @@ from ..evaluation import TrainingOptions, steps_per_epoch
 from ..io import export_dynamic_int8_onnx, export_int8_onnx, onnx_session, save_model
 from ..quantization import export_calibration, save_packed
 from .context import JobContext
+from .device import on_cpu
 from .latency import HALF_GAIN, INT8_GAIN, DeployedForm
 from .measure import onnx_forward
 from .result import Artifact, JobResult, artifact
 
 #: Training rows that calibrate post-training int8 (PyTorch's observers, then onnxruntime's).
 CALIBRATION_SAMPLES = 512
+#: The GPU's half-precision forms of a quantization job: (form, dtype, name).
+GPU_HALF_FORMS = (("float16_gpu", torch.float16, "float16"), ("bfloat16_gpu", torch.bfloat16, "bfloat16"))
 
 
 @dataclass
@@ -75,6 +79,11 @@ def quantize(ctx: JobContext, model: nn.Module, algorithm: str, params: dict[str
     if spec.needs_data_for(params) and ctx.train_data is None:
         raise ValueError(f"{algorithm} needs data: choose a dataset")
     ctx.report("quantize", f"quantizing with {algorithm}")
+    float_model = model
+    if spec.quantized_form == QuantizedForm.INT8:
+        # PyTorch's int8 kernels (x86, fbgemm, qnnpack) exist only on the CPU and converting packs the weights
+        # for them, so an int8 quantizer observes, trains (QAT) and converts a CPU copy of a GPU job's model.
+        model = on_cpu(model)
     with ctx.timed("quantize_s"):
         quantizer = _build_quantizer(ctx, spec, params, model, teacher)
         if spec.trains:
@@ -92,8 +101,8 @@ def quantize(ctx: JobContext, model: nn.Module, algorithm: str, params: dict[str
         else:
             artifacts = _simulated_forms(ctx, algorithm, quantized, calibration_config, forms, after)
             deliverable = forms["simulated"]
-        if ctx.measurement.device == "gpu" and torch.cuda.is_available():
-            forms["float16_gpu"] = _half_precision_form(ctx, model, float_metrics["flops"])
+        if ctx.device.type == "cuda":
+            _gpu_half_forms(ctx, float_model, float_metrics["flops"], forms)
         ctx.latency.copy_when_measured(forms["float"], float_metrics)
         calibration_path = ctx.out_dir / "calibration.json"
         export_calibration(calibration_config, calibration_path)
@@ -132,7 +141,7 @@ def _int8_forms(ctx: JobContext, spec: AlgorithmSpec, model: nn.Module, quantize
         forms["simulated"] = {"label": "simulated (fake quantization, float32)",
                               **measurement.quality(quantizer.simulated_model.eval())}
     torch.backends.quantized.engine = report.backend
-    info = save_model(quantized, out_dir / "model.int8.pt", example_inputs=(measurement.example,))
+    info = save_model(quantized, out_dir / "model.int8.pt", example_inputs=(measurement.cpu_example,))
     artifacts = [artifact(out_dir / "model.int8.pt", "torchscript-int8", info["bytes"])]
     label = f"int8, PyTorch ({report.backend} kernels)"
     forms["int8_pytorch"] = {"label": label, **measurement.quality(quantized), "bytes": info["bytes"]}
@@ -142,7 +151,7 @@ def _int8_forms(ctx: JobContext, spec: AlgorithmSpec, model: nn.Module, quantize
     ctx.report("export_int8_onnx", "exporting int8 ONNX")
     try:
         if report.mode == "dynamic":
-            onnx_info = export_dynamic_int8_onnx(model, measurement.example, out_dir / "model.int8.onnx")
+            onnx_info = export_dynamic_int8_onnx(model, measurement.cpu_example, out_dir / "model.int8.onnx")
         else:
             # QAT: the trained float weights; onnxruntime derives the ranges again from the same data.
             source = quantizer.trained_float_model() if spec.trains else model
@@ -169,7 +178,8 @@ def _simulated_forms(ctx: JobContext, algorithm: str, quantized: nn.Module, cali
     forms["simulated"] = {"label": "simulated (float32 kernels; file: weights packed at their bits)",
                           **measurement.quality(quantized.eval())}
     # Named apart from model.onnx / model.safetensors, which hold the pruned float model in a mixed recipe.
-    info = save_model(quantized, out_dir / "model.simulated.onnx", example_inputs=(measurement.example,))
+    # Exported from a CPU copy, checked against onnxruntime on the CPU (as :meth:`.Measurement.measure` does).
+    info = save_model(on_cpu(quantized), out_dir / "model.simulated.onnx", example_inputs=(measurement.cpu_example,))
     weights = save_model(quantized, out_dir / "model.simulated.safetensors")
     packed = save_packed(quantized, calibration_config, out_dir / "model.packed.safetensors")
     artifacts = [artifact(out_dir / "model.simulated.onnx", "onnx", info["bytes"]),
@@ -236,11 +246,24 @@ def layer_bits(calibration_config: Mapping[str, Any], report: Any) -> list[dict[
     return rows
 
 
-def _half_precision_form(ctx: JobContext, model: nn.Module, flops: float) -> dict[str, Any]:
-    """float16 on the GPU: tensor-core kernels, half the weight bytes (timed against float32 on the GPU)."""
-    half = copy.deepcopy(model).half().cuda().eval()
-    form = {"label": "float16, GPU", **ctx.measurement.quality(lambda x: half(x.half().cuda()).float()),
+def _gpu_half_forms(ctx: JobContext, model: nn.Module, flops: float, forms: dict[str, dict[str, Any]]) -> None:
+    """float16 and bfloat16 on the job's GPU: tensor-core kernels, half the weight bytes (each timed against
+    float32 on the GPU). bfloat16 only where the GPU computes in it (Ampere and newer), not emulated."""
+    for key, dtype, name in GPU_HALF_FORMS:
+        if dtype == torch.bfloat16 and not torch.cuda.is_bf16_supported(including_emulation=False):
+            ctx.latency.skipped.append({"runtime": "pytorch-cuda", "form": key, "reason": (
+                f"bfloat16 is not offered: this GPU ({torch.cuda.get_device_name(ctx.device)}) has no "
+                "bfloat16 arithmetic (it needs compute capability 8.0 or newer)")})
+            continue
+        forms[key] = _gpu_half_form(ctx, model, flops, key, dtype, name)
+
+
+def _gpu_half_form(ctx: JobContext, model: nn.Module, flops: float, key: str, dtype: torch.dtype,
+                   name: str) -> dict[str, Any]:
+    device = ctx.device
+    half = copy.deepcopy(model).to(device=device, dtype=dtype).eval()
+    form = {"label": f"{name}, GPU", **ctx.measurement.quality(lambda x: half(x.to(device=device, dtype=dtype))),
             "bytes": sum(p.numel() * p.element_size() for p in half.parameters())}
-    ctx.latency.add(DeployedForm("float16_gpu", "float16, PyTorch on the GPU", "pytorch-cuda", model=half, half=True,
+    ctx.latency.add(DeployedForm(key, f"{name}, PyTorch on the GPU", "pytorch-cuda", model=half, dtype=dtype,
                                  fills=[form], flops=flops, gain=HALF_GAIN))
     return form

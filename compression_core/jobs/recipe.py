@@ -10,6 +10,8 @@ Example::
     ...                            "params": {"config_list": [{"op_types": ["Conv2d"], "sparse_ratio": 0.5}]}})
     >>> recipe.model.architecture, recipe.latency_batch_sizes
     ('digits_cnn', (1, 16))
+    >>> Recipe.from_dict({**recipe.to_dict(), "device": "gpu", "latency_batch_sizes": None}).latency_batch_sizes
+    (1, 64)
 """
 
 from __future__ import annotations
@@ -23,6 +25,10 @@ import torch.nn as nn
 from ..data import DatasetSource
 from ..io import load_model, onnx_input_shapes
 from ..models import ARCHITECTURES, build_architecture
+
+#: Latency batch sizes when the recipe names none: one sample, and a batch that fills the device (a GPU
+#: reaches its throughput at larger batches than a CPU).
+DEFAULT_LATENCY_BATCH_SIZES = {"cpu": (1, 16), "gpu": (1, 64)}
 
 
 @dataclass
@@ -74,12 +80,16 @@ class Recipe:
     dataset: str | dict | DatasetSource | None = None
     device: str = "cpu"
     output_dir: str = "."
-    latency_batch_sizes: tuple[int, ...] = (1, 16)
+    latency_batch_sizes: tuple[int, ...] | None = None  # None: the device's DEFAULT_LATENCY_BATCH_SIZES
     # The fewest interleaved before/after rounds per timed row (at least 6, which a 95% interval needs);
     # rounds go on until the ratio's interval is tight or latency_budget_s is spent.
     latency_runs: int = 10
     latency_budget_s: float = 1.0
     export_formats: tuple[str, ...] = field(default=("onnx", "safetensors"))
+
+    def __post_init__(self) -> None:
+        if self.latency_batch_sizes is None:
+            self.latency_batch_sizes = DEFAULT_LATENCY_BATCH_SIZES.get(self.device, DEFAULT_LATENCY_BATCH_SIZES["cpu"])
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Recipe":
@@ -89,7 +99,7 @@ class Recipe:
             raise ValueError(f"recipe: unknown key {unknown[0]!r}")
         data["model"] = ModelSource(**data.get("model", {}))
         for key in ("latency_batch_sizes", "export_formats"):
-            if key in data:
+            if data.get(key) is not None:
                 data[key] = tuple(data[key])
         return cls(**data)
 

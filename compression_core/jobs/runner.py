@@ -28,7 +28,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import torch
 import torch.nn as nn
 
 from ..algorithms import AlgorithmKind, AlgorithmSpec, get_algorithm
@@ -36,6 +35,7 @@ from ..evaluation import TrainingOptions
 from .analysis import run_sensitivity
 from .chain import run_prune_then_quantize
 from .context import JobContext
+from .device import GpuMemory, job_device, release_memory
 from .errors import JobFailed
 from .latency import measure_deployed_forms
 from .measure import Measurement
@@ -75,21 +75,53 @@ def run_job(recipe: Recipe, progress: Progress | None = None) -> JobResult:
     loaded: list[nn.Module] = []  # the job's model once loaded, to name the layer a failure happened in
     try:
         return _run_job(recipe, report, loaded)
-    except JobCancelled:
+    except JobCancelled as exc:
+        _let_go(exc, loaded)
         raise
     except Exception as exc:  # noqa: BLE001 - every failure reaches the user as one sentence
-        raise JobFailed.from_exception(exc, stage=report.stage, model=loaded[0] if loaded else None) from exc
+        failed = JobFailed.from_exception(exc, stage=report.stage, model=loaded[0] if loaded else None)
+        _let_go(exc, loaded)
+        raise failed from exc
+    finally:
+        # One worker runs job after job: whatever this one held on the GPU goes back before the next starts.
+        release_memory()
+
+
+def _let_go(exc: BaseException, loaded: list[nn.Module]) -> None:
+    """Drop what a stopped job still holds: the model, and the locals (model, data, activations, on the GPU
+    gigabytes) of the frames its exception's traceback keeps alive for as long as the worker keeps the
+    exception. The traceback still prints (file, line, function); only the locals go."""
+    loaded.clear()
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        tb = exc.__traceback__
+        while tb is not None:
+            try:
+                tb.tb_frame.clear()
+            except RuntimeError:  # a frame still running (run_job's own) keeps its locals
+                pass
+            else:
+                # Python before 3.13 keeps the dict of locals that reading f_locals made (the failure's layer is
+                # looked up there), and clear() leaves it; reading it again empties it.
+                tb.tb_frame.f_locals  # noqa: B018
+            tb = tb.tb_next
+        exc = exc.__cause__ or exc.__context__
 
 
 def _run_job(recipe: Recipe, report: Reporter, loaded: list[nn.Module]) -> JobResult:
     started = time.perf_counter()
     warnings: list[str] = []
-    if recipe.device == "gpu" and not torch.cuda.is_available():
-        warnings.append("a GPU was asked for, but this worker has no CUDA device: everything ran on the CPU")
     report("load", "loading model")
+    device = job_device(recipe.device)
+    gpu_memory = GpuMemory(device, stage="load")
+    report.on_stage.append(gpu_memory.stage)
     model = recipe.model.load()
     loaded.append(model)
+    # Validated on the CPU, where the model was loaded; from here on the model and everything measured on it
+    # live on the job's device, and every later step follows the model's device.
     params = validate_recipe(recipe, model, full=True)
+    model.to(device)
     spec = get_algorithm(recipe.algorithm)
     out_dir = Path(recipe.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -107,6 +139,9 @@ def _run_job(recipe: Recipe, report: Reporter, loaded: list[nn.Module]) -> JobRe
             _measure_latency(ctx, original, result)
     ctx.timings["total_s"] = time.perf_counter() - started
     report("done", "done")
+    gpu = gpu_memory.metrics()
+    if gpu is not None:
+        result.metrics["gpu"] = gpu
     result.warnings = ctx.warnings
     result.timings = {k: round(v, 3) for k, v in ctx.timings.items()}
     result.log = report.log
@@ -137,7 +172,7 @@ def _context(recipe: Recipe, spec: AlgorithmSpec, params: dict[str, Any], model:
         if any(data_needs(spec, params).values()) or training.finetune_epochs:
             train_data = dataset.load(recipe.input_shape, split="train")
     measurement = Measurement.for_model(model, recipe.input_shape, test_data, batch_sizes=recipe.latency_batch_sizes,
-                                        runs=recipe.latency_runs, device=recipe.device,
+                                        runs=recipe.latency_runs, device=job_device(recipe.device),
                                         budget_s=recipe.latency_budget_s)
     return JobContext(recipe=recipe, spec=spec, params=params, training=training, train_data=train_data,
                       test_data=test_data, measurement=measurement, out_dir=out_dir, workdir=workdir, report=report,

@@ -50,16 +50,20 @@ class JobCancelled(Exception):
 class Reporter:
     """Sends ``(fraction, message)`` to the job's progress callback and keeps the messages as the job's log.
 
-    The callback may raise :class:`JobCancelled` to stop the job there.
+    The callback may raise :class:`JobCancelled` to stop the job there. Each of ``on_stage`` is called with
+    the stage's name first (the job's GPU memory is recorded per stage).
     """
 
     def __init__(self, progress: Progress | None = None):
         self.progress = progress or (lambda fraction, message: None)
         self.log: list[str] = []
         self.stage: str | None = None  # the last stage reported: where a failure happened
+        self.on_stage: list[Callable[[str], None]] = []
 
     def __call__(self, stage: str, message: str, *, done: int = 0, total: int = 1) -> None:
         start, end = STAGES[stage]
+        for watcher in self.on_stage:
+            watcher(stage)
         self.stage = stage
         self.log.append(message)
         self.progress(start + (end - start) * done / total, message)

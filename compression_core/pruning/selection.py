@@ -229,8 +229,10 @@ def _global_allocation(keys: list[tuple], units, unit_scores, unit_block, target
         order = normalized.argsort(stable=True)
         eligible = normalized[order[floor:cap]]
         candidates_score.append(eligible)
-        candidates_unit.append(torch.full((len(eligible),), index, dtype=torch.long))
-        candidates_size.append(torch.full((len(eligible),), unit_block[key], dtype=torch.float64))
+        # On the scores' device (a GPU job's): they are indexed by the scores' order below.
+        candidates_unit.append(torch.full((len(eligible),), index, dtype=torch.long, device=eligible.device))
+        candidates_size.append(torch.full((len(eligible),), unit_block[key], dtype=torch.float64,
+                                          device=eligible.device))
     result = dict(forced)
     if budget <= 0 or not candidates_score:
         return result

@@ -95,7 +95,7 @@ class SlimPruner(DataDrivenPruner):
                 for producer, index in producers.get(uf.find(x), []):
                     weight = self._modules[producer].weight
                     rows = out.setdefault(producer, torch.ones(weight.shape[out_channel_dim(self._modules[producer])],
-                                                               dtype=torch.bool))
+                                                               dtype=torch.bool, device=weight.device))
                     rows[index] &= bool(grid[channel])
         masks: Masks = {}
         for producer, rows in out.items():

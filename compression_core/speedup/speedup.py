@@ -27,7 +27,7 @@ import torch.nn as nn
 from ..dependency import ChannelAnalysis, SpeedupError, analyze_channels
 from ..dependency.graph import TensorInfo, describe_input, normalize_inputs, set_training_flags, summarize
 from ..dependency.literals import plain_sizes, sizes_like
-from ..tensors import get_tensor
+from ..tensors import get_tensor, module_device, to_device
 from .attention import merged_mask, speedup_attention
 from .failure import failing_op
 from .plan import resolve_attr, swap_in
@@ -200,7 +200,8 @@ class ModelSpeedup:
         if not isinstance(model, nn.Module):
             raise SpeedupError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         self.model = model
-        self.dummy_input = dummy_input
+        # On the model's device (a GPU job's model, an evaluator's example batch on the CPU).
+        self.dummy_input = to_device(dummy_input, module_device(model))
         self.masks = _load_masks(masks_or_file, map_location)
         self.graph_module = graph_module
         self.logger = logger or globals()["logger"]
