@@ -37,8 +37,9 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from ..analysis import count_flops_params, measure_latency
+from ..analysis import count_flops_params, time_paired
 from ..speedup import ModelSpeedup
+from ..tensors import to_device
 from .base import Masks
 from .iterative import base_pruner, pruner_class
 from .scored import DataDrivenPruner
@@ -46,6 +47,15 @@ from .sensitivity import SensitivityAnalysis
 
 TARGETS = ("flops", "params", "latency")
 DEFAULT_GRID = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+
+
+def _first_row(value: Any) -> Any:
+    """The batch-1 slice of an example input (a tensor, or a tuple or list of them)."""
+    if isinstance(value, torch.Tensor):
+        return value[:1]
+    if isinstance(value, (tuple, list)):
+        return type(value)(_first_row(v) for v in value)
+    return value
 
 
 class AutoTargetPruner(DataDrivenPruner):
@@ -89,6 +99,8 @@ class AutoTargetPruner(DataDrivenPruner):
         self.units = [sorted(members) for members in groups.values()]
         self.report: dict[str, Any] = {}
         self._measured: dict[tuple, float] = {}
+        self._original_copy: nn.Module | None = None  # the unpruned model, timed beside each latency candidate
+        self._original_ms: float | None = None
 
     # -- measuring candidates ---------------------------------------------------
     def _ratios_for(self, unit_ratios: Sequence[float]) -> dict[str, float]:
@@ -109,12 +121,29 @@ class AutoTargetPruner(DataDrivenPruner):
                 masks = pruner._compute_masks()
             ModelSpeedup(model, dummy, masks).speedup_model()
         if self.target == "latency":
-            value = measure_latency(model, dummy, batch_size=1, runs=self.latency_runs, device="cpu")["median_ms"]
+            value = self._latency_fraction(model, dummy) if active else 1.0
         else:
             flops, params, _ = count_flops_params(model, dummy)
             value = float(flops if self.target == "flops" else params)
         self._measured[key] = value
         return value
+
+    def _latency_fraction(self, model: nn.Module, dummy: Any) -> float:
+        """Batch-1 CPU latency of ``model`` as a fraction of the original's, timed interleaved with it.
+
+        Timed apart, minutes apart, two medians drift with the machine's load by more than pruning
+        changes them; paired rounds in one process cancel that drift (analysis/timing.py).
+        """
+        if self._original_copy is None:
+            self._original_copy = copy.deepcopy(self.bound_model).cpu().eval()
+        args = to_device(_first_row(dummy), torch.device("cpu"))
+        args = args if isinstance(args, (tuple, list)) else (args,)
+        original, model = self._original_copy, model.cpu()
+        with torch.inference_mode():
+            timing = time_paired(lambda: original(*args), lambda: model(*args), min_rounds=self.latency_runs,
+                                 budget_s=2.0)
+        self._original_ms = timing.before.median_ms
+        return 1.0 / timing.ratio
 
     # -- the search ---------------------------------------------------------------
     def _compute_masks(self) -> Masks:
@@ -163,8 +192,10 @@ class AutoTargetPruner(DataDrivenPruner):
         self.report = {
             "target": self.target,
             "target_ratio": self.target_ratio,
+            # latency: fractions of the original's paired-timed latency; original_ms is its median
             "original": original,
             "reached": reached,
+            **({"original_ms": self._original_ms} if self.target == "latency" else {}),
             "reached_ratio": reached / original,
             "accuracy_floor": self.accuracy_floor,
             "baseline_metric": baseline,
