@@ -316,6 +316,7 @@ def measure(run: Run, log_dir: Path) -> tuple[Outcome, list[list[str]]]:
                        if sum(message == "status: succeeded" for _, message in lines) > 1]
     claims = {job_id: sum(bool(CLAIMED.match(message)) for _, message in lines) for job_id, lines in events.items()}
     problems = {
+        "live runs that lost their lease": sorted(set(logs["lease_lost"])),
         "lost": sorted([job_id for job_id in run.job_ids if job_id not in jobs]
                        + [job.pk for job in jobs.values() if job.status == "queued"]),
         "stuck": sorted(job.pk for job in jobs.values() if job.status == "running"),
@@ -346,7 +347,7 @@ def measure(run: Run, log_dir: Path) -> tuple[Outcome, list[list[str]]]:
         ("throughput (succeeded / workers' time)", f"{60 * by_status['succeeded'] / max(busy_s, 1e-9):.1f} jobs/min"),
     ]
     errors = Counter(error_group(job.error) for job in jobs.values() if job.status == "failed")
-    notable = sorted({*logs["lease_lost"], *(i for ids in problems.values() for i in ids),
+    notable = sorted({*(i for ids in problems.values() for i in ids),
                       *(i for i, job in jobs.items() if job.attempts > 1)} & set(jobs))
     stories = {job_id: job_story(jobs[job_id], events[job_id], run.workers_ready_at) for job_id in notable}
     return Outcome(rows, errors, problems, stories), fault_rows(run, events)
@@ -419,7 +420,10 @@ def benchmark(args: argparse.Namespace, tmp: Path, started: list[Worker], redis:
             print(f"- {count} x {error}")
     bad = {name: ids for name, ids in outcome.problems.items() if ids}
     for name, ids in bad.items():
-        print(f"{name}: job ids {ids}")
+        print(f"\n{name}: job ids {ids}")
+        for job_id in ids[:5]:  # the story of the first few, enough to see what happened
+            story = outcome.stories.get(job_id, ["missing from the database"])
+            print(f"job {job_id}:\n" + "\n".join(f"  {line}" for line in story))
     if args.keep_logs:
         shutil.copytree(log_dir, args.keep_logs, dirs_exist_ok=True)
         (args.keep_logs / "jobs.txt").write_text("".join(
