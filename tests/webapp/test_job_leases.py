@@ -3,12 +3,13 @@
 import os
 import subprocess
 import sys
+import uuid
 from datetime import timedelta
 
 import pytest
 from django.utils import timezone
 
-from webapp.jobs.leases import job_claim, job_lease_lapsed
+from webapp.jobs.leases import job_claim, job_lease_lapsed, job_lease_rebind
 from webapp.jobs.models import Job
 from webapp.jobs.scratch import remove_orphaned_scratch, scratch_root
 from webapp.jobs.services import job_create, job_execute
@@ -82,11 +83,22 @@ def test_the_sweep_requeues_an_expired_run_and_sends_it_again(job, published):
     assert job.pk in published
 
 
-def test_the_sweep_sends_again_a_message_lost_with_its_broker(job, published, settings):
+def test_the_sweep_sends_again_a_message_lost_with_its_broker(job, published, settings, celery_broker):
+    # celery_broker: a broker whose folders exist (a fresh checkout has no var/broker), with an empty queue.
     Job.objects.filter(pk=job.pk).update(published_at=timezone.now())
     assert job_sweep().republished == []  # sent a moment ago: it may be waiting on the broker
     Job.objects.filter(pk=job.pk).update(published_at=timezone.now() - timedelta(seconds=settings.CONDENSE_REPUBLISH_S + 1))
     assert job_sweep().republished == [job.pk]  # the queue is empty: the message is gone
+
+
+def test_messages_lost_with_the_broker_are_sent_again_oldest_first(job, user, digits_model, published, celery_broker):
+    # bench/fault_recovery.py found the backlog re-sent newest first after a Redis restart, so the jobs that
+    # had waited longest (a job re-queued after its worker was killed among them) waited longest again.
+    newer = job_create(owner=user, model=digits_model, algorithm="L1NormPruner", params=L1_HALF, dataset="digits")
+    empty_queue = f"lost-{uuid.uuid4().hex[:8]}"  # on the real broker, and certainly empty, as after a restart
+    Job.objects.filter(pk__in=[job.pk, newer.pk]).update(
+        queue=empty_queue, published_at=timezone.now() - timedelta(minutes=5))
+    assert job_sweep().republished == [job.pk, newer.pk]
 
 
 def test_a_redelivery_takes_over_at_once_from_a_dead_local_holder(job):
@@ -102,6 +114,22 @@ def test_a_lapse_for_another_holder_changes_nothing(job):
     _, lease = job_claim(job.pk, task_id="t1", worker="w1@host")
     assert job_lease_lapsed(job.pk, reason="stale report", holder="someone-else") is None
     assert Job.objects.get(pk=job.pk).lease_owner == lease.owner
+
+
+def test_a_restarted_node_expires_its_former_runs_but_not_the_one_it_has_just_claimed(job, user, digits_model,
+                                                                                    published):
+    # bench/fault_recovery.py found it: the new node's pool child claimed a job before the node's beat thread
+    # ran the rebind, which expired that live lease; the node's own sweep then re-queued the job it was running.
+    fresh = job_create(owner=user, model=digits_model, algorithm="L1NormPruner", params=L1_HALF, dataset="digits")
+    job_claim(job.pk, task_id="t1", worker="w1@host")
+    Job.objects.filter(pk=job.pk).update(started_at=timezone.now() - timedelta(minutes=5))  # the node's former life
+    booted = timezone.now()
+    job_claim(fresh.pk, task_id="t2", worker="w1@host")
+    assert job_lease_rebind(worker="w1@host", started_before=booted) == 1
+    assert Job.objects.get(pk=job.pk).lease_expires_at < timezone.now()
+    assert Job.objects.get(pk=fresh.pk).lease_expires_at > timezone.now()
+    assert job_sweep().requeued == [job.pk]
+    assert Job.objects.get(pk=fresh.pk).status == "running"
 
 
 def test_a_run_past_its_soft_time_limit_fails_with_what_to_change(user, digits_model, no_enqueue):

@@ -26,7 +26,8 @@ LEASE_S, SWEEP_S = float(WORKER_TIMING["CONDENSE_LEASE_S"]), float(WORKER_TIMING
 
 def _queue() -> str:
     # Unique per test: a killed worker's unacknowledged message must not reach a later test's worker.
-    return f"faults-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    # At most 16 characters, Job.queue's length (PostgreSQL enforces it; SQLite does not).
+    return f"f{os.getpid() % 10**7}-{uuid.uuid4().hex[:6]}"
 
 
 def _job_on(user, queue: str, monkeypatch, params: dict = LONG, publish: bool = True) -> int:

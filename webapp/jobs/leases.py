@@ -246,12 +246,17 @@ def expired_running_jobs(now=None) -> list[tuple[int, str]]:
     return found
 
 
-def job_lease_rebind(*, worker: str) -> int:
-    """Expire now every lease a worker node held: called when that node starts, since nothing of it
-    can still be running. Returns how many were expired (the sweep re-queues or fails them)."""
-    return Job.objects.filter(status=Status.RUNNING, worker=worker).exclude(lease_expires_at=None).update(
-        lease_expires_at=timezone.now() - timedelta(seconds=1))
+def job_lease_rebind(*, worker: str, started_before) -> int:
+    """Expire now every lease a worker node took before it (re)started at ``started_before``: nothing of
+    that former life can still be running. Runs claimed since are the new node's own, live (its pool may
+    take a job before its beat thread gets here). Returns how many were expired (the sweep re-queues or
+    fails them).
 
+        >>> job_lease_rebind(worker="cpu1@host", started_before=controller.startup_time)
+        1
+    """
+    return Job.objects.filter(status=Status.RUNNING, worker=worker, started_at__lt=started_before).exclude(
+        lease_expires_at=None).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
 
 
 def job_worker_lost(job_id: int, *, task_id: str, reason: str) -> str | None:

@@ -43,7 +43,9 @@ def _lost_messages(now) -> list[int]:
     """Queued jobs whose message is not waiting on the broker: never sent, or sent long enough ago
     that an empty queue means it is gone."""
     stale = now - timedelta(seconds=settings.CONDENSE_REPUBLISH_S)
-    candidates = Job.objects.filter(Q(published_at=None) | Q(published_at__lt=stale), status=Status.QUEUED)
+    # Oldest first: the messages go back in the order the jobs were submitted, not newest first.
+    candidates = Job.objects.filter(Q(published_at=None) | Q(published_at__lt=stale), status=Status.QUEUED).order_by(
+        "created_at", "pk")
     lost, lengths = [], {}
     for job_id, queue, published_at in candidates.values_list("pk", "queue", "published_at"):
         if published_at is not None:

@@ -53,8 +53,8 @@ class WorkerBeat:
     """A thread in each worker's main process: every ``CONDENSE_SWEEP_S`` it reports the worker
     (devices, versions, load) and runs the sweep."""
 
-    def __init__(self, node: str, queues: list[str]):
-        self.node, self.queues = node, queues
+    def __init__(self, node: str, queues: list[str], started_at):
+        self.node, self.queues, self.started_at = node, queues, started_at
         self._first = True
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="condense-worker-beat", daemon=True)
@@ -74,7 +74,7 @@ class WorkerBeat:
     def _run(self) -> None:
         try:
             # Whatever this node name held when it stopped cannot be running now.
-            job_lease_rebind(worker=self.node)
+            job_lease_rebind(worker=self.node, started_before=self.started_at)
             while True:
                 close_old_connections()
                 try:
@@ -94,7 +94,8 @@ _beat: WorkerBeat | None = None
 def _start_worker_beat(sender=None, **_kwargs) -> None:
     global _beat
     queues = sorted(sender.app.amqp.queues.consume_from or sender.app.amqp.queues)
-    _beat = WorkerBeat(sender.hostname, queues)
+    # The worker's start, before its pool or consumer existed: a job claimed since is this node's own run.
+    _beat = WorkerBeat(sender.hostname, queues, started_at=sender.controller.startup_time)
     _beat.start()
 
 
