@@ -26,8 +26,7 @@ LEASE_S, SWEEP_S = float(WORKER_TIMING["CONDENSE_LEASE_S"]), float(WORKER_TIMING
 
 def _queue() -> str:
     # Unique per test: a killed worker's unacknowledged message must not reach a later test's worker.
-    # At most 16 characters, Job.queue's length (PostgreSQL enforces it; SQLite does not).
-    return f"f{os.getpid() % 10**7}-{uuid.uuid4().hex[:6]}"
+    return f"faults-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
 
 def _job_on(user, queue: str, monkeypatch, params: dict = LONG, publish: bool = True) -> int:
@@ -118,9 +117,9 @@ def test_a_task_delivered_twice_while_its_run_is_alive_runs_once(user, make_work
 
     queue = _queue()
     first = make_worker(queue, f"first-{queue}@localhost")
+    second = make_worker(f"{queue}-dup", f"second-{queue}@localhost")  # up before the run starts
     job_id = _job_on(user, queue, monkeypatch)
     _until(lambda: _running_attempt(job_id, 1), 90, "the first run", first)
-    second = make_worker(f"{queue}-dup", f"second-{queue}@localhost")
     app.send_task(RUN_JOB_TASK, args=[job_id], queue=f"{queue}-dup")  # as Redis redelivers after its timeout
     _until(lambda: f"job {job_id} is held by" in second.log_tail(20000), 60, "the duplicate's decision", second)
     job = wait_for_job(job_id, timeout=240, worker=first)

@@ -31,7 +31,7 @@ class Job(models.Model):
     )
     device = models.CharField(max_length=8, choices=Device.choices, default=Device.AUTO)
     # The broker queue the job was routed to at submission ("cpu" or "gpu"); re-publishing uses it.
-    queue = models.CharField(max_length=16, default="cpu")
+    queue = models.CharField(max_length=64, default="cpu")
     # Seconds the job may run before it is stopped (None: settings.CONDENSE_JOB_TIME_LIMIT_S).
     time_limit_s = models.PositiveIntegerField(null=True, blank=True)
 

@@ -43,7 +43,7 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='job',
             name='queue',
-            field=models.CharField(default='cpu', max_length=16),
+            field=models.CharField(default='cpu', max_length=64),
         ),
         migrations.AddField(
             model_name='job',
