@@ -89,14 +89,18 @@ def test_worker_prunes_fine_tunes_then_quantizes(api, user, wait_job):
     assert any("quantizing with QATQuantizer" in message for message in logs)
 
 
-def test_worker_reports_failure_instead_of_hanging(api, user, wait_job):
+def test_worker_reports_failure_instead_of_hanging(api, user, wait_job, monkeypatch):
+    from webapp.jobs.publishing import job_publish
     from webapp.modelhub.services import model_create
 
     model = model_create(owner=user, name="digits", source="builtin", architecture="digits_cnn")
-    job_id = api.post("/api/v1/jobs/", {"model": model.pk, "algorithm": "LevelPruner", "params": L1_HALF},
-                      format="json").json()["id"]
+    with monkeypatch.context() as patch:  # held back until the recipe is broken, or the worker may be first
+        patch.setattr("webapp.jobs.services.job_publish", lambda job_id: None)
+        job_id = api.post("/api/v1/jobs/", {"model": model.pk, "algorithm": "LevelPruner", "params": L1_HALF},
+                          format="json").json()["id"]
     # Break the stored recipe behind the API's back: the worker must fail cleanly.
     Job.objects.filter(pk=job_id).update(algorithm="VanishedPruner")
+    assert job_publish(job_id)
     job = wait_job(job_id)
     assert job.status == "failed"
     assert "unknown algorithm 'VanishedPruner'" in job.error

@@ -103,12 +103,16 @@ def _gave_up_message(job: Job, entry: dict) -> str:
 def _end_lost_run(job: Job, reason: str) -> str:
     """Record the run that stopped; fail the job at the attempt cap. Row locked by the caller.
 
-    Returns ``"failed"`` or ``"retry"`` (the caller re-queues or takes the job over).
+    Returns ``"failed"`` or ``"cancelled"`` (the job ended) or ``"retry"`` (the caller re-queues or takes
+    the job over).
     """
     entry = _history_entry(job, reason)
     job.attempt_history = [*job.attempt_history, entry]
     job.save(update_fields=["attempt_history"])
     job_log(job.pk, f"run {job.attempts} ended without finishing: {entry['worker']}: {reason}", level="warning")
+    if job.cancel_requested:  # its user asked to stop it: no reason to run it again
+        job_transition(job.pk, to=Status.CANCELLED, expected=(Status.RUNNING,), stage="cancelled")
+        return "cancelled"
     if job.attempts >= settings.CONDENSE_JOB_MAX_ATTEMPTS:
         job_transition(job.pk, to=Status.FAILED, expected=(Status.RUNNING,), stage="failed",
                        error=_gave_up_message(job, entry))
@@ -137,7 +141,7 @@ def job_claim(job_id: int, task_id: str, worker: str) -> tuple[Job, Lease] | Non
                 return None
             reason = f"its lease expired at {job.lease_expires_at:%H:%M:%S} UTC with no heartbeat" \
                 if job.lease_expires_at else "it held no lease"
-            if _end_lost_run(job, reason) == "failed":
+            if _end_lost_run(job, reason) != "retry":
                 return None
             job.refresh_from_db()
             stage = f"restarting: {_holder_name(job)} stopped ({reason})"
@@ -208,7 +212,7 @@ def job_lease_lapsed(job_id: int, *, reason: str, holder: str | None = None) -> 
     """Deal with a running job whose worker stopped: re-queue it, or fail it at the attempt cap.
 
     ``holder`` (a lease owner) forces the lapse although the lease has not expired yet, when the
-    caller knows that holder is dead (the pool child was killed). Returns ``"failed"``,
+    caller knows that holder is dead (the pool child was killed). Returns ``"failed"``, ``"cancelled"``,
     ``"queued"`` or ``None`` when the job was not (or no longer) lapsed.
     """
     now = timezone.now()
@@ -220,8 +224,9 @@ def job_lease_lapsed(job_id: int, *, reason: str, holder: str | None = None) -> 
             return None
         if holder is None and _lease_is_live(job, now):
             return None
-        if _end_lost_run(job, reason) == "failed":
-            return "failed"
+        ended = _end_lost_run(job, reason)
+        if ended != "retry":
+            return ended
         job_transition(job_id, to=Status.QUEUED, expected=(Status.RUNNING,), progress=0.0, published_at=None,
                        stage=f"waiting to run again: {_holder_name(job)} stopped ({reason})")
         transaction.on_commit(lambda: job_publish(job_id))  # if this fails, the sweep sends it later
