@@ -78,20 +78,24 @@ def _holder_name(job: Job) -> str:
     return job.lease_owner.split("|", 1)[0] or job.worker or "an unknown worker"
 
 
+def _last_seen(job: Job):
+    return job.heartbeat_at or job.started_at
+
+
 def _history_entry(job: Job, reason: str) -> dict:
+    seen = _last_seen(job)
     return {
         "attempt": job.attempts,
         "worker": _holder_name(job),
         "started_at": job.started_at.isoformat() if job.started_at else None,
-        "last_seen_at": (job.heartbeat_at or job.started_at).isoformat() if (job.heartbeat_at or job.started_at)
-        else None,
+        "last_seen_at": seen.isoformat() if seen else None,
         "stage": job.stage,
         "reason": reason,
     }
 
 
 def _gave_up_message(job: Job, entry: dict) -> str:
-    seen = job.heartbeat_at or job.started_at
+    seen = _last_seen(job)
     when = f", last seen at {seen:%Y-%m-%d %H:%M:%S} UTC" if seen else ""
     runs = "once" if job.attempts == 1 else f"{job.attempts} times"
     return (f"the worker stopped {runs} while running this job (last: {entry['worker']}{when}, "
