@@ -1,6 +1,7 @@
 """Leases, the sweep and run scratch folders, driven through the services on the test database."""
 
 import os
+import re
 import subprocess
 import sys
 import uuid
@@ -174,6 +175,7 @@ def test_the_job_page_shows_the_runs_that_stopped_and_the_sentence(client, user,
     client.force_login(user)
     page = client.get(f"/jobs/{job.pk}/").content.decode()
     assert 'id="job-runs"' in page and page.count('<td class="mono">w') == 2
+    assert re.search(r"<td>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d</td>", page)  # times shown plainly, not ISO
     assert "w1@host" in page and "w2@host" in page and "at most 2 times in all" in page
     assert "the worker stopped 2 times while running this job" in page
 

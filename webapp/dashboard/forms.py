@@ -190,11 +190,10 @@ class JobForm(forms.Form):
         help_text="Measures accuracy, feeds data-dependent pruners and fine-tuning; random inputs without one.",
     )
     device = forms.ChoiceField(
-        choices=[(Job.Device.AUTO, "Auto (a GPU worker when one is running)"), (Job.Device.CPU, "CPU"),
-                 (Job.Device.GPU, "GPU")],
+        choices=[(Job.Device.AUTO, "Auto"), (Job.Device.CPU, "CPU"), (Job.Device.GPU, "GPU")],
         initial=Job.Device.AUTO,
-        help_text="Where the job runs and latency is measured. GPU is refused when no GPU worker is running "
-                  "(see Workers).",
+        help_text="Where the job runs and latency is measured. Auto: a GPU worker when one is running, else a "
+                  "CPU worker; GPU is refused when none is running (see Workers).",
     )
     name = forms.CharField(max_length=200, required=False, help_text="Optional; defaults to algorithm and model.")
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import re
+from datetime import datetime
 from numbers import Real
 
 from django import template
@@ -103,6 +104,17 @@ def ago(moment, now=None) -> str:
             amount = int(elapsed // size)
             return f"{amount} {unit}{'s' if unit == 'day' and amount > 1 else ''} ago"
     return f"{int(elapsed)} s ago"
+
+
+@register.filter
+def isotime(value) -> str:
+    """An ISO 8601 timestamp kept in JSON (a job's run history) as "2026-12-01 20:20:19" UTC."""
+    if not value:
+        return DASH
+    try:
+        return datetime.fromisoformat(str(value)).strftime("%Y-%m-%d %H:%M:%S")
+    except ValueError:
+        return str(value)
 
 
 @register.filter
