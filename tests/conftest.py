@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.child_process import die_with_parent
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -150,7 +152,8 @@ class WorkerProcess:
             "--loglevel=INFO", "-n", self.name, "--without-gossip", "--without-mingle",
         ]
         with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(command, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+            self.process = subprocess.Popen(command, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                            preexec_fn=die_with_parent)
         deadline = time.monotonic() + timeout
         while b"ready." not in self.log_path.read_bytes()[offset:]:
             if self.process.poll() is not None or time.monotonic() > deadline:

@@ -22,6 +22,8 @@ import sys
 import time
 from pathlib import Path
 
+from tests.child_process import die_with_parent
+
 ACCESS_KEY = "condense-test"
 SECRET_KEY = "condense-test-secret"
 REGION = "us-east-1"
@@ -82,7 +84,7 @@ class SeaweedS3:
         self.log_path = self.folder / "weed.log"
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(command, cwd=self.folder, stdout=log, stderr=subprocess.STDOUT,
-                                            env={**os.environ, "HOME": str(self.folder)})
+                                            env={**os.environ, "HOME": str(self.folder)}, preexec_fn=die_with_parent)
         deadline = time.monotonic() + timeout
         while True:
             try:
