@@ -160,6 +160,8 @@ CONDENSE_S3_PRESIGNED_DOWNLOADS = os.environ.get("CONDENSE_S3_PRESIGNED_DOWNLOAD
 FILE_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 CONDENSE_MAX_UPLOAD_BYTES = int(os.environ.get("CONDENSE_MAX_UPLOAD_BYTES", 2 * 1024**3))
+# The most values one input sample may have (3 x 1024 x 1024 by default): bounds inspection and jobs.
+CONDENSE_MAX_INPUT_ELEMENTS = int(os.environ.get("CONDENSE_MAX_INPUT_ELEMENTS", 3 * 1024 * 1024))
 # Caps on an uploaded dataset's content (zip bombs): unpacked bytes and image count.
 CONDENSE_DATASET_MAX_UNCOMPRESSED_BYTES = int(os.environ.get("CONDENSE_DATASET_MAX_UNCOMPRESSED_BYTES", 1024**3))
 CONDENSE_DATASET_MAX_IMAGES = int(os.environ.get("CONDENSE_DATASET_MAX_IMAGES", 50_000))
@@ -178,9 +180,14 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "DEFAULT_PAGINATION_CLASS": "webapp.common.pagination.BoundedLimitOffsetPagination",
     "PAGE_SIZE": 50,
     "EXCEPTION_HANDLER": "webapp.common.exceptions.api_exception_handler",
+    "DEFAULT_PARSER_CLASSES": [
+        "webapp.common.bounded_json.BoundedJSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Condense API",

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
@@ -88,6 +88,9 @@ def read_torch_state_dict(path: PathLike, map_location="cpu"):
         raise ModelFormatError(f"{_name(path)} is not a valid PyTorch file: {_first_line(text)}") from exc
     except (EOFError, OSError, ValueError, KeyError, AttributeError, TypeError, IndexError) as exc:
         raise ModelFormatError(f"{_name(path)} is not a valid PyTorch file: {_first_line(str(exc))}") from exc
+    except SafetensorError as exc:  # torch.load reads a file named *.safetensors as safetensors
+        raise ModelFormatError(f"{_name(path)} is neither a valid safetensors file nor a PyTorch file: "
+                               f"{_first_line(str(exc))}") from exc
 
 
 def _first_line(text: str) -> str:

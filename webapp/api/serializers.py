@@ -1,12 +1,12 @@
 """API input/output shapes. Inputs are validated here only for form; rules live in services."""
 
-import json
-
 from rest_framework import serializers
 
+from webapp.common.bounded_json import BoundedJSONField, loads_bounded
 from webapp.datahub.models import Dataset
 from webapp.jobs.models import Job, JobLog
 from webapp.modelhub.models import ModelArtifact
+from webapp.modelhub.services import MAX_CLASSES
 
 
 class ModelOutputSerializer(serializers.ModelSerializer):
@@ -36,8 +36,8 @@ class JsonListField(serializers.Field):
             if not data.strip():
                 return None
             try:
-                data = json.loads(data)
-            except json.JSONDecodeError as exc:
+                data = loads_bounded(data)
+            except ValueError as exc:  # JSONDecodeError, or nested too deeply
                 raise serializers.ValidationError(f"not valid JSON: {exc}") from None
         if not isinstance(data, list):
             raise serializers.ValidationError("must be a list, e.g. [3, 224, 224]")
@@ -61,7 +61,7 @@ class ModelCreateSerializer(serializers.Serializer):
         "model refers to them; instead of a zip.",
     )
     architecture = serializers.CharField(required=False, allow_blank=True, default="")
-    num_classes = serializers.IntegerField(required=False, allow_null=True, min_value=1)
+    num_classes = serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=MAX_CLASSES)
     input_shape = JsonListField(required=False, allow_null=True)
 
 
@@ -153,7 +153,7 @@ class JobListSerializer(serializers.ModelSerializer):
 class JobCreateSerializer(serializers.Serializer):
     model = serializers.IntegerField()
     algorithm = serializers.CharField()
-    params = serializers.JSONField()
+    params = BoundedJSONField()
     speedup = serializers.BooleanField(default=True)
     dataset = serializers.CharField(required=False, allow_blank=True, default="",
                                     help_text="a built-in dataset's name (see /datasets/)")
@@ -162,7 +162,7 @@ class JobCreateSerializer(serializers.Serializer):
     device = serializers.ChoiceField(
         choices=Job.Device.choices, default=Job.Device.AUTO,
         help_text="auto: a GPU worker when one is alive, else a CPU worker; gpu is refused when no GPU worker is alive")
-    name = serializers.CharField(required=False, allow_blank=True, default="")
+    name = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
     time_limit_s = serializers.IntegerField(
         required=False, allow_null=True, default=None, min_value=60, max_value=7 * 24 * 3600,
         help_text="seconds the job may run (default: the server's CONDENSE_JOB_TIME_LIMIT_S, 8 hours)")

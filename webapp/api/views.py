@@ -1,15 +1,18 @@
 """REST API v1. Views parse input, call one service or selector, render output."""
 
+import re
+
 from django.core.exceptions import ValidationError
 from drf_spectacular.utils import extend_schema
 from rest_framework import status
-from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
 from compression_core.algorithms import all_algorithms
 from compression_core.models import architecture_choices
+from webapp.common.bounded_json import BoundedJSONParser
 from webapp.common.storage import storage_download_response
 from webapp.datahub import selectors as dataset_selectors
 from webapp.datahub import services as dataset_services
@@ -32,7 +35,7 @@ class _ListView(APIView):
 
 
 class ModelListCreateView(_ListView):
-    parser_classes = [MultiPartParser, FormParser, JSONParser]
+    parser_classes = [MultiPartParser, FormParser, BoundedJSONParser]
 
     @extend_schema(responses=s.ModelListSerializer(many=True))
     def get(self, request):
@@ -98,8 +101,9 @@ class JobLogView(APIView):
     def get(self, request, job_id: int):
         job = job_selectors.job_get(user=request.user, job_id=job_id)
         after = request.query_params.get("after", "0") or "0"
-        if not after.isdigit():
-            raise ValidationError(f"'after' must be a log line id (a whole number), got {after!r}")
+        # ASCII digits only (str.isdigit accepts "²"), and no more than a database id can hold.
+        if not re.fullmatch(r"[0-9]{1,18}", after):
+            raise ValidationError(f"'after' must be a log line id (a whole number), got {after[:40]!r}")
         after = int(after)
         return Response(s.JobLogSerializer(job_selectors.job_logs(job=job, after_id=after), many=True).data)
 

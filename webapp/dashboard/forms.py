@@ -14,6 +14,7 @@ from compression_core.algorithms import all_algorithms
 from compression_core.evaluation import TRAINING_SCHEMA
 from compression_core.models import architecture_choices
 from compression_core.data import BUILTIN_DATASETS
+from webapp.common.bounded_json import loads_bounded
 from webapp.datahub import selectors as dataset_selectors
 from webapp.jobs.models import Job
 from webapp.modelhub import selectors as model_selectors
@@ -285,8 +286,8 @@ class JobForm(forms.Form):
         if not text:
             return {}
         try:
-            value = json.loads(text)
-        except json.JSONDecodeError as exc:
+            value = loads_bounded(text)
+        except ValueError as exc:  # JSONDecodeError, or nested too deeply
             raise forms.ValidationError(f"The quantizer parameters are not valid JSON: {exc}")
         if not isinstance(value, dict):
             raise forms.ValidationError('The quantizer parameters must be a JSON object, e.g. {"mode": "static"}.')
@@ -295,8 +296,8 @@ class JobForm(forms.Form):
     def clean_config_list(self):
         text = self.cleaned_data["config_list"]
         try:
-            value = json.loads(text)
-        except json.JSONDecodeError as exc:
+            value = loads_bounded(text)
+        except ValueError as exc:  # JSONDecodeError, or nested too deeply
             raise forms.ValidationError(f"The config list is not valid JSON: {exc}")
         if not isinstance(value, list) or not all(isinstance(entry, dict) for entry in value):
             raise forms.ValidationError(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import posixpath
 import tempfile
 import uuid
@@ -22,6 +23,11 @@ from webapp.common.storage import storage_delete, storage_delete_prefix, storage
 from webapp.common.uploads import copy_upload
 
 from .models import ModelArtifact
+
+#: Bounds on what a user may declare (a sample's shape, a classifier's classes): beyond them the
+#: inspection alone would allocate gigabytes.
+MAX_INPUT_DIMS = 6
+MAX_CLASSES = 100_000
 
 logger = logging.getLogger(__name__)
 
@@ -51,8 +57,19 @@ def _validate_shape(input_shape) -> list[int] | None:
     if not isinstance(input_shape, (list, tuple)) or not all(
         isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in input_shape
     ):
-        raise ValidationError(f"input_shape must be a list of positive integers without the batch dimension, got {input_shape!r}")
+        raise ValidationError(f"input_shape must be a list of positive integers without the batch dimension, "
+                              f"got {str(input_shape)[:80]}")
+    limit = settings.CONDENSE_MAX_INPUT_ELEMENTS
+    if len(input_shape) > MAX_INPUT_DIMS or math.prod(input_shape) > limit:
+        raise ValidationError(f"input_shape {str(list(input_shape))[:80]} is too large: at most {MAX_INPUT_DIMS} "
+                              f"dimensions and {limit} values per sample (CONDENSE_MAX_INPUT_ELEMENTS)")
     return list(input_shape)
+
+
+def _validate_classes(num_classes) -> int | None:
+    if num_classes is not None and not 1 <= num_classes <= MAX_CLASSES:
+        raise ValidationError(f"num_classes must be between 1 and {MAX_CLASSES}, got {str(num_classes)[:40]}")
+    return num_classes
 
 
 def model_create(
@@ -76,6 +93,7 @@ def model_create(
     stored.
     """
     input_shape = _validate_shape(input_shape)
+    num_classes = _validate_classes(num_classes)
     data_files = list(data_files or [])
     if source == ModelArtifact.Source.ONNX:
         if upload is None:

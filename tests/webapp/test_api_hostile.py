@@ -1,0 +1,114 @@
+"""Malformed and out-of-range input gets a 400 that names the field, never a 500 (issue 13, first part)."""
+
+import io
+import json
+import struct
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+
+from webapp.jobs.models import Job
+from webapp.modelhub.models import ModelArtifact
+
+pytestmark = pytest.mark.django_db
+
+L1_HALF = {"config_list": [{"op_types": ["Conv2d"], "sparse_ratio": 0.5}]}
+DEEP = "[" * 100_000 + "]" * 100_000
+
+
+@pytest.fixture
+def api(user):
+    from rest_framework.test import APIClient
+
+    client = APIClient(raise_request_exception=False)  # a 500 is the response under test, not an exception
+    client.force_authenticate(user)
+    return client
+
+
+def _detail(response) -> str:
+    return json.dumps(response.json())
+
+
+def test_a_json_body_nested_too_deeply_is_a_400(api, digits_model):
+    response = api.generic("POST", "/api/v1/jobs/", DEEP, content_type="application/json")
+    assert response.status_code == 400, response.content[:300]
+    assert "nested" in _detail(response)
+    assert Job.objects.count() == 0
+
+
+def test_form_fields_nested_too_deeply_are_400s_naming_the_field(api, digits_model):
+    response = api.post("/api/v1/jobs/", {"model": digits_model.pk, "algorithm": "L1NormPruner", "params": DEEP})
+    assert response.status_code == 400 and "params" in response.json()
+    response = api.post("/api/v1/models/", {"name": "m", "source": "builtin", "architecture": "digits_cnn",
+                                            "input_shape": DEEP})
+    assert response.status_code == 400 and "input_shape" in _detail(response)
+    assert Job.objects.count() == 0 and ModelArtifact.objects.exclude(pk=digits_model.pk).count() == 0
+
+
+@pytest.mark.parametrize("shape", [[10**30], [3, 2**63, 8], [0, 8, 8], [-1, 8, 8], ["8", 8, 8], [8.5, 8, 8]])
+def test_an_input_shape_out_of_range_is_a_400(api, shape):
+    response = api.post("/api/v1/models/", {"name": "m", "source": "builtin", "architecture": "digits_cnn",
+                                            "input_shape": json.dumps(shape)})
+    assert response.status_code == 400, response.content[:300]
+    assert "input_shape" in _detail(response)
+    assert ModelArtifact.objects.count() == 0
+
+
+def test_a_number_of_classes_out_of_range_is_a_400(api):
+    response = api.post("/api/v1/models/", {"name": "m", "source": "builtin", "architecture": "resnet18",
+                                            "num_classes": 2**70})
+    assert response.status_code == 400 and "num_classes" in response.json()
+    assert ModelArtifact.objects.count() == 0
+
+
+def test_a_job_name_too_long_is_a_400(api, digits_model):
+    response = api.post("/api/v1/jobs/", {"model": digits_model.pk, "algorithm": "L1NormPruner", "params": L1_HALF,
+                                          "name": "x" * 201}, format="json")
+    assert response.status_code == 400 and "name" in response.json()
+    assert Job.objects.count() == 0
+
+
+def _safetensors(header: bytes) -> bytes:
+    return struct.pack("<Q", len(header)) + header
+
+
+@pytest.mark.parametrize("content", [
+    _safetensors(DEEP.encode()),                        # a header nested too deeply
+    _safetensors(b"{not json"),                         # a header that is not JSON
+    struct.pack("<Q", 10**12) + b"{}",                  # a header longer than the file
+    __import__("pickle").dumps({"weight": [1.0, 2.0]}),  # a pickle with the wrong name
+], ids=["deep-header", "bad-header", "short-file", "pickle"])
+def test_a_malformed_safetensors_upload_is_a_400(api, content):
+    upload = SimpleUploadedFile("weights.safetensors", content, content_type="application/octet-stream")
+    response = api.post("/api/v1/models/", {"name": "m", "source": "builtin", "architecture": "digits_cnn",
+                                            "file": upload})
+    assert response.status_code == 400, response.content[:300]
+    assert "safetensors" in _detail(response)
+    assert ModelArtifact.objects.count() == 0
+
+
+@pytest.mark.parametrize("after", ["²", "-1", "1e3", "9" * 30])
+def test_a_log_cursor_that_is_not_a_line_id_is_a_400(api, digits_model, no_enqueue, after):
+    job_id = api.post("/api/v1/jobs/", {"model": digits_model.pk, "algorithm": "L1NormPruner", "params": L1_HALF},
+                      format="json").json()["id"]
+    response = api.get(f"/api/v1/jobs/{job_id}/logs/", {"after": after})
+    assert response.status_code == 400, response.content[:300]
+    assert "after" in _detail(response)
+
+
+@pytest.mark.parametrize("query", [{"limit": "1e23"}, {"limit": str(10**23)}, {"offset": str(10**23)},
+                                   {"limit": "-5"}, {"offset": "x"}])
+def test_pagination_is_bounded(api, digits_model, query):
+    response = api.get("/api/v1/models/", query)
+    assert response.status_code in (200, 400), response.content[:300]
+    if response.status_code == 200:
+        assert len(response.json()["results"]) <= 200
+
+
+def test_the_job_form_refuses_a_config_list_nested_too_deeply(client, user, digits_model):
+    client.force_login(user)
+    response = client.post("/jobs/new/", {"model": digits_model.pk, "algorithm": "L1NormPruner", "config_list": DEEP,
+                                          "device": "cpu", "speedup": "on"})
+    assert response.status_code == 200 and "The config list is not valid JSON: nested deeper than" in \
+        response.content.decode()
+    assert Job.objects.count() == 0
