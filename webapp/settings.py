@@ -183,6 +183,9 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "webapp.common.pagination.BoundedLimitOffsetPagination",
     "PAGE_SIZE": 50,
     "EXCEPTION_HANDLER": "webapp.common.exceptions.api_exception_handler",
+    # Tries of the token endpoint per client address (webapp/api/auth.py); counted in the cache, per
+    # web process unless a shared cache is configured.
+    "DEFAULT_THROTTLE_RATES": {"auth": os.environ.get("CONDENSE_AUTH_RATE", "10/min")},
     "DEFAULT_PARSER_CLASSES": [
         "webapp.common.bounded_json.BoundedJSONParser",
         "rest_framework.parsers.FormParser",
@@ -193,6 +196,9 @@ SPECTACULAR_SETTINGS = {
     "TITLE": "Condense API",
     "DESCRIPTION": "Upload PyTorch models, run pruning and quantization jobs, download smaller models.",
     "VERSION": "1",
+    # The schema lists every endpoint and field: signed-in users only, unless the operator publishes it.
+    "SERVE_PERMISSIONS": (["rest_framework.permissions.AllowAny"] if os.environ.get("CONDENSE_PUBLIC_SCHEMA") == "1"
+                          else ["rest_framework.permissions.IsAuthenticated"]),
 }
 
 # -- Celery --------------------------------------------------------------------

@@ -112,3 +112,27 @@ def test_the_job_form_refuses_a_config_list_nested_too_deeply(client, user, digi
     assert response.status_code == 200 and "The config list is not valid JSON: nested deeper than" in \
         response.content.decode()
     assert Job.objects.count() == 0
+
+
+def test_guessing_passwords_at_the_token_endpoint_is_throttled(user, settings):
+    from django.core.cache import cache
+    from rest_framework.test import APIClient
+
+    cache.clear()  # the throttle counts in the cache; start from zero and leave nothing for other tests
+    client = APIClient()
+    try:
+        answers = [client.post("/api/v1/auth/token/", {"username": "alice", "password": f"guess-{i}"}).status_code
+                   for i in range(10)]
+        assert answers == [400] * 10
+        blocked = client.post("/api/v1/auth/token/", {"username": "alice", "password": "wonderland-42"})
+        assert blocked.status_code == 429  # even the right password waits: guessing must not pay off
+        assert "throttled" in blocked.json()["detail"] and "available in" in blocked.json()["detail"]
+    finally:
+        cache.clear()
+
+
+def test_the_api_schema_needs_a_signed_in_user(api):
+    from rest_framework.test import APIClient
+
+    assert APIClient().get("/api/v1/schema/").status_code in (401, 403)
+    assert api.get("/api/v1/schema/?format=json").status_code == 200

@@ -1,11 +1,11 @@
 from django.urls import path
 from drf_spectacular.views import SpectacularAPIView
-from rest_framework.authtoken.views import obtain_auth_token
 
+from .auth import ThrottledObtainAuthToken
 from . import views, workers
 
 urlpatterns = [
-    path("auth/token/", obtain_auth_token, name="api-token"),
+    path("auth/token/", ThrottledObtainAuthToken.as_view(), name="api-token"),
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("models/", views.ModelListCreateView.as_view(), name="api-models"),
     path("models/<int:model_id>/", views.ModelDetailView.as_view(), name="api-model"),
