@@ -27,21 +27,21 @@ TRAINING_SCHEMA: dict[str, Any] = {
     "additionalProperties": False,
     "description": "Training used by data-dependent pruners and for fine-tuning after pruning",
     "properties": {
-        "finetune_epochs": {"type": "integer", "minimum": 0, "default": 0,
+        "finetune_epochs": {"type": "integer", "minimum": 0, "maximum": 1000, "default": 0,
                             "description": "Epochs of fine-tuning after pruning (0: none)"},
         "distillation": {"type": "boolean", "default": False,
                          "description": "Fine-tune with the original model as teacher (always on for "
                                         "unlabelled data)"},
         "alpha": {"type": "number", "minimum": 0, "maximum": 1, "default": 0.5,
                   "description": "Weight of the distillation loss against cross-entropy"},
-        "temperature": {"type": "number", "exclusiveMinimum": 0, "default": 4.0,
+        "temperature": {"type": "number", "exclusiveMinimum": 0, "maximum": 100, "default": 4.0,
                         "description": "Softmax temperature of distillation"},
         "optimizer": {"type": "string", "enum": list(OPTIMIZERS), "default": "adam"},
-        "lr": {"type": "number", "exclusiveMinimum": 0, "default": 1e-3, "description": "Learning rate"},
+        "lr": {"type": "number", "exclusiveMinimum": 0, "maximum": 10, "default": 1e-3, "description": "Learning rate"},
         "momentum": {"type": "number", "minimum": 0, "maximum": 1, "default": 0.9,
                      "description": "SGD momentum"},
-        "weight_decay": {"type": "number", "minimum": 0, "default": 0.0},
-        "batch_size": {"type": "integer", "minimum": 2, "default": 64},
+        "weight_decay": {"type": "number", "minimum": 0, "maximum": 1, "default": 0.0},
+        "batch_size": {"type": "integer", "minimum": 2, "maximum": 4096, "default": 64},
     },
 }
 

@@ -136,3 +136,16 @@ def test_the_api_schema_needs_a_signed_in_user(api):
 
     assert APIClient().get("/api/v1/schema/").status_code in (401, 403)
     assert api.get("/api/v1/schema/?format=json").status_code == 200
+
+
+@pytest.mark.parametrize("params, field", [
+    ({**L1_HALF, "training": {"finetune_epochs": 3000}}, "finetune_epochs"),
+    ({**L1_HALF, "training": {"batch_size": 10**12}}, "batch_size"),
+    ({**L1_HALF, "training_steps": 10**9}, "training_steps"),
+])
+def test_unbounded_work_is_refused_with_the_parameter_and_its_range(api, digits_model, no_enqueue, params, field):
+    response = api.post("/api/v1/jobs/", {"model": digits_model.pk, "algorithm": "TaylorFOWeightPruner",
+                                          "params": params, "dataset": "digits"}, format="json")
+    assert response.status_code == 400, response.content[:300]
+    assert field in _detail(response) and "must be <=" in _detail(response)
+    assert Job.objects.count() == 0 and no_enqueue == []

@@ -35,17 +35,19 @@ DATA_FREE_BASES = ["LevelPruner", "L1NormPruner", "L2NormPruner", "FPGMPruner"]
 SCHEDULABLE_BASES = DATA_FREE_BASES + ["ActivationAPoZRankPruner", "ActivationMeanRankPruner", "TaylorFOWeightPruner"]
 
 
-def _int(default: int, description: str, minimum: int = 1) -> dict[str, Any]:
-    return {"type": "integer", "minimum": minimum, "default": default, "description": description}
+def _int(default: int, description: str, minimum: int = 1, maximum: int = 1000) -> dict[str, Any]:
+    # A maximum on every count: a request must not buy days of worker time by typing zeros.
+    return {"type": "integer", "minimum": minimum, "maximum": maximum, "default": default, "description": description}
 
 
 def _number(default: float, description: str, **bounds: float) -> dict[str, Any]:
     return {"type": "number", "default": default, "description": description, **bounds}
 
 
-TRAINING_STEPS = _int(100, "Optimizer steps of the evaluator's training loop the pruner runs (per round)")
+TRAINING_STEPS = _int(100, "Optimizer steps of the evaluator's training loop the pruner runs (per round)",
+                      maximum=100_000)
 PRUNING_PARAMS = {"type": "object", "default": {}, "description": "Keyword arguments for the base pruner"}
-SEED = _int(0, "Random seed of the search", minimum=0)
+SEED = _int(0, "Random seed of the search", minimum=0, maximum=2**31 - 1)
 ANNEALING = {
     "start_temperature": _number(100.0, "Initial temperature of simulated annealing", minimum=0),
     "stop_temperature": _number(20.0, "Annealing stops below this temperature", minimum=0),

@@ -39,7 +39,7 @@ def register_quantizers(register: Callable[[AlgorithmSpec], AlgorithmSpec]) -> N
             **INT8_OPTIONS,
             "observer": {"type": "string", "enum": list(OBSERVERS), "default": "histogram",
                          "description": "How activation ranges are measured"},
-            "max_calibration_batches": {"type": "integer", "minimum": 1,
+            "max_calibration_batches": {"type": "integer", "minimum": 1, "maximum": 100_000,
                                         "description": "Calibration batches to use (default: all)"},
         }),
         needs_data=True, data_free_when={"mode": "dynamic"}, granularity="per_channel",
@@ -51,10 +51,10 @@ def register_quantizers(register: Callable[[AlgorithmSpec], AlgorithmSpec]) -> N
                     "(BatchNorm folded into the convolutions), then converts to a real int8 model.",
         paper=JACOB[0], paper_url=JACOB[1], factory=QATQuantizer,
         params_schema=quantization_schema({
-            "quant_start_step": {"type": "integer", "minimum": 0, "default": 0,
+            "quant_start_step": {"type": "integer", "minimum": 0, "maximum": 10**6, "default": 0,
                                  "description": "Optimizer steps in float (ranges tracked) before fake "
                                                 "quantization starts"},
-            "freeze_bn_step": {"type": "integer", "minimum": 1,
+            "freeze_bn_step": {"type": "integer", "minimum": 1, "maximum": 10**6,
                                "description": "Step after which BatchNorm statistics stop updating"},
             **INT8_OPTIONS,
             **TRAINING_OPTIONS,

@@ -41,7 +41,7 @@ INT8_OPTIONS: dict[str, Any] = {
 
 #: Options of every quantizer that trains (QAT, DoReFa, BNN): how long, and the job's training settings.
 TRAINING_OPTIONS: dict[str, Any] = {
-    "epochs": {"type": "integer", "minimum": 1, "default": 3,
+    "epochs": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 3,
                "description": "Epochs of quantization-aware training on the job's dataset"},
     "training": TRAINING_SCHEMA,
 }
