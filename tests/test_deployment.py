@@ -47,3 +47,16 @@ def test_ci_calls_the_readme_test_command():
     readme = (ROOT / "README.md").read_text()
     assert "./condense test" in readme and "./condense serve" in readme
     assert "./condense test" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_check_deploy_is_clean_over_https_with_a_secret_from_the_environment(tmp_path):
+    import secrets
+    import sys
+
+    env = {"PATH": "/usr/bin:/bin", "DJANGO_SECRET_KEY": secrets.token_urlsafe(60), "CONDENSE_HTTPS": "1",
+           "CONDENSE_VAR_DIR": str(tmp_path)}
+    result = subprocess.run([sys.executable, "manage.py", "check", "--deploy"], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "security." not in result.stdout + result.stderr
+    assert not (tmp_path / "secret_key").exists()  # the key came from the environment, none was written
