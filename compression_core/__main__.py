@@ -3,7 +3,8 @@
 Runs the same job as a Condense worker and prints the result as JSON; a job
 that fails prints one sentence (``error: ...``, exit status 2), and with
 ``--traceback`` the traceback before it.
-``python -m compression_core algorithms`` lists the registered algorithms.
+``python -m compression_core algorithms`` lists the registered algorithms;
+``python -m compression_core intake`` inspects one upload under a budget (what the workers run).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import traceback
 
 from .algorithms import all_algorithms, markdown_table
 from .jobs import Recipe, explain_failure, run_job
+from .jobs.sandbox import intake_child
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,10 +26,16 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("recipe")
     run.add_argument("--out", help="output folder (overrides the recipe's output_dir)")
     run.add_argument("--traceback", action="store_true", help="on failure, print the traceback after the sentence")
+    intake = commands.add_parser("intake", help="inspect an upload (a JSON request on stdin) under a budget; "
+                                 "the web side's workers run this")
+    for option, default in (("--memory-mb", 3072), ("--cpu-s", 300), ("--file-mb", 4096), ("--threads", 1)):
+        intake.add_argument(option, type=int, default=default)
     listing = commands.add_parser("algorithms", help="list registered algorithms")
     listing.add_argument("--markdown", action="store_true", help="print the README's table")
     args = parser.parse_args(argv)
 
+    if args.command == "intake":
+        return intake_child(args.memory_mb, args.cpu_s, args.file_mb, args.threads)
     if args.command == "algorithms":
         if args.markdown:
             print(markdown_table())

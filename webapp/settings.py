@@ -64,6 +64,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # Before anything reads the body (CSRF reads forms): oversized uploads are refused as they arrive.
+    "webapp.common.upload_limits.UploadSizeLimitMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -179,6 +181,15 @@ CONDENSE_DATASET_MAX_IMAGES = int(os.environ.get("CONDENSE_DATASET_MAX_IMAGES", 
 # Caps on an uploaded model zip (.onnx + external-data files; zip bombs): files in it, and bytes unpacked.
 CONDENSE_MODEL_ZIP_MAX_ENTRIES = int(os.environ.get("CONDENSE_MODEL_ZIP_MAX_ENTRIES", 1000))
 CONDENSE_MODEL_MAX_UNPACKED_BYTES = int(os.environ.get("CONDENSE_MODEL_MAX_UNPACKED_BYTES", 2 * 1024**3))
+# Each upload is inspected by a worker on the "inspect" queue, in a child process with this budget
+# (docs/security.md): memory beyond the ~0.9 GB of libraries, CPU seconds, wall seconds, largest file written,
+# threads. CONDENSE_INSPECT_ISOLATED=0 inspects inside the worker process without a budget (development only).
+CONDENSE_INSPECT_MEMORY_MB = int(os.environ.get("CONDENSE_INSPECT_MEMORY_MB", 3072))
+CONDENSE_INSPECT_CPU_S = int(os.environ.get("CONDENSE_INSPECT_CPU_S", 300))
+CONDENSE_INSPECT_WALL_S = int(os.environ.get("CONDENSE_INSPECT_WALL_S", 600))
+CONDENSE_INSPECT_FILE_MB = int(os.environ.get("CONDENSE_INSPECT_FILE_MB", 4096))
+CONDENSE_INSPECT_THREADS = int(os.environ.get("CONDENSE_INSPECT_THREADS", 1))
+CONDENSE_INSPECT_ISOLATED = os.environ.get("CONDENSE_INSPECT_ISOLATED", "1") == "1"
 
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "dashboard:home"

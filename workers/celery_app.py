@@ -1,9 +1,10 @@
-"""The Celery app. Workers listen on ``cpu`` and/or ``gpu`` queues:
+"""The Celery app. Workers listen on ``cpu`` and/or ``gpu`` queues for jobs, and on ``inspect`` for uploads:
 
     celery -A workers worker -Q gpu --concurrency 1    # one per GPU
     celery -A workers worker -Q cpu
+    celery -A workers worker -Q inspect                # answers uploads in seconds, whatever jobs run
 
-Tasks live with their domain (``webapp/jobs/tasks.py``), found by autodiscovery.
+Tasks live with their domain (``webapp/{jobs,modelhub,datahub}/tasks.py``), found by autodiscovery.
 """
 
 import os
@@ -17,7 +18,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings")
 
 app = Celery("condense")
 app.config_from_object("django.conf:settings", namespace="CELERY")
-app.autodiscover_tasks(["webapp.jobs"])
+app.autodiscover_tasks(["webapp.jobs", "webapp.modelhub", "webapp.datahub"])
 
 
 def ensure_broker_folders(conf=None) -> None:

@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.webapp.uploads import assert_rejected
 from webapp.datahub.models import Dataset
 from webapp.jobs.models import Job
 from webapp.jobs.services import job_execute
@@ -65,7 +66,6 @@ def _pickle_npz(make_npz):
         ("empty.zip", lambda f: f["zip"]({}), "it is empty"),
         ("notes.zip", lambda f: f["zip"]({"a.txt": b"hello"}), "holds no images"),
         ("cut.zip", lambda f: f["zip"]({"c/1.png": f["png"](1)})[:60], "not a readable zip archive"),
-        ("data.csv", lambda f: b"1,2,3\n4,5,6\n", "neither a .npz archive nor a .zip"),
         ("noinputs.npz", lambda f: f["npz"](features=np.zeros((3, 2))), "no input array"),
         ("mismatch.npz", lambda f: f["npz"](x=np.zeros((3, 2)), y=np.zeros(5, np.int64)), "3 inputs but 5 labels"),
         ("soft.npz", lambda f: f["npz"](x=np.zeros((3, 2)), y=np.array([0.2, 0.8, 1.0])), "whole class numbers"),
@@ -73,15 +73,22 @@ def _pickle_npz(make_npz):
         ("broken.zip", lambda f: f["zip"]({"c/1.png": f["png"](1), "c/2.png": b"garbage"}), "'c/2.png' cannot be read"),
     ],
 )
-def test_bad_uploads_get_400_and_leave_nothing(api, upload, media_root, make_npz, make_zip, make_png,
-                                               name, make_content, message):
+def test_bad_uploads_are_rejected_and_leave_no_file(api, upload, media_root, make_npz, make_zip, make_png,
+                                                    name, make_content, message):
     files_before = _stored_files(media_root)
     content = make_content({"npz": make_npz, "zip": make_zip, "png": make_png})
     response = api.post("/api/v1/datasets/", {"file": upload(name, content)})
-    assert response.status_code == 400
-    assert message in response.json()["detail"]
-    assert Dataset.objects.count() == 0
+    assert_rejected(response, message)
+    assert list(Dataset.objects.values_list("status", "file")) == [("rejected", "")]
     assert _stored_files(media_root) == files_before
+
+
+def test_a_file_that_is_not_an_archive_is_a_400_and_leaves_nothing(api, upload, media_root):
+    files_before = _stored_files(media_root)
+    response = api.post("/api/v1/datasets/", {"file": upload("data.csv", b"1,2,3\n4,5,6\n")})
+    assert response.status_code == 400
+    assert "neither a .npz archive nor a .zip" in response.json()["detail"]
+    assert Dataset.objects.count() == 0 and _stored_files(media_root) == files_before
 
 
 def test_upload_without_a_file_is_400(api):

@@ -2,11 +2,15 @@
 
 import io
 import json
+import os
+import pickle
 import struct
+from pathlib import Path
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
+from tests.webapp.uploads import assert_rejected
 from webapp.jobs.models import Job
 from webapp.modelhub.models import ModelArtifact
 
@@ -76,8 +80,7 @@ def _safetensors(header: bytes) -> bytes:
     _safetensors(DEEP.encode()),                        # a header nested too deeply
     _safetensors(b"{not json"),                         # a header that is not JSON
     struct.pack("<Q", 10**12) + b"{}",                  # a header longer than the file
-    __import__("pickle").dumps({"weight": [1.0, 2.0]}),  # a pickle with the wrong name
-], ids=["deep-header", "bad-header", "short-file", "pickle"])
+], ids=["deep-header", "bad-header", "short-file"])
 def test_a_malformed_safetensors_upload_is_a_400(api, content):
     upload = SimpleUploadedFile("weights.safetensors", content, content_type="application/octet-stream")
     response = api.post("/api/v1/models/", {"name": "m", "source": "builtin", "architecture": "digits_cnn",
@@ -85,6 +88,21 @@ def test_a_malformed_safetensors_upload_is_a_400(api, content):
     assert response.status_code == 400, response.content[:300]
     assert "safetensors" in _detail(response)
     assert ModelArtifact.objects.count() == 0
+
+
+class _RunsCodeWhenUnpickled:
+    def __reduce__(self):
+        return os.system, ("touch /tmp/condense-pwned",)
+
+
+def test_a_pickle_named_safetensors_is_rejected_without_unpickling_it(api):
+    # A pickle that would run code if unpickled: the inspection reads it with torch's weights-only loader.
+    hostile = pickle.dumps(_RunsCodeWhenUnpickled(), protocol=4)
+    upload = SimpleUploadedFile("weights.safetensors", hostile, content_type="application/octet-stream")
+    response = api.post("/api/v1/models/", {"name": "m", "source": "builtin", "architecture": "digits_cnn",
+                                            "file": upload})
+    body = assert_rejected(response, "neither a valid safetensors file nor a PyTorch file")
+    assert body["summary"] == {} and not Path("/tmp/condense-pwned").exists()
 
 
 @pytest.mark.parametrize("after", ["²", "-1", "1e3", "9" * 30])

@@ -56,12 +56,22 @@ def test_upload_shows_the_summary(client_in, user, digits_npz):
     assert f'href="/jobs/new/?dataset=upload:{dataset.pk}"' in html
 
 
-def test_bad_upload_shows_the_message_and_stores_nothing(client_in, media_root, make_zip):
+def test_bad_upload_is_listed_as_rejected_with_the_reason_and_no_file(client_in, media_root, make_zip):
     files_before = _stored_files(media_root)
-    response = client_in.post("/datasets/", {"file": _file("notes.zip", make_zip({"a.txt": b"hi"}))})
+    response = client_in.post("/datasets/", {"file": _file("notes.zip", make_zip({"a.txt": b"hi"}))}, follow=True)
+    html = response.content.decode()
+    assert "rejected by its inspection" in html
+    dataset = Dataset.objects.get()
+    assert dataset.status == "rejected" and f'data-status="rejected"' in html
+    assert "holds no images" in html and "Use in a job" not in html
+    assert _stored_files(media_root) == files_before
+
+
+def test_a_file_that_is_not_an_archive_shows_the_message_and_stores_nothing(client_in, media_root):
+    files_before = _stored_files(media_root)
+    response = client_in.post("/datasets/", {"file": _file("data.csv", b"1,2\n")})
     assert response.status_code == 200
-    assert 'id="form-errors"' in response.content.decode()
-    assert "holds no images" in " ".join(response.context["form"].non_field_errors())
+    assert "neither a .npz archive nor a .zip" in " ".join(response.context["form"].non_field_errors())
     assert Dataset.objects.count() == 0 and _stored_files(media_root) == files_before
 
 

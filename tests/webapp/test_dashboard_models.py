@@ -56,8 +56,12 @@ def test_fixed_batch_model_page_warns_and_names_the_reshape(client_in, user):
 
 def test_lone_external_data_onnx_shows_the_fix_in_the_form(client_in, dynamic_external_onnx):
     lone = SimpleUploadedFile("m.onnx", dynamic_external_onnx["m.onnx"], content_type="application/octet-stream")
-    response = client_in.post("/models/new/", {"source": "onnx", "name": "", "input_shape": "", "file": lone})
-    assert response.status_code == 200
-    errors = " ".join(response.context["form"].non_field_errors())
-    assert "'m.onnx.data'" in errors and ".zip" in errors and "external_data=False" in errors
-    assert ModelArtifact.objects.count() == 0
+    response = client_in.post("/models/new/", {"source": "onnx", "name": "", "input_shape": "", "file": lone},
+                              follow=True)
+    model = ModelArtifact.objects.get()
+    assert response.redirect_chain == [(f"/models/{model.pk}/", 302)]
+    html = response.content.decode()
+    assert 'id="inspection-rejected"' in html and 'id="compress-link"' not in html
+    reason = model.status_reason
+    assert "'m.onnx.data'" in reason and ".zip" in reason and "external_data=False" in reason
+    assert "external_data=False" in html and not model.file

@@ -3,6 +3,7 @@
 from rest_framework import serializers
 
 from webapp.common.bounded_json import BoundedJSONField, loads_bounded
+from webapp.common.intake import IntakeStatus
 from webapp.datahub.models import Dataset
 from webapp.jobs.models import Job, JobLog
 from webapp.modelhub.models import ModelArtifact
@@ -13,19 +14,20 @@ class ModelOutputSerializer(serializers.ModelSerializer):
     class Meta:
         model = ModelArtifact
         fields = [
-            "id", "name", "source", "architecture", "num_classes", "file_format",
+            "id", "name", "status", "status_reason", "source", "architecture", "num_classes", "file_format",
             "size_bytes", "input_shape", "summary", "created_at",
         ]
 
 
 class ModelListSerializer(serializers.ModelSerializer):
-    params = serializers.IntegerField(source="summary.params", read_only=True)
-    flops = serializers.IntegerField(source="summary.flops", read_only=True)
+    # Null until the upload's inspection has counted them.
+    params = serializers.IntegerField(source="summary.params", read_only=True, allow_null=True)
+    flops = serializers.IntegerField(source="summary.flops", read_only=True, allow_null=True)
 
     class Meta:
         model = ModelArtifact
-        fields = ["id", "name", "source", "architecture", "file_format", "size_bytes", "input_shape",
-                  "params", "flops", "created_at"]
+        fields = ["id", "name", "status", "status_reason", "source", "architecture", "file_format", "size_bytes",
+                  "input_shape", "params", "flops", "created_at"]
 
 
 class JsonListField(serializers.Field):
@@ -68,19 +70,23 @@ class ModelCreateSerializer(serializers.Serializer):
 class DatasetOutputSerializer(serializers.ModelSerializer):
     builtin = serializers.SerializerMethodField()
     description = serializers.SerializerMethodField()
-    input_shape = serializers.ListField(source="summary.sample_shape", child=serializers.IntegerField(), read_only=True)
-    num_classes = serializers.IntegerField(source="summary.num_classes", read_only=True)
-    has_labels = serializers.BooleanField(source="summary.labelled", read_only=True)
+    # Null until the upload's inspection has read them.
+    input_shape = serializers.ListField(source="summary.sample_shape", child=serializers.IntegerField(), read_only=True,
+                                        allow_null=True)
+    num_classes = serializers.IntegerField(source="summary.num_classes", read_only=True, allow_null=True)
+    has_labels = serializers.BooleanField(source="summary.labelled", read_only=True, allow_null=True)
 
     class Meta:
         model = Dataset
-        fields = ["id", "name", "builtin", "format", "description", "input_shape", "num_classes", "has_labels",
-                  "size_bytes", "summary", "created_at"]
+        fields = ["id", "name", "status", "status_reason", "builtin", "format", "description", "input_shape",
+                  "num_classes", "has_labels", "size_bytes", "summary", "created_at"]
 
     def get_builtin(self, dataset) -> bool:
         return False
 
     def get_description(self, dataset) -> str:
+        if dataset.status != IntakeStatus.READY:
+            return f"{dataset.get_format_display()}: {dataset.get_status_display().lower()}"
         summary = dataset.summary
         labels = f"{summary['num_classes']} classes" if summary.get("labelled") else "unlabelled"
         return f"{dataset.get_format_display()}: {summary.get('samples')} samples, {labels}"
@@ -91,6 +97,8 @@ class DatasetListItemSerializer(serializers.Serializer):
 
     id = serializers.IntegerField(allow_null=True)
     name = serializers.CharField()
+    status = serializers.ChoiceField(choices=IntakeStatus.choices)
+    status_reason = serializers.CharField(allow_blank=True)
     builtin = serializers.BooleanField()
     format = serializers.CharField()
     description = serializers.CharField()

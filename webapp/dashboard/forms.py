@@ -200,7 +200,7 @@ class JobForm(forms.Form):
 
     def __init__(self, *args, user, **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["model"].queryset = model_selectors.model_list(user=user)
+        self.fields["model"].queryset = model_selectors.model_ready_list(user=user)
         self.fields["model"].label_from_instance = lambda m: f"{m.name} (#{m.pk})"
         self.algorithms = all_algorithms()
         groups: dict[str, list] = {}
@@ -211,7 +211,7 @@ class JobForm(forms.Form):
             self.fields["algorithm"].initial = "L1NormPruner"
         # Uploads are "upload:<id>" among the built-in names; only the user's own are offered.
         self.uploaded_datasets = {
-            f"upload:{dataset.pk}": dataset for dataset in dataset_selectors.dataset_list(user=user)
+            f"upload:{dataset.pk}": dataset for dataset in dataset_selectors.dataset_ready_list(user=user)
         }
         dataset_choices = [("", "None (random inputs)"), ("Built-in", [
             (name, f"{name} \u2014 {spec.description}") for name, spec in BUILTIN_DATASETS.items()

@@ -11,6 +11,7 @@ urlpatterns = [
     path("models/<int:model_id>/", views.model_detail, name="model-detail"),
     path("datasets/", views.dataset_list, name="dataset-list"),
     path("datasets/<int:dataset_id>/delete/", views.dataset_delete, name="dataset-delete"),
+    path("models/<int:model_id>/delete/", views.model_delete, name="model-delete"),
     path("workers/", views.worker_list, name="worker-list"),
     path("jobs/", views.job_list, name="job-list"),
     path("jobs/new/", views.job_create, name="job-create"),

@@ -14,6 +14,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
 from webapp.common.exceptions import ServiceConflict
+from webapp.common.intake import IntakeStatus
 from webapp.common.storage import storage_download_response
 from webapp.datahub import selectors as dataset_selectors
 from webapp.datahub import services as dataset_services
@@ -56,9 +57,30 @@ def model_create(request):
         except ValidationError as exc:
             form.add_error(None, exc.messages)
         else:
-            messages.success(request, f"Model \u201c{model.name}\u201d inspected and stored.")
+            messages.success(request, _upload_message("Model", model))
             return redirect("dashboard:model-detail", model_id=model.pk)
     return render(request, "dashboard/model_form.html", {"form": form})
+
+
+def _upload_message(what: str, upload) -> str:
+    if upload.status == IntakeStatus.INSPECTING:
+        return f"{what} \u201c{upload.name}\u201d uploaded; a worker is inspecting it (this page updates itself)."
+    if upload.status == IntakeStatus.REJECTED:
+        return f"{what} \u201c{upload.name}\u201d uploaded, and rejected by its inspection: see why below."
+    return f"{what} \u201c{upload.name}\u201d inspected and stored."
+
+
+@login_required
+@require_POST
+def model_delete(request, model_id: int):
+    model = model_selectors.model_get(user=request.user, model_id=model_id)
+    try:
+        model_services.model_delete(model=model)
+    except ServiceConflict as exc:
+        messages.error(request, str(exc))
+        return redirect("dashboard:model-detail", model_id=model.pk)
+    messages.success(request, f"Model \u201c{model.name}\u201d deleted.")
+    return redirect("dashboard:model-list")
 
 
 @login_required
@@ -78,7 +100,7 @@ def dataset_list(request):
         except ValidationError as exc:
             form.add_error(None, exc.messages)
         else:
-            messages.success(request, f"Dataset \u201c{dataset.name}\u201d inspected and stored.")
+            messages.success(request, _upload_message("Dataset", dataset))
             return redirect("dashboard:dataset-list")
     page = Paginator(dataset_selectors.dataset_list(user=request.user), PAGE_SIZE).get_page(request.GET.get("page"))
     return render(request, "dashboard/dataset_list.html", {

@@ -1,12 +1,14 @@
 from django.conf import settings
 from django.db import models
 
+from webapp.common.intake import InspectedUpload
+
 
 def _upload_path(instance: "Dataset", filename: str) -> str:
     return f"datasets/{instance.owner_id}/{instance.uid}/{filename}"
 
 
-class Dataset(models.Model):
+class Dataset(InspectedUpload):
     """An uploaded dataset file (.npz or a .zip of images) and what inspection found in it.
 
     Built-in datasets are not rows: they live in ``compression_core.data``.

@@ -5,11 +5,18 @@ from django.shortcuts import get_object_or_404
 
 from compression_core.data import DatasetSource, check_input_fit, dataset_choices
 
+from webapp.common.intake import IntakeStatus
+
 from .models import Dataset
 
 
 def dataset_list(*, user):
     return Dataset.objects.filter(owner=user)
+
+
+def dataset_ready_list(*, user):
+    """The user's datasets that jobs can use (inspected and accepted)."""
+    return dataset_list(user=user).filter(status=IntakeStatus.READY)
 
 
 def dataset_get(*, user, dataset_id) -> Dataset:
@@ -55,6 +62,8 @@ def builtin_dataset_list() -> list[dict]:
         rows.append({
             "id": None,
             "name": spec["name"],
+            "status": IntakeStatus.READY.value,
+            "status_reason": "",
             "builtin": True,
             "format": "builtin",
             "description": spec["description"],

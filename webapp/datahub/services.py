@@ -1,4 +1,4 @@
-"""Writes for uploaded datasets. A dataset row exists only if inspection succeeded."""
+"""Writes for uploaded datasets: stored in the request, inspected in a worker (``status`` says where it stands)."""
 
 from __future__ import annotations
 
@@ -12,9 +12,21 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
-from compression_core.data import DatasetSource, inspect_dataset
+from compression_core.data import DatasetSource
+from compression_core.jobs.intake import IntakeRequest
+from compression_core.jobs.sandbox import IntakeRefused, intake_in_sandbox
 
 from webapp.common.exceptions import ServiceConflict
+from webapp.common.intake import (
+    IntakeStatus,
+    inspection_claim,
+    inspection_enqueue,
+    inspection_finish,
+    inspection_publish,
+    intake_budget,
+    intake_limits,
+    stalled_inspections,
+)
 from webapp.common.storage import storage_delete, storage_delete_prefix, storage_fetch, storage_push
 from webapp.common.uploads import copy_upload
 
@@ -42,42 +54,93 @@ def dataset_source(dataset: Dataset, workdir: Path) -> DatasetSource:
     return DatasetSource(path=str(path), format=dataset.format, **_limits())
 
 
-def dataset_create(*, owner, name: str = "", upload=None) -> Dataset:
-    """Inspect an uploaded .npz or .zip of images and store it.
+#: The Celery task that inspects a dataset upload (``tasks.inspect_dataset_upload``), published by name.
+INSPECT_DATASET_TASK = "condense.inspect_dataset"
 
-    Raises ``ValidationError`` with the engine's message when the file cannot
-    be used; then nothing is stored (no row, no file).
+
+def dataset_create(*, owner, name: str = "", upload=None) -> Dataset:
+    """Store an uploaded .npz or .zip of images with status ``inspecting`` and ask a worker to inspect it.
+
+    The request checks the size and that the bytes are a zip (an .npz is one); nothing is decoded here.
+    Raises ``ValidationError`` for those (then nothing is stored); the worker's :func:`dataset_inspect`
+    makes it ``ready`` or ``rejected`` with the reason.
     """
     if upload is None:
         raise ValidationError("upload a dataset file: a .npz of arrays or a .zip of images")
-    with tempfile.TemporaryDirectory(prefix="condense-dataset-") as tmp:
-        local_path = Path(tmp) / (Path(upload.name or "").name or "dataset")
-        size = copy_upload(upload, local_path)
-        try:
-            summary = inspect_dataset(local_path, **_limits())
-        except ValueError as exc:
-            raise ValidationError(str(exc)) from exc
-        except (RuntimeError, OSError, MemoryError) as exc:
-            # Still the user's file (an archive the readers choke on): a 400 that
-            # says what happened, not a 500.
-            logger.exception("dataset inspection failed")
-            raise ValidationError(f"the dataset could not be read: {type(exc).__name__}: {exc}") from exc
-
-        dataset = Dataset(
-            uid=uuid.uuid4(),
-            owner=owner,
-            name=(name or Path(local_path.name).stem)[:200],
-            format=summary["format"],
-            size_bytes=size,
-            summary=summary,
-        )
-        dataset.file.name = storage_push(local_path, dataset.file.field.generate_filename(dataset, local_path.name))
-        try:
+    dataset = Dataset(uid=uuid.uuid4(), owner=owner)
+    stored = None
+    try:
+        with tempfile.TemporaryDirectory(prefix="condense-dataset-") as tmp:
+            local_path = Path(tmp) / (Path(upload.name or "").name or "dataset")
+            dataset.size_bytes = copy_upload(upload, local_path)
+            dataset.format = _upload_format(local_path)
+            dataset.name = (name or Path(local_path.name).stem)[:200]
+            stored = storage_push(local_path, dataset.file.field.generate_filename(dataset, local_path.name))
+            dataset.file.name = stored
+        with transaction.atomic():
             dataset.save()
-        except Exception:
-            storage_delete(dataset.file.name)
-            raise
+            inspection_enqueue(Dataset, INSPECT_DATASET_TASK, dataset.pk)
+    except Exception:
+        if stored:
+            storage_delete(stored)
+        raise
+    dataset.refresh_from_db()
     return dataset
+
+
+def _upload_format(path: Path) -> str:
+    """npz or image_zip from the name and the first bytes; both are zip archives."""
+    with open(path, "rb") as handle:
+        if handle.read(4) not in (b"PK\x03\x04", b"PK\x05\x06"):  # a zip's first entry, or an empty zip
+            raise ValidationError("file: this file is neither a .npz archive nor a .zip: a dataset is a .npz of "
+                                  "arrays (numpy.savez) or a .zip of images in class folders")
+    return Dataset.Format.NPZ if path.suffix.lower() == ".npz" else Dataset.Format.IMAGE_ZIP
+
+
+def dataset_inspect(dataset_id: int) -> Dataset | None:
+    """Read and describe a stored upload in a child process under the operator's budget (in a worker on the
+    ``inspect`` queue): ``ready`` with its summary, or ``rejected`` with the reason (its file deleted).
+    Idempotent: a dataset that is not waiting for inspection, or that another worker holds, is left alone.
+
+        >>> dataset_inspect(dataset.pk).summary["samples"]
+        120
+    """
+    if not inspection_claim(Dataset, dataset_id):
+        return None
+    dataset = Dataset.objects.get(pk=dataset_id)
+    with tempfile.TemporaryDirectory(prefix=f"condense-inspect-dataset-{dataset_id}-") as tmp:
+        try:
+            path = storage_fetch(dataset.file.name, Path(tmp) / posixpath.basename(dataset.file.name))
+            request = IntakeRequest(kind="dataset", workdir=tmp, path=str(path), limits=intake_limits())
+            outcome = intake_in_sandbox(request, intake_budget())
+        except IntakeRefused as exc:
+            return _dataset_reject(dataset, str(exc))
+    if not inspection_finish(Dataset, dataset_id, status=IntakeStatus.READY, format=outcome["summary"]["format"],
+                             summary=outcome["summary"]):
+        return None
+    return Dataset.objects.get(pk=dataset_id)
+
+
+def _dataset_reject(dataset: Dataset, reason: str) -> Dataset | None:
+    logger.info("dataset upload %s rejected: %s", dataset.pk, reason)
+    if not inspection_finish(Dataset, dataset.pk, status=IntakeStatus.REJECTED, reason=reason, file=""):
+        return None
+    storage_delete_prefix(posixpath.dirname(dataset.file.name))
+    return Dataset.objects.get(pk=dataset.pk)
+
+
+def dataset_inspection_sweep() -> tuple[list[int], list[int]]:
+    """Publish again the inspections whose message was lost; reject the uploads whose inspecting worker
+    died twice. Returns (republished, rejected) ids."""
+    republish, reject = stalled_inspections(Dataset)
+    for pk in reject:
+        dataset = Dataset.objects.filter(pk=pk).first()
+        if dataset is not None:
+            _dataset_reject(dataset, "the inspection stopped twice without an answer (its worker died, perhaps "
+                            "out of memory); check the file, then upload it again")
+    for pk in republish:
+        inspection_publish(Dataset, INSPECT_DATASET_TASK, pk)
+    return republish, reject
 
 
 def dataset_delete(*, dataset: Dataset) -> None:
@@ -101,6 +164,7 @@ def dataset_delete(*, dataset: Dataset) -> None:
                 f"{'job' if len(active) == 1 else 'jobs'} {jobs} {'is' if len(active) == 1 else 'are'} queued or "
                 "running on this dataset; cancel or let them end, then delete the dataset"
             )
-        folder = posixpath.dirname(locked.file.name)
+        folder = posixpath.dirname(locked.file.name) if locked.file else None  # a rejected upload has none
         locked.delete()
-        transaction.on_commit(lambda: storage_delete_prefix(folder))
+        if folder:
+            transaction.on_commit(lambda: storage_delete_prefix(folder))

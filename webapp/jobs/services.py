@@ -18,6 +18,7 @@ from compression_core.jobs import (
 )
 
 from webapp.common.exceptions import ServiceConflict
+from webapp.common.intake import IntakeStatus
 from webapp.common.storage import storage_delete_prefix, storage_exists, storage_push
 from webapp.datahub.models import Dataset
 from webapp.modelhub.models import ModelArtifact
@@ -95,6 +96,13 @@ def _tail(text: str, limit: int) -> str:
     return text if len(text) <= limit else "…\n" + text[-(limit - 2):]
 
 
+def _require_ready(what: str, upload) -> None:
+    if upload.status == IntakeStatus.INSPECTING:
+        raise ValidationError(f"the {what} {upload.name!r} is still being inspected; submit the job once it is ready")
+    if upload.status == IntakeStatus.REJECTED:
+        raise ValidationError(f"the {what} {upload.name!r} was rejected at upload: {upload.status_reason}")
+
+
 def job_create(
     *,
     owner,
@@ -116,9 +124,11 @@ def job_create(
     """
     if model.owner_id != owner.pk:
         raise ValidationError("model not found")
+    _require_ready("model", model)
     if dataset_upload is not None:
         if dataset_upload.owner_id != owner.pk:
             raise ValidationError("dataset not found")
+        _require_ready("dataset", dataset_upload)
         if dataset:
             raise ValidationError("choose either a built-in dataset or an uploaded one, not both")
     if device not in Job.Device.values:

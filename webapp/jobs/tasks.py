@@ -17,7 +17,9 @@ from django.conf import settings
 from django.db import close_old_connections, connection
 
 from compression_core.analysis import worker_report
+from webapp.datahub.services import dataset_inspection_sweep
 from webapp.fleet.services import worker_heartbeat, worker_stopped
+from webapp.modelhub.services import model_inspection_sweep
 
 from .leases import job_lease_rebind, job_worker_lost
 from .publishing import RUN_JOB_TASK
@@ -70,6 +72,9 @@ class WorkerBeat:
         worker_heartbeat(name=self.node, queues=self.queues, info=worker_report(), started=self._first)
         self._first = False
         job_sweep()
+        # Uploads too: an inspection whose message was lost is sent again, one whose worker died is retried.
+        model_inspection_sweep()
+        dataset_inspection_sweep()
 
     def _run(self) -> None:
         try:

@@ -1,13 +1,16 @@
 from django.conf import settings
 from django.db import models
 
+from webapp.common.intake import InspectedUpload
+
 
 def _upload_path(instance: "ModelArtifact", filename: str) -> str:
     return f"models/{instance.owner_id}/{instance.uid}/{filename}"
 
 
-class ModelArtifact(models.Model):
-    """An uploaded (or built-in) network and what inspection found in it."""
+class ModelArtifact(InspectedUpload):
+    """An uploaded (or built-in) network and what inspection found in it (``status``: inspecting, ready or
+    rejected with ``status_reason``)."""
 
     class Source(models.TextChoices):
         ONNX = "onnx", "ONNX file"
@@ -23,6 +26,9 @@ class ModelArtifact(models.Model):
     file_format = models.CharField(max_length=32, blank=True)
     size_bytes = models.BigIntegerField(default=0)
     input_shape = models.JSONField(default=list)
+    #: Storage names of the external-data files received beside the ``.onnx`` (``file``), until inspection
+    #: has made them one file.
+    received_files = models.JSONField(default=list, blank=True)
     summary = models.JSONField(default=dict)
     created_at = models.DateTimeField(auto_now_add=True)
 

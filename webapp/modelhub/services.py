@@ -1,4 +1,4 @@
-"""Writes for uploaded models. A model row exists only if inspection succeeded."""
+"""Writes for uploaded models: stored in the request, inspected in a worker (``status`` says where it stands)."""
 
 from __future__ import annotations
 
@@ -14,11 +14,23 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
+from compression_core.io import detect_format
+from compression_core.jobs import ModelSource
+from compression_core.jobs.intake import IntakeRequest
+from compression_core.jobs.sandbox import IntakeRefused, intake_in_sandbox
 from compression_core.models import ARCHITECTURES
-from compression_core.io import consolidate_onnx, detect_format, load_model
-from compression_core.jobs import ModelSource, inspect_model
 
 from webapp.common.exceptions import ServiceConflict
+from webapp.common.intake import (
+    IntakeStatus,
+    inspection_claim,
+    inspection_enqueue,
+    inspection_finish,
+    inspection_publish,
+    intake_budget,
+    intake_limits,
+    stalled_inspections,
+)
 from webapp.common.storage import storage_delete, storage_delete_prefix, storage_fetch, storage_push
 from webapp.common.uploads import copy_upload
 
@@ -72,6 +84,13 @@ def _validate_classes(num_classes) -> int | None:
     return num_classes
 
 
+#: The Celery task that inspects a model upload (``tasks.inspect_model_upload``), published by name.
+INSPECT_MODEL_TASK = "condense.inspect_model"
+#: What a model upload may be, judged from its first bytes; everything else is refused in the request.
+ONNX_UPLOAD_FORMATS = ("onnx", "onnx_zip")
+WEIGHTS_UPLOAD_FORMATS = ("safetensors", "torch_zip", "pickle")
+
+
 def model_create(
     *,
     owner,
@@ -83,14 +102,16 @@ def model_create(
     num_classes: int | None = None,
     input_shape: list[int] | None = None,
 ) -> ModelArtifact:
-    """Inspect an upload (or a built-in architecture) and store it.
+    """Store an upload (or a built-in architecture) with status ``inspecting`` and ask a worker to inspect it.
 
     An ONNX upload is a ``.onnx`` file, or a ``.zip`` holding one ``.onnx``
     and its external-data files; ``data_files`` are those files sent beside a
-    ``.onnx`` instead (the API's ``data`` parts). Either way the model is
-    stored as one self-contained ``.onnx``. Raises ``ValidationError`` with
-    the engine's message for anything that cannot be loaded; then nothing is
-    stored.
+    ``.onnx`` instead (the API's ``data`` parts). The request checks only what
+    costs nothing: the declared fields, the sizes, the format from the first
+    bytes (``ValidationError`` naming the field; then nothing is stored). The
+    worker's inspection (:func:`model_inspect`) makes it ``ready`` or
+    ``rejected`` with the reason. Returns the row as it is once the message
+    is sent (in tests that inspect on publish, already inspected).
     """
     input_shape = _validate_shape(input_shape)
     num_classes = _validate_classes(num_classes)
@@ -108,81 +129,136 @@ def model_create(
     else:
         raise ValidationError(f"source must be 'onnx' or 'builtin', got {source!r}")
 
-    with tempfile.TemporaryDirectory(prefix="condense-upload-") as tmp:
-        received = Path(tmp) / "received"
-        received.mkdir()
-        local_path = None
-        size = 0
-        file_format = ""
-        if upload is not None:
-            local_path = received / Path(upload.name).name
-            size = copy_upload(upload, local_path)
-            file_format = detect_format(local_path)
-        try:
-            if source == ModelArtifact.Source.ONNX:
-                local_path = _single_onnx_file(local_path, file_format, data_files, size, Path(tmp) / "model")
-                file_format = "onnx"
-                size = local_path.stat().st_size
-            engine_source = ModelSource(
-                path=str(local_path) if local_path else None,
-                architecture=architecture or None,
-                num_classes=num_classes,
-                trusted=False,
-            )
-            loaded = engine_source.load()
-            summary = inspect_model(engine_source, input_shape, model=loaded)
-        except ValueError as exc:
-            raise ValidationError(str(exc)) from exc
-        except (RuntimeError, NotImplementedError, KeyError, IndexError) as exc:
-            # The converters raise these on models they cannot handle: still the
-            # user's input, so a 400 that says what happened, not a 500.
-            logger.exception("model inspection failed")
-            raise ValidationError(f"the model could not be loaded: {type(exc).__name__}: {exc}") from exc
-
-        model = ModelArtifact(
-            uid=uuid.uuid4(),
-            owner=owner,
-            name=name or (Path(upload.name).stem if upload else architecture),
-            source=source,
-            architecture=architecture,
-            num_classes=num_classes,
-            file_format=file_format or "builtin",
-            size_bytes=size,
-            input_shape=summary["input_shape"],
-            summary=summary,
-        )
-        if local_path is not None:
-            model.file.name = storage_push(local_path, model.file.field.generate_filename(model, local_path.name))
-        try:
+    model = ModelArtifact(
+        uid=uuid.uuid4(), owner=owner, name=name or (Path(upload.name).stem if upload else architecture),
+        source=source, architecture=architecture, num_classes=num_classes, input_shape=input_shape or [],
+    )
+    stored: list[str] = []
+    try:
+        with tempfile.TemporaryDirectory(prefix="condense-upload-") as tmp:
+            if upload is not None:
+                local_path = Path(tmp) / Path(upload.name).name
+                model.size_bytes = copy_upload(upload, local_path)
+                model.file_format = _upload_format(local_path, source, data_files)
+                stored.append(storage_push(local_path, model.file.field.generate_filename(model, local_path.name)))
+                model.file.name = stored[0]
+                received = model.size_bytes
+                for data in data_files:
+                    data_path = Path(tmp) / "data" / Path(data.name).name
+                    data_path.parent.mkdir(exist_ok=True)
+                    if data_path.exists() or data_path.name == local_path.name:
+                        raise ValidationError(f"two uploaded files are named {data_path.name!r}; send each file once")
+                    received += copy_upload(data, data_path, limit=settings.CONDENSE_MAX_UPLOAD_BYTES - received)
+                    stored.append(storage_push(data_path, model.file.field.generate_filename(model, data_path.name)))
+                model.received_files = stored[1:]
+                model.size_bytes = received
+            else:
+                model.file_format = "builtin"
+        with transaction.atomic():
             model.save()
-        except Exception:
-            if model.file:
-                storage_delete(model.file.name)
-            raise
+            inspection_enqueue(ModelArtifact, INSPECT_MODEL_TASK, model.pk)
+    except Exception:
+        for name in stored:
+            storage_delete(name)
+        raise
+    # Outside a surrounding transaction the message is sent by now: answer with what it did to the upload.
+    model.refresh_from_db()
     return model
 
 
-def _single_onnx_file(upload_path: Path, file_format: str, data_files: list, received: int, folder: Path) -> Path:
-    """The upload as one self-contained .onnx in ``folder``: a .onnx (its data files copied beside it first) or a
-    zip of them. Raises ``ValueError`` (the engine's sentence) or ``ValidationError``."""
-    if file_format == "onnx_zip" or (file_format == "unknown" and zipfile.is_zipfile(upload_path)):
-        if data_files:
-            raise ValidationError("put the external-data files inside the zip, next to the .onnx, "
-                                  "rather than sending them as separate 'data' parts")
-        return consolidate_onnx(upload_path, folder / f"{upload_path.stem}.onnx",
-                                max_entries=settings.CONDENSE_MODEL_ZIP_MAX_ENTRIES,
-                                max_bytes=settings.CONDENSE_MODEL_MAX_UNPACKED_BYTES)
-    if file_format != "onnx":
-        # load_model explains what the file is and why it is refused.
-        load_model(upload_path)
-        raise ValueError("the file is not an ONNX model: upload a .onnx file, or a .zip holding one and its data files")
-    for data in data_files:
-        data_path = upload_path.parent / Path(data.name).name
-        if data_path.exists():
-            raise ValidationError(f"two uploaded files are named {data_path.name!r}; send each file once")
-        received += copy_upload(data, data_path, limit=settings.CONDENSE_MAX_UPLOAD_BYTES - received)
-    return consolidate_onnx(upload_path, folder / upload_path.name,
-                            external_data_dir=upload_path.parent if data_files else None)
+def _upload_format(path: Path, source: str, data_files: list) -> str:
+    """The upload's format from its first bytes (no parsing); ``ValidationError`` when it cannot be what the
+    source needs."""
+    file_format = detect_format(path)
+    if source == ModelArtifact.Source.ONNX:
+        if file_format == "onnx_zip" or (file_format == "unknown" and zipfile.is_zipfile(path)):
+            if data_files:
+                raise ValidationError("put the external-data files inside the zip, next to the .onnx, "
+                                      "rather than sending them as separate 'data' parts")
+            return "onnx_zip"
+        if file_format != "onnx":
+            raise ValidationError(f"file: this is not an ONNX model (its bytes are those of {_FORMAT_NAMES.get(file_format, 'an unknown format')}): "
+                                  "upload a .onnx file, or a .zip holding one and its external-data files; "
+                                  "export with torch.onnx.export(model, (x,), 'model.onnx', dynamo=False, "
+                                  "dynamic_axes={'input': {0: 'batch'}})")
+        return file_format
+    if file_format not in WEIGHTS_UPLOAD_FORMATS:
+        raise ValidationError(f"file: weights for a built-in architecture are a safetensors file or a "
+                              f"torch.save(model.state_dict()) file; this one is {_FORMAT_NAMES.get(file_format, 'an unknown format')}")
+    return file_format
+
+
+_FORMAT_NAMES = {
+    "onnx": "an ONNX model", "onnx_zip": "a zip of ONNX files", "safetensors": "a safetensors file",
+    "torchscript": "a TorchScript archive (torch.jit.save)", "torch_export": "a torch.export archive (.pt2)",
+    "torch_zip": "a torch.save archive (a pickle, never unpickled here)", "pickle": "a pickle (never unpickled here)", "unknown": "an unknown format",
+}
+
+
+def model_inspect(model_id: int) -> ModelArtifact | None:
+    """Inspect an upload in a child process under the operator's budget (in a worker on the ``inspect``
+    queue); set it ``ready`` with its summary and one self-contained file, or ``rejected`` with the reason
+    (its files deleted). Idempotent: an upload that is not waiting for inspection, or that another worker
+    holds, is left alone (returns None).
+
+        >>> model_inspect(model.pk).status
+        'ready'
+    """
+    if not inspection_claim(ModelArtifact, model_id):
+        return None
+    model = ModelArtifact.objects.get(pk=model_id)
+    with tempfile.TemporaryDirectory(prefix=f"condense-inspect-model-{model_id}-") as tmp:
+        workdir = Path(tmp)
+        try:
+            received = workdir / "received"
+            path = storage_fetch(model.file.name, received / posixpath.basename(model.file.name)) if model.file else None
+            data_paths = [str(storage_fetch(name, received / posixpath.basename(name))) for name in model.received_files]
+            request = IntakeRequest(kind="model", workdir=str(workdir), path=str(path) if path else None,
+                                    data_files=data_paths, source=model.source, architecture=model.architecture,
+                                    num_classes=model.num_classes, input_shape=model.input_shape or None,
+                                    limits=intake_limits())
+            outcome = intake_in_sandbox(request, intake_budget())
+        except IntakeRefused as exc:
+            return _model_reject(model, str(exc))
+        stored = model.file.name
+        if outcome["path"] and Path(outcome["path"]) != path:
+            stored = storage_push(Path(outcome["path"]),
+                                  model.file.field.generate_filename(model, Path(outcome["path"]).name))
+        done = inspection_finish(
+            ModelArtifact, model_id, status=IntakeStatus.READY, file=stored, file_format=outcome["file_format"],
+            size_bytes=outcome["size_bytes"] or model.size_bytes, input_shape=outcome["summary"]["input_shape"],
+            summary=outcome["summary"], received_files=[])
+        if not done:  # deleted while it was inspected: drop what this run stored
+            if stored != model.file.name:
+                storage_delete(stored)
+            return None
+        for name in {model.file.name, *model.received_files} - {stored, ""}:
+            storage_delete(name)
+    return ModelArtifact.objects.get(pk=model_id)
+
+
+def _model_reject(model: ModelArtifact, reason: str) -> ModelArtifact | None:
+    logger.info("model upload %s rejected: %s", model.pk, reason)
+    if not inspection_finish(ModelArtifact, model.pk, status=IntakeStatus.REJECTED, reason=reason,
+                             file="", received_files=[]):
+        return None
+    if model.file:
+        storage_delete_prefix(posixpath.dirname(model.file.name))
+    return ModelArtifact.objects.get(pk=model.pk)
+
+
+def model_inspection_sweep() -> tuple[list[int], list[int]]:
+    """Publish again the inspections whose message was lost; reject the uploads whose inspecting worker
+    died twice. Returns (republished, rejected) ids."""
+    republish, reject = stalled_inspections(ModelArtifact)
+    for pk in reject:
+        model = ModelArtifact.objects.filter(pk=pk).first()
+        if model is not None:
+            _model_reject(model, "the inspection stopped twice without an answer (its worker died, perhaps out "
+                          "of memory); check the file, then upload it again")
+    for pk in republish:
+        inspection_publish(ModelArtifact, INSPECT_MODEL_TASK, pk)
+    return republish, reject
 
 
 def model_delete(*, model: ModelArtifact) -> None:
