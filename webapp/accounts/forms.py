@@ -24,7 +24,8 @@ class LockoutMixin:
         if username is not None and password:
             try:
                 self.user_cache = services.sign_in(username=username, password=password,
-                                                   address=client_address(self.request), request=self.request)
+                                                   address=client_address(self.request) if self.request else "",
+                                                   request=self.request)
             except services.SignInLocked as lock:
                 raise ValidationError(lock.message(), code="locked") from None
             if self.user_cache is None:
