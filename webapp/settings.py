@@ -52,11 +52,11 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
-    "rest_framework.authtoken",
     "drf_spectacular",
     "webapp.modelhub",
     "webapp.datahub",
     "webapp.fleet",
+    "webapp.accounts",
     "webapp.jobs",
     "webapp.dashboard",
 ]
@@ -195,9 +195,20 @@ LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "dashboard:home"
 LOGOUT_REDIRECT_URL = "login"
 
+# -- Sign-in lock-out and API tokens (webapp/accounts, docs/security.md) ----------------------------
+# Failed sign-ins (login page and token endpoint together) within CONDENSE_LOGIN_LOCKOUT_S lock the username,
+# or the client address at its higher cap, for CONDENSE_LOGIN_LOCKOUT_S; counted in the database.
+CONDENSE_LOGIN_MAX_FAILURES = int(os.environ.get("CONDENSE_LOGIN_MAX_FAILURES", 5))
+CONDENSE_LOGIN_MAX_FAILURES_PER_ADDRESS = int(os.environ.get("CONDENSE_LOGIN_MAX_FAILURES_PER_ADDRESS", 50))
+CONDENSE_LOGIN_LOCKOUT_S = int(os.environ.get("CONDENSE_LOGIN_LOCKOUT_S", 15 * 60))
+# Reverse proxies in front of the web server that append to X-Forwarded-For (0: clients connect directly).
+CONDENSE_NUM_PROXIES = int(os.environ.get("CONDENSE_NUM_PROXIES", 0))
+# Tokens from POST /api/v1/auth/token/ expire after this many days (0: never); the tokens page offers a choice.
+CONDENSE_TOKEN_TTL_DAYS = int(os.environ.get("CONDENSE_TOKEN_TTL_DAYS", 90))
+
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "webapp.accounts.authentication.ApiTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
@@ -206,8 +217,9 @@ REST_FRAMEWORK = {
     "PAGE_SIZE": 50,
     "EXCEPTION_HANDLER": "webapp.common.exceptions.api_exception_handler",
     # Tries of the token endpoint per client address (webapp/api/auth.py); counted in the cache, per
-    # web process unless a shared cache is configured.
+    # web process unless a shared cache is configured. The lock-out below holds across processes.
     "DEFAULT_THROTTLE_RATES": {"auth": os.environ.get("CONDENSE_AUTH_RATE", "10/min")},
+    "NUM_PROXIES": CONDENSE_NUM_PROXIES or None,
     "DEFAULT_PARSER_CLASSES": [
         "webapp.common.bounded_json.BoundedJSONParser",
         "rest_framework.parsers.FormParser",

@@ -136,15 +136,18 @@ def test_guessing_passwords_at_the_token_endpoint_is_throttled(user, settings):
     from django.core.cache import cache
     from rest_framework.test import APIClient
 
+    # Ten usernames, so the per-username lock-out (tests/webapp/test_accounts_lockout.py) stays out of the way
+    # and the address's cap (50) is not reached: this is DRF's throttle alone.
     cache.clear()  # the throttle counts in the cache; start from zero and leave nothing for other tests
     client = APIClient()
     try:
-        answers = [client.post("/api/v1/auth/token/", {"username": "alice", "password": f"guess-{i}"}).status_code
+        answers = [client.post("/api/v1/auth/token/", {"username": f"user{i}", "password": "guess"}).status_code
                    for i in range(10)]
         assert answers == [400] * 10
         blocked = client.post("/api/v1/auth/token/", {"username": "alice", "password": "wonderland-42"})
         assert blocked.status_code == 429  # even the right password waits: guessing must not pay off
         assert "throttled" in blocked.json()["detail"] and "available in" in blocked.json()["detail"]
+        assert int(blocked["Retry-After"]) > 0
     finally:
         cache.clear()
 

@@ -1,11 +1,12 @@
 from django.urls import path
 from drf_spectacular.views import SpectacularAPIView
 
-from .auth import ThrottledObtainAuthToken
-from . import views, workers
+from . import auth, views, workers
 
 urlpatterns = [
-    path("auth/token/", ThrottledObtainAuthToken.as_view(), name="api-token"),
+    path("auth/token/", auth.TokenObtainView.as_view(), name="api-token"),
+    path("auth/tokens/", auth.TokenListView.as_view(), name="api-tokens"),
+    path("auth/tokens/<int:token_id>/", auth.TokenDetailView.as_view(), name="api-token-detail"),
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("models/", views.ModelListCreateView.as_view(), name="api-models"),
     path("models/<int:model_id>/", views.ModelDetailView.as_view(), name="api-model"),
