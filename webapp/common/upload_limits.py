@@ -81,6 +81,4 @@ class UploadSizeLimitMiddleware:
             response = HttpResponse(
                 f"<!doctype html><title>Upload too large</title><h1>Upload too large</h1><p>{escape(message)}</p>"
                 "<p><a href=\"javascript:history.back()\">Back</a></p>", status=413)
-        # The rest of the body is not read: the connection cannot carry another request.
-        response["Connection"] = "close"
         return response
