@@ -277,3 +277,11 @@ def make_worker(worker_env, tmp_path):
     yield make
     for worker in started:
         worker.stop()
+
+
+@pytest.fixture
+def inspect_in_worker(make_worker):
+    """A real worker on the ``inspect`` queue only (uploads stay ``inspecting`` until it is done), inspecting
+    under a small budget: 600 MB of memory beyond its libraries, 60 s of CPU."""
+    return make_worker("inspect", f"inspect-{os.getpid()}-{uuid.uuid4().hex[:6]}@localhost",
+                       env={"CONDENSE_INSPECT_MEMORY_MB": "600", "CONDENSE_INSPECT_CPU_S": "60"})

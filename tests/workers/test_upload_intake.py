@@ -54,13 +54,6 @@ def web_server(worker_env, tmp_path):
     log.close()
 
 
-@pytest.fixture
-def inspect_in_worker(make_worker):
-    """A worker on the ``inspect`` queue only, with a small memory budget (600 MB beyond its libraries)."""
-    return make_worker("inspect", f"inspect-{os.getpid()}-{uuid.uuid4().hex[:6]}@localhost",
-                       env={"CONDENSE_INSPECT_MEMORY_MB": "600", "CONDENSE_INSPECT_CPU_S": "60"})
-
-
 class Client:
     def __init__(self, url: str, key: str):
         self.url, self.key = url, key
