@@ -1,6 +1,5 @@
 """Malformed and out-of-range input gets a 400 that names the field, never a 500 (issue 13, first part)."""
 
-import io
 import json
 import os
 import pickle

@@ -50,7 +50,6 @@ def test_bad_job_requests_get_400_and_create_nothing(api, digits_model, no_enque
 
 
 def test_dataset_must_fit_the_model(api, user, no_enqueue):
-    from webapp.modelhub.models import ModelArtifact
     from webapp.modelhub.services import model_create
 
     resnet = model_create(owner=user, name="r18", source="builtin", architecture="resnet18")

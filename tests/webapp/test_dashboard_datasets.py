@@ -62,7 +62,7 @@ def test_bad_upload_is_listed_as_rejected_with_the_reason_and_no_file(client_in,
     html = response.content.decode()
     assert "rejected by its inspection" in html
     dataset = Dataset.objects.get()
-    assert dataset.status == "rejected" and f'data-status="rejected"' in html
+    assert dataset.status == "rejected" and 'data-status="rejected"' in html
     assert "holds no images" in html and "Use in a job" not in html
     assert _stored_files(media_root) == files_before
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -87,7 +86,6 @@ def client(web_server, user):
 
 def _constant_of_shape_bomb() -> bytes:
     """195 bytes of ONNX whose ConstantOfShape builds a 20000 x 20000 float tensor (1.6 GB) when run."""
-    import onnx
     from onnx import TensorProto, helper
 
     shape = helper.make_tensor("shape", TensorProto.INT64, [2], [20000, 20000])

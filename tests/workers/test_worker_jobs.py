@@ -1,7 +1,5 @@
 """Jobs on a real Celery worker process over a real broker (Redis in CI)."""
 
-import os
-
 import pytest
 
 from webapp.jobs.models import Job

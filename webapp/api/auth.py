@@ -5,7 +5,7 @@ login page's lock-out (webapp/accounts/services.py): repeated failures for a use
 answer 429 with ``Retry-After`` and a sentence, without the password being checked.
 """
 
-from drf_spectacular.utils import extend_schema, inline_serializer
+from drf_spectacular.utils import extend_schema
 from rest_framework import exceptions, serializers, status
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response

@@ -11,6 +11,7 @@ sets ``ready`` or ``rejected`` with the reason.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import timedelta
 
 from django.conf import settings
@@ -135,3 +136,20 @@ def stalled_inspections(model_class: type[InspectedUpload]) -> tuple[list[int], 
                 continue
         republish.append(pk)
     return republish, reject
+
+
+#: Why an upload whose inspecting workers died twice is rejected.
+STALLED_REASON = ("the inspection stopped twice without an answer (its worker died, perhaps out of memory); "
+                  "check the file, then upload it again")
+
+
+def inspection_sweep(model_class: type[InspectedUpload], task_name: str,
+                     reject: Callable[[InspectedUpload, str], object]) -> tuple[list[int], list[int]]:
+    """Publish again the inspections whose message was lost; ``reject`` the uploads whose inspecting worker
+    died ``MAX_INSPECT_ATTEMPTS`` times. Returns (republished, rejected) ids."""
+    republish, rejected = stalled_inspections(model_class)
+    for upload in model_class.objects.filter(pk__in=rejected):
+        reject(upload, STALLED_REASON)
+    for pk in republish:
+        inspection_publish(model_class, task_name, pk)
+    return republish, rejected

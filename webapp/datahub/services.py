@@ -22,10 +22,9 @@ from webapp.common.intake import (
     inspection_claim,
     inspection_enqueue,
     inspection_finish,
-    inspection_publish,
+    inspection_sweep,
     intake_budget,
     intake_limits,
-    stalled_inspections,
 )
 from webapp.common.storage import storage_delete, storage_delete_prefix, storage_fetch, storage_push
 from webapp.common.uploads import copy_upload
@@ -130,17 +129,8 @@ def _dataset_reject(dataset: Dataset, reason: str) -> Dataset | None:
 
 
 def dataset_inspection_sweep() -> tuple[list[int], list[int]]:
-    """Publish again the inspections whose message was lost; reject the uploads whose inspecting worker
-    died twice. Returns (republished, rejected) ids."""
-    republish, reject = stalled_inspections(Dataset)
-    for pk in reject:
-        dataset = Dataset.objects.filter(pk=pk).first()
-        if dataset is not None:
-            _dataset_reject(dataset, "the inspection stopped twice without an answer (its worker died, perhaps "
-                            "out of memory); check the file, then upload it again")
-    for pk in republish:
-        inspection_publish(Dataset, INSPECT_DATASET_TASK, pk)
-    return republish, reject
+    """The workers' sweep of dataset uploads (:func:`~webapp.common.intake.inspection_sweep`)."""
+    return inspection_sweep(Dataset, INSPECT_DATASET_TASK, _dataset_reject)
 
 
 def dataset_delete(*, dataset: Dataset) -> None:

@@ -26,10 +26,9 @@ from webapp.common.intake import (
     inspection_claim,
     inspection_enqueue,
     inspection_finish,
-    inspection_publish,
+    inspection_sweep,
     intake_budget,
     intake_limits,
-    stalled_inspections,
 )
 from webapp.common.storage import storage_delete, storage_delete_prefix, storage_fetch, storage_push
 from webapp.common.uploads import copy_upload
@@ -228,9 +227,11 @@ def model_inspect(model_id: int) -> ModelArtifact | None:
             ModelArtifact, model_id, status=IntakeStatus.READY, file=stored, file_format=outcome["file_format"],
             size_bytes=outcome["size_bytes"] or model.size_bytes, input_shape=outcome["summary"]["input_shape"],
             summary=outcome["summary"], received_files=[])
-        if not done:  # deleted while it was inspected: drop what this run stored
-            if stored != model.file.name:
-                storage_delete(stored)
+        if not done:
+            # Deleted while it was inspected: drop what this run stored (a worker that took over and
+            # finished first keeps its row, and its files).
+            if not ModelArtifact.objects.filter(pk=model_id).exists():
+                storage_delete_prefix(posixpath.dirname(stored))
             return None
         for name in {model.file.name, *model.received_files} - {stored, ""}:
             storage_delete(name)
@@ -248,17 +249,8 @@ def _model_reject(model: ModelArtifact, reason: str) -> ModelArtifact | None:
 
 
 def model_inspection_sweep() -> tuple[list[int], list[int]]:
-    """Publish again the inspections whose message was lost; reject the uploads whose inspecting worker
-    died twice. Returns (republished, rejected) ids."""
-    republish, reject = stalled_inspections(ModelArtifact)
-    for pk in reject:
-        model = ModelArtifact.objects.filter(pk=pk).first()
-        if model is not None:
-            _model_reject(model, "the inspection stopped twice without an answer (its worker died, perhaps out "
-                          "of memory); check the file, then upload it again")
-    for pk in republish:
-        inspection_publish(ModelArtifact, INSPECT_MODEL_TASK, pk)
-    return republish, reject
+    """The workers' sweep of model uploads (:func:`~webapp.common.intake.inspection_sweep`)."""
+    return inspection_sweep(ModelArtifact, INSPECT_MODEL_TASK, _model_reject)
 
 
 def model_delete(*, model: ModelArtifact) -> None:
