@@ -153,6 +153,41 @@ def test_a_hostile_upload_is_rejected_within_its_budget_while_the_api_answers(cl
     assert not model.file and not list((Path(media_root) / "models" / str(model.owner_id) / str(model.uid)).glob("*"))
 
 
+def _large_png_zip(count: int = 12, side: int = 3000) -> bytes:
+    """A dataset zip of large, nearly blank PNGs: small to send, seconds and gigabytes to decode."""
+    import zipfile
+
+    from PIL import Image
+
+    image = io.BytesIO()
+    Image.new("RGB", (side, side), (120, 60, 200)).save(image, "PNG")
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as bundle:
+        for index in range(count):
+            bundle.writestr(f"class{index % 2}/{index}.png", image.getvalue())
+    return archive.getvalue()
+
+
+def test_a_zip_of_large_images_is_inspected_off_the_web_tier(client, inspect_in_worker):
+    content = _large_png_zip()
+    assert len(content) < 2_000_000
+    status, body = client.upload("/api/v1/datasets/", {"name": "pngs"}, "pngs.zip", content)
+    assert status == 201 and body["status"] == "inspecting", body
+    deadline, latencies = time.monotonic() + 120, []
+    while True:
+        started = time.monotonic()
+        listed, rows = client.request("GET", "/api/v1/datasets/")
+        latencies.append(time.monotonic() - started)
+        row = next(item for item in rows if item["id"] == body["id"])
+        if row["status"] != "inspecting":
+            break
+        assert time.monotonic() < deadline, row
+        time.sleep(0.2)
+    assert listed == 200 and max(latencies) < 1.0, latencies
+    # Accepted with 12 images, or refused by a pixel cap: either way decided by the worker, with a reason.
+    assert row["status"] == "ready" and row["summary"]["samples"] == 12 or row["status_reason"], row
+
+
 def test_gunicorn_answers_a_3_gb_declaration_at_once(client, web_server):
     from urllib.parse import urlparse
 
