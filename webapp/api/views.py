@@ -32,6 +32,11 @@ def _paginate(view, request, queryset, serializer_class):
     return paginator.get_paginated_response(serializer_class(page, many=True).data)
 
 
+def _example(summary: str, body: dict) -> OpenApiExample:
+    """A JSON request example in the schema (schemathesis sends it too)."""
+    return OpenApiExample(summary, value=body, request_only=True, media_type="application/json")
+
+
 class _ListView(APIView):
     pagination_class = api_settings.DEFAULT_PAGINATION_CLASS
 
@@ -44,8 +49,8 @@ class ModelListCreateView(_ListView):
         return _paginate(self, request, model_selectors.model_list(user=request.user), s.ModelListSerializer)
 
     @extend_schema(request=s.MODEL_CREATE_REQUEST, responses={201: s.ModelOutputSerializer},
-                   examples=[OpenApiExample("A built-in architecture", request_only=True, media_type="application/json",
-                                            value={"name": "digits", "source": "builtin", "architecture": "digits_cnn"})])
+                   examples=[_example("A built-in architecture",
+                                      {"name": "digits", "source": "builtin", "architecture": "digits_cnn"})])
     def post(self, request):
         form = s.ModelCreateSerializer(data=request.data)
         form.is_valid(raise_exception=True)
@@ -72,10 +77,9 @@ class JobListCreateView(_ListView):
         return _paginate(self, request, job_selectors.job_list(user=request.user), s.JobListSerializer)
 
     @extend_schema(request=s.JobCreateSerializer, responses={201: s.JobOutputSerializer, 404: NOT_FOUND},
-                   examples=[OpenApiExample("Prune half the conv channels", request_only=True, media_type="application/json",
-                                            value={"model": 1, "algorithm": "L1NormPruner", "dataset": "digits",
-                                                   "params": {"config_list": [{"op_types": ["Conv2d"],
-                                                                               "sparse_ratio": 0.5}]}})])
+                   examples=[_example("Prune half the conv channels", {
+                       "model": 1, "algorithm": "L1NormPruner", "dataset": "digits",
+                       "params": {"config_list": [{"op_types": ["Conv2d"], "sparse_ratio": 0.5}]}})])
     def post(self, request):
         form = s.JobCreateSerializer(data=request.data)
         form.is_valid(raise_exception=True)
@@ -132,7 +136,8 @@ class JobArtifactListView(APIView):
 
 class JobArtifactDownloadView(APIView):
     @extend_schema(operation_id="jobs_artifacts_download", responses={
-        (200, "application/octet-stream"): OpenApiResponse(OpenApiTypes.BINARY, description="the file, as an attachment"),
+        (200, "application/octet-stream"): OpenApiResponse(OpenApiTypes.BINARY,
+                                                           description="the file, as an attachment"),
         302: OpenApiResponse(description="with CONDENSE_S3_PRESIGNED_DOWNLOADS: the file's short-lived URL (Location)"),
         400: BAD_REQUEST,
     })
@@ -167,7 +172,8 @@ class DatasetListCreateView(APIView):
         return Response(dataset_selectors.builtin_dataset_list() + list(uploads))
 
     # Multipart only in the schema: the file is required, and a url-encoded body cannot carry one.
-    @extend_schema(request={"multipart/form-data": s.DatasetCreateSerializer}, responses={201: s.DatasetOutputSerializer})
+    @extend_schema(request={"multipart/form-data": s.DatasetCreateSerializer},
+                   responses={201: s.DatasetOutputSerializer})
     def post(self, request):
         form = s.DatasetCreateSerializer(data=request.data)
         form.is_valid(raise_exception=True)
