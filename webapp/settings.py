@@ -212,7 +212,7 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "webapp.api.schema.ApiAutoSchema",  # documents each operation's error responses
     "DEFAULT_PAGINATION_CLASS": "webapp.common.pagination.BoundedLimitOffsetPagination",
     "PAGE_SIZE": 50,
     "EXCEPTION_HANDLER": "webapp.common.exceptions.api_exception_handler",
@@ -231,6 +231,13 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Upload PyTorch models, run pruning and quantization jobs, download smaller models.",
     "VERSION": "1",
     # The schema lists every endpoint and field: signed-in users only, unless the operator publishes it.
+    # Request bodies as components of their own: a file field is a binary part there, not a URL string.
+    "COMPONENT_SPLIT_REQUEST": True,
+    # POST /models/ is one of two shapes by "source" (webapp/api/serializers.py): each one's enum is named.
+    "ENUM_NAME_OVERRIDES": {"SourceEnum": "webapp.modelhub.models.ModelArtifact.Source",
+                            "OnnxSourceEnum": ["onnx"], "BuiltinSourceEnum": ["builtin"]},
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums",
+                             "webapp.api.schema.inline_one_value_enums"],
     "SERVE_PERMISSIONS": (["rest_framework.permissions.AllowAny"] if os.environ.get("CONDENSE_PUBLIC_SCHEMA") == "1"
                           else ["rest_framework.permissions.IsAuthenticated"]),
 }

@@ -16,3 +16,6 @@ urlpatterns = [
     path("api/v1/", include("webapp.api.urls")),
     path("", include("webapp.dashboard.urls")),
 ]
+
+# Unmatched paths under /api/ (e.g. /api/v1/jobs/abc/) get the API's JSON 404, as the schema documents.
+handler404 = "webapp.api.errors.page_not_found"

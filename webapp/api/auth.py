@@ -17,6 +17,8 @@ from webapp.accounts import selectors as account_selectors
 from webapp.accounts import services as account_services
 from webapp.accounts.addresses import client_address
 
+from .schema import BAD_REQUEST, THROTTLED
+
 
 class SignInLockedError(exceptions.APIException):
     status_code = status.HTTP_429_TOO_MANY_REQUESTS
@@ -59,7 +61,8 @@ class TokenObtainView(APIView):
     throttle_classes = [ScopedRateThrottle]
     throttle_scope = "auth"
 
-    @extend_schema(request=TokenRequestSerializer, responses={200: TokenOutputSerializer}, auth=[])
+    @extend_schema(request=TokenRequestSerializer, auth=[],
+                   responses={200: TokenOutputSerializer, 400: BAD_REQUEST, 429: THROTTLED})
     def post(self, request):
         form = TokenRequestSerializer(data=request.data)
         form.is_valid(raise_exception=True)

@@ -1,5 +1,7 @@
 """API input/output shapes. Inputs are validated here only for form; rules live in services."""
 
+from django.http import QueryDict
+from drf_spectacular.utils import PolymorphicProxySerializer, extend_schema_field
 from rest_framework import serializers
 
 from webapp.common.bounded_json import BoundedJSONField, loads_bounded
@@ -30,6 +32,7 @@ class ModelListSerializer(serializers.ModelSerializer):
                   "input_shape", "params", "flops", "created_at"]
 
 
+@extend_schema_field({"type": "array", "items": {"type": "integer"}, "nullable": True})
 class JsonListField(serializers.Field):
     """Accepts a JSON list, or a string holding one (multipart forms)."""
 
@@ -49,7 +52,32 @@ class JsonListField(serializers.Field):
         return value
 
 
-class ModelCreateSerializer(serializers.Serializer):
+class JsonTypedSerializer(serializers.Serializer):
+    """An input whose JSON body must give each field the type the schema says: DRF alone takes ``5`` for a
+    string, ``"5"`` or ``5.0`` for an integer and ``"yes"`` for a boolean. A form body (a ``QueryDict``)
+    carries only strings and is parsed as before."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, dict) and not isinstance(data, QueryDict):
+            errors = {name: [message] for name, field in self.fields.items()
+                      if name in data and data[name] is not None and not field.read_only
+                      and (message := _json_type_error(field, data[name]))}
+            if errors:
+                raise serializers.ValidationError(errors)
+        return super().to_internal_value(data)
+
+
+def _json_type_error(field: serializers.Field, value) -> str | None:
+    for field_class, types, expected in _JSON_TYPES:
+        if isinstance(field, field_class):
+            # bool is an int in Python, not in JSON
+            if isinstance(value, types) and not (isinstance(value, bool) and bool not in types):
+                return None
+            return f"must be {expected} in a JSON body, got {type(value).__name__} {str(value)[:40]!r}"
+    return None
+
+
+class ModelCreateSerializer(JsonTypedSerializer):
     name = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
     source = serializers.ChoiceField(choices=ModelArtifact.Source.choices)
     file = serializers.FileField(
@@ -65,6 +93,49 @@ class ModelCreateSerializer(serializers.Serializer):
     architecture = serializers.CharField(required=False, allow_blank=True, default="")
     num_classes = serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=MAX_CLASSES)
     input_shape = JsonListField(required=False, allow_null=True)
+
+
+class _OnnxModelCreateSerializer(ModelCreateSerializer):
+    """``source: onnx``: the file is required; the architecture comes from it."""
+
+    source = serializers.ChoiceField(choices=[ModelArtifact.Source.ONNX])  # OnnxSourceEnum in the schema
+    file = serializers.FileField(help_text=ModelCreateSerializer().fields["file"].help_text)
+    architecture = None
+
+    class Meta:
+        ref_name = "OnnxModelCreate"
+
+
+class _BuiltinModelCreateSerializer(ModelCreateSerializer):
+    """``source: builtin``: a built-in architecture (see /architectures/), optionally with its weights."""
+
+    source = serializers.ChoiceField(choices=[ModelArtifact.Source.BUILTIN])  # BuiltinSourceEnum
+    architecture = serializers.CharField(help_text="a name from GET /architectures/, e.g. resnet18")
+    data = None
+
+    class Meta:
+        ref_name = "BuiltinModelCreate"
+
+
+class _BuiltinModelCreateWithoutFileSerializer(_BuiltinModelCreateSerializer):
+    """A JSON or url-encoded body carries no file: a built-in architecture with its initial weights."""
+
+    file = None
+
+    class Meta:
+        ref_name = "BuiltinModelCreateWithoutFile"
+
+
+#: ``POST /models/`` in the schema: what is required depends on ``source`` (the view validates with
+#: :class:`ModelCreateSerializer`, the services the rest); only a multipart body carries files.
+MODEL_CREATE_REQUEST = {
+    "multipart/form-data": PolymorphicProxySerializer(
+        component_name="ModelCreate", resource_type_field_name="source",
+        serializers={"onnx": _OnnxModelCreateSerializer, "builtin": _BuiltinModelCreateSerializer},
+    ),
+    "application/x-www-form-urlencoded": _BuiltinModelCreateWithoutFileSerializer,
+    "application/json": _BuiltinModelCreateWithoutFileSerializer,
+}
 
 
 class DatasetOutputSerializer(serializers.ModelSerializer):
@@ -110,7 +181,7 @@ class DatasetListItemSerializer(serializers.Serializer):
     created_at = serializers.DateTimeField(allow_null=True)
 
 
-class DatasetCreateSerializer(serializers.Serializer):
+class DatasetCreateSerializer(JsonTypedSerializer):
     name = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
     file = serializers.FileField(help_text="a .npz (arrays x and optional y) or a .zip of images in class folders")
 
@@ -158,10 +229,36 @@ class JobListSerializer(serializers.ModelSerializer):
                   "error", "created_at", "finished_at"]
 
 
-class JobCreateSerializer(serializers.Serializer):
+@extend_schema_field({"type": "object", "additionalProperties": True,
+                      "description": "the algorithm's parameters, as its params_schema in GET /algorithms/ says, e.g. "
+                                     '{"config_list": [{"op_types": ["Conv2d"], "sparse_ratio": 0.5}]}; a multipart '
+                                     "form sends them as a JSON string"})
+class JobParamsField(BoundedJSONField):
+    """A JSON object (or a string holding one: multipart forms)."""
+
+    def to_internal_value(self, data):
+        value = super().to_internal_value(data)
+        if not isinstance(value, dict):
+            raise serializers.ValidationError('must be a JSON object, e.g. {"config_list": [...]}')
+        return value
+
+
+#: JSON types of the input fields, checked by :class:`JsonTypedSerializer` (first match wins).
+_JSON_TYPES = (
+    (serializers.BooleanField, (bool,), "true or false"),
+    (serializers.IntegerField, (int,), "a whole number"),
+    (serializers.FloatField, (int, float), "a number"),
+    (serializers.ChoiceField, (str,), "a string"),
+    (serializers.CharField, (str,), "a string"),
+    (JobParamsField, (dict,), "a JSON object"),
+    (JsonListField, (list,), "a list"),
+)
+
+
+class JobCreateSerializer(JsonTypedSerializer):
     model = serializers.IntegerField()
     algorithm = serializers.CharField()
-    params = BoundedJSONField()
+    params = JobParamsField()
     speedup = serializers.BooleanField(default=True)
     dataset = serializers.CharField(required=False, allow_blank=True, default="",
                                     help_text="a built-in dataset's name (see /datasets/)")
@@ -180,3 +277,29 @@ class JobLogSerializer(serializers.ModelSerializer):
     class Meta:
         model = JobLog
         fields = ["id", "created_at", "level", "message"]
+
+
+class ArtifactSerializer(serializers.Serializer):
+    name = serializers.CharField(help_text="the file name, e.g. model.onnx")
+    kind = serializers.CharField(help_text="e.g. onnx, safetensors, onnx-int8, plan")
+    bytes = serializers.IntegerField()
+    url = serializers.URLField(help_text="where to download it (GET)")
+
+
+class AlgorithmSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    kind = serializers.ChoiceField(choices=["pruning", "quantization", "analysis"],
+                                   help_text="what a job delivers: a pruned model, a quantized one, or measurements")
+    description = serializers.CharField()
+    paper = serializers.CharField()
+    paper_url = serializers.CharField()
+    params_schema = serializers.DictField(help_text="the JSON Schema of the job's params")
+    needs_data = serializers.BooleanField(help_text="the algorithm trains or calibrates: the job needs a dataset")
+    granularity = serializers.CharField(help_text="what it removes by default, e.g. out_channel, fine_grained")
+
+
+class ArchitectureSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    description = serializers.CharField()
+    input_shape = serializers.ListField(child=serializers.IntegerField())
+    num_classes = serializers.IntegerField()

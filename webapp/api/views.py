@@ -3,7 +3,8 @@
 import re
 
 from django.core.exceptions import ValidationError
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
@@ -22,12 +23,18 @@ from webapp.modelhub import selectors as model_selectors
 from webapp.modelhub import services as model_services
 
 from . import serializers as s
+from .schema import BAD_REQUEST, CONFLICT, NOT_FOUND
 
 
 def _paginate(view, request, queryset, serializer_class):
     paginator = view.pagination_class()
     page = paginator.paginate_queryset(queryset, request, view=view)
     return paginator.get_paginated_response(serializer_class(page, many=True).data)
+
+
+def _example(summary: str, body: dict) -> OpenApiExample:
+    """A JSON request example in the schema (schemathesis sends it too)."""
+    return OpenApiExample(summary, value=body, request_only=True, media_type="application/json")
 
 
 class _ListView(APIView):
@@ -41,7 +48,9 @@ class ModelListCreateView(_ListView):
     def get(self, request):
         return _paginate(self, request, model_selectors.model_list(user=request.user), s.ModelListSerializer)
 
-    @extend_schema(request=s.ModelCreateSerializer, responses={201: s.ModelOutputSerializer})
+    @extend_schema(request=s.MODEL_CREATE_REQUEST, responses={201: s.ModelOutputSerializer},
+                   examples=[_example("A built-in architecture",
+                                      {"name": "digits", "source": "builtin", "architecture": "digits_cnn"})])
     def post(self, request):
         form = s.ModelCreateSerializer(data=request.data)
         form.is_valid(raise_exception=True)
@@ -56,6 +65,7 @@ class ModelDetailView(APIView):
     def get(self, request, model_id: int):
         return Response(s.ModelOutputSerializer(model_selectors.model_get(user=request.user, model_id=model_id)).data)
 
+    @extend_schema(responses={204: None, 409: CONFLICT})
     def delete(self, request, model_id: int):
         model_services.model_delete(model=model_selectors.model_get(user=request.user, model_id=model_id))
         return Response(status=status.HTTP_204_NO_CONTENT)
@@ -66,7 +76,10 @@ class JobListCreateView(_ListView):
     def get(self, request):
         return _paginate(self, request, job_selectors.job_list(user=request.user), s.JobListSerializer)
 
-    @extend_schema(request=s.JobCreateSerializer, responses={201: s.JobOutputSerializer})
+    @extend_schema(request=s.JobCreateSerializer, responses={201: s.JobOutputSerializer, 404: NOT_FOUND},
+                   examples=[_example("Prune half the conv channels", {
+                       "model": 1, "algorithm": "L1NormPruner", "dataset": "digits",
+                       "params": {"config_list": [{"op_types": ["Conv2d"], "sparse_ratio": 0.5}]}})])
     def post(self, request):
         form = s.JobCreateSerializer(data=request.data)
         form.is_valid(raise_exception=True)
@@ -84,20 +97,23 @@ class JobDetailView(APIView):
     def get(self, request, job_id: int):
         return Response(s.JobOutputSerializer(job_selectors.job_get(user=request.user, job_id=job_id)).data)
 
+    @extend_schema(responses={204: None, 409: CONFLICT})
     def delete(self, request, job_id: int):
         job_services.job_delete(job=job_selectors.job_get(user=request.user, job_id=job_id))
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
 class JobCancelView(APIView):
-    @extend_schema(request=None, responses=s.JobOutputSerializer)
+    @extend_schema(request=None, responses={200: s.JobOutputSerializer, 409: CONFLICT})
     def post(self, request, job_id: int):
         job = job_services.job_cancel(job=job_selectors.job_get(user=request.user, job_id=job_id))
         return Response(s.JobOutputSerializer(job).data)
 
 
 class JobLogView(APIView):
-    @extend_schema(responses=s.JobLogSerializer(many=True))
+    @extend_schema(responses=s.JobLogSerializer(many=True), parameters=[OpenApiParameter(
+        "after", {"type": "integer", "minimum": 0, "maximum": 10**18 - 1},
+        description="only the lines after this line id (a line's `id`; default 0: all lines)")])
     def get(self, request, job_id: int):
         job = job_selectors.job_get(user=request.user, job_id=job_id)
         after = request.query_params.get("after", "0") or "0"
@@ -109,6 +125,7 @@ class JobLogView(APIView):
 
 
 class JobArtifactListView(APIView):
+    @extend_schema(responses=s.ArtifactSerializer(many=True))
     def get(self, request, job_id: int):
         job = job_selectors.job_get(user=request.user, job_id=job_id)
         return Response([
@@ -118,18 +135,30 @@ class JobArtifactListView(APIView):
 
 
 class JobArtifactDownloadView(APIView):
+    @extend_schema(operation_id="jobs_artifacts_download", responses={
+        (200, "application/octet-stream"): OpenApiResponse(OpenApiTypes.BINARY,
+                                                           description="the file, as an attachment"),
+        302: OpenApiResponse(description="with CONDENSE_S3_PRESIGNED_DOWNLOADS: the file's short-lived URL (Location)"),
+        400: BAD_REQUEST,
+    })
     def get(self, request, job_id: int, name: str):
         job = job_selectors.job_get(user=request.user, job_id=job_id)
         stored = job_services.job_artifact_name(job, name)
-        return storage_download_response(stored, filename=f"job{job.pk}-{name}")
+        response = storage_download_response(stored, filename=f"job{job.pk}-{name}")
+        if response.status_code == 200:
+            # Every artifact is a download (plan.json and .csv files too), as the schema says.
+            response["Content-Type"] = "application/octet-stream"
+        return response
 
 
 class AlgorithmListView(APIView):
+    @extend_schema(responses=s.AlgorithmSerializer(many=True))
     def get(self, request):
         return Response([spec.as_dict() for spec in all_algorithms()])
 
 
 class ArchitectureListView(APIView):
+    @extend_schema(responses=s.ArchitectureSerializer(many=True))
     def get(self, request):
         return Response(architecture_choices())
 
@@ -142,7 +171,9 @@ class DatasetListCreateView(APIView):
         uploads = s.DatasetOutputSerializer(dataset_selectors.dataset_list(user=request.user), many=True).data
         return Response(dataset_selectors.builtin_dataset_list() + list(uploads))
 
-    @extend_schema(request=s.DatasetCreateSerializer, responses={201: s.DatasetOutputSerializer})
+    # Multipart only in the schema: the file is required, and a url-encoded body cannot carry one.
+    @extend_schema(request={"multipart/form-data": s.DatasetCreateSerializer},
+                   responses={201: s.DatasetOutputSerializer})
     def post(self, request):
         form = s.DatasetCreateSerializer(data=request.data)
         form.is_valid(raise_exception=True)
@@ -157,7 +188,7 @@ class DatasetDetailView(APIView):
         dataset = dataset_selectors.dataset_get(user=request.user, dataset_id=dataset_id)
         return Response(s.DatasetOutputSerializer(dataset).data)
 
-    @extend_schema(responses={204: None})
+    @extend_schema(responses={204: None, 409: CONFLICT})
     def delete(self, request, dataset_id: int):
         dataset_services.dataset_delete(dataset=dataset_selectors.dataset_get(user=request.user, dataset_id=dataset_id))
         return Response(status=status.HTTP_204_NO_CONTENT)

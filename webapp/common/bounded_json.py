@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
 from rest_framework import serializers
 from rest_framework.exceptions import ParseError
 from rest_framework.parsers import JSONParser
@@ -46,9 +48,15 @@ def loads_bounded(text: str | bytes, limit: int = MAX_JSON_DEPTH) -> Any:
 
 
 class BoundedJSONParser(JSONParser):
-    """DRF's JSON body parser with the nesting bound."""
+    """DRF's JSON body parser with the nesting bound, and Django's size bound (DATA_UPLOAD_MAX_MEMORY_SIZE,
+    which DRF's parser does not apply: it reads the whole body into memory)."""
 
     def parse(self, stream, media_type=None, parser_context=None):
+        request = (parser_context or {}).get("request")
+        length = request.META.get("CONTENT_LENGTH") if request is not None else None
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        if limit is not None and length and length.isdigit() and int(length) > limit:
+            raise RequestDataTooBig(f"Request body exceeded {limit} bytes")
         try:
             return json_depth_check(super().parse(stream, media_type, parser_context))
         except RecursionError:
