@@ -235,6 +235,8 @@ SPECTACULAR_SETTINGS = {
     "COMPONENT_SPLIT_REQUEST": True,
     # POST /models/ is one of two shapes by "source" (webapp/api/serializers.py): each one's enum is named.
     "ENUM_NAME_OVERRIDES": {"SourceEnum": "webapp.modelhub.models.ModelArtifact.Source",
+                            "JobStatusEnum": "webapp.jobs.models.Job.Status",
+                            "UploadStatusEnum": "webapp.common.intake.IntakeStatus",
                             "OnnxSourceEnum": ["onnx"], "BuiltinSourceEnum": ["builtin"]},
     "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums",
                              "webapp.api.schema.inline_one_value_enums"],
