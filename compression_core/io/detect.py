@@ -116,6 +116,8 @@ def _looks_like_safetensors(path: Path, head: bytes, size: int) -> bool:
         header = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError):
         return False
+    except RecursionError:  # a deeply nested header: a safetensors file, one that loading refuses
+        return True
     return isinstance(header, dict)
 
 
