@@ -153,8 +153,8 @@ def open_checked_zip(
             )
     try:
         archive = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, struct.error) as exc:
-        raise error(f"{not_a_zip} ({exc})") from exc
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, struct.error, NotImplementedError) as exc:
+        raise error(f"{not_a_zip} ({exc})") from exc  # NotImplementedError: a zip version zipfile cannot read
     try:
         _check_members(archive, max_entries, max_bytes, limits, entries_field, bytes_field, error)
     except BaseException:
@@ -167,6 +167,8 @@ def _check_members(archive, max_entries, max_bytes, limits, entries_field, bytes
     members = archive.infolist()
     if len(members) > max_entries:
         raise error(_too_many(limits, len(members), entries_field, max_entries))
+    if any(not info.filename for info in members):
+        raise error("the zip holds a member without a name; the archive is damaged")
     total = sum(info.file_size for info in members)
     if total > max_bytes:
         raise error(f"the zip's files unpack to {total / 1e6:.1f} MB, more than the {max_bytes / 1e6:.1f} MB limit "

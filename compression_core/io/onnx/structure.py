@@ -163,7 +163,12 @@ class _Walk:
 
     def run(self) -> OnnxStructure:
         graph = self.model.graph
-        nodes = self._count_graph(graph, depth=0)
+        try:
+            nodes = self._count_graph(graph, depth=0)
+        except UnicodeDecodeError:
+            nodes = None
+        if nodes is None or not _text_is_utf8(self.model):
+            self.refuse("a name or text field is not UTF-8; the file is damaged")
         if nodes > self.limits.max_onnx_nodes:
             self.over("has", nodes, "ONNX nodes (subgraphs and functions included)", "max_onnx_nodes")
         self.structure.nodes = nodes
@@ -369,6 +374,32 @@ class _Walk:
                 self.over(f"builds, in its {_node_label(node)}, a tensor of", built, "elements", "max_tensor_elements")
             if node.output:
                 sizes[node.output[0]] = built
+
+
+def _text_is_utf8(message) -> bool:
+    """Whether every text field decodes: protobuf parses them as bytes and fails later, on first use."""
+    stack = [message]
+    try:
+        while stack:
+            current = stack.pop()
+            for field, value in current.ListFields():
+                if field.message_type is not None:
+                    if _is_repeated(field):
+                        stack.extend(value)
+                    else:
+                        stack.append(value)
+                elif field.type == field.TYPE_STRING:
+                    # Invalid UTF-8 comes back as bytes here, and raises where it is set or read as text.
+                    if any(isinstance(item, bytes) for item in (value if _is_repeated(field) else (value,))):
+                        return False
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _is_repeated(field) -> bool:
+    flag = getattr(field, "is_repeated", None)
+    return bool(flag) if flag is not None else field.label == field.LABEL_REPEATED
 
 
 def _node_label(node) -> str:
