@@ -136,7 +136,7 @@ def load_model(
 
     if fmt in ("torch_zip", "pickle"):
         try:
-            obj = read_torch_state_dict(path)
+            obj = read_torch_state_dict(path, limits=opts["limits"])
         except NotWeightsOnly:
             if not trusted:
                 raise ModelFormatError(PICKLE_REFUSED_MESSAGE) from None

@@ -7,6 +7,7 @@ import math
 import os
 import pickle
 import struct
+import zipfile
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -15,6 +16,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
+from ..data.archives import open_checked_zip
 from ..data.limits import IntakeLimits
 from .errors import ModelFormatError
 
@@ -154,16 +156,26 @@ def read_safetensors(path: PathLike, limits: IntakeLimits = IntakeLimits()) -> T
     return tensors, metadata
 
 
-def read_torch_state_dict(path: PathLike, map_location="cpu"):
+def read_torch_state_dict(path: PathLike, map_location="cpu", limits: IntakeLimits = IntakeLimits()):
     """``torch.load(path, weights_only=True)``: safe, returns plain containers of tensors.
 
     Raises :class:`NotWeightsOnly` for a pickled object (a whole model, custom
-    classes), :class:`ModelFormatError` for a damaged file.
+    classes), :class:`ModelFormatError` for a damaged file, and for a zip
+    archive over ``limits`` (judged from its central directory first: members,
+    declared bytes, compression ratio).
 
     Example::
 
         >>> obj = read_torch_state_dict("resnet18_state_dict.pt")
     """
+    if zipfile.is_zipfile(path):
+        # One record per storage: a big state_dict holds thousands; the zip caps still apply.
+        open_checked_zip(
+            Path(path), max_entries=max(limits.max_zip_entries, MAX_SAFETENSORS_TENSORS),
+            max_bytes=limits.max_unpacked_bytes, limits=limits, entries_field="max_zip_entries",
+            bytes_field="max_unpacked_bytes", error=ModelFormatError,
+            not_a_zip=f"{_name(path)} is not a valid PyTorch file",
+        ).close()
     try:
         return torch.load(str(path), map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:

@@ -31,7 +31,7 @@ from compression_core.io.onnx.structure import onnx_structure_check
 from compression_core.io.weights import read_safetensors
 from tests.compression_core import hostile_files as hostile
 
-FUZZ = settings(max_examples=60, deadline=None, derandomize=True,
+FUZZ = settings(max_examples=150, deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 # Small caps so that a mutation that happens to declare something large is refused, not built.
 LIMITS = IntakeLimits(max_onnx_nodes=500, max_tensor_elements=1_000_000, max_unpacked_bytes=50_000_000,
@@ -205,7 +205,7 @@ def test_mutated_safetensors(edits, cut):
             pass
 
 
-@settings(FUZZ, max_examples=40)
+@settings(FUZZ, max_examples=100)
 @given(st.sampled_from(["onnx", "safetensors", "model_zip"]), EDITS, CUT,
        st.sampled_from([b"", b"\x80\x02", b"PK\x03\x04", b"\x08\x07\x12"]))
 def test_load_model_on_anything(seed, edits, cut, prefix):
@@ -276,7 +276,7 @@ CONFIG_LISTS = st.lists(st.dictionaries(CONFIG_KEYS, JSON_VALUES, max_size=5), m
 
 @pytest.mark.parametrize("parse", [canonicalize_config_list, parse_quant_config_list], ids=["pruning", "quantization"])
 def test_config_lists(parse):
-    @settings(FUZZ, max_examples=150)
+    @settings(FUZZ, max_examples=300)
     @given(CONFIG_LISTS)
     def check(config_list):
         try:

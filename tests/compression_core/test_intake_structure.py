@@ -330,3 +330,15 @@ def test_limits_are_positive_numbers():
     with pytest.raises(ValueError, match="max_onnx_nodes must be a positive number"):
         IntakeLimits(max_onnx_nodes=0)
     assert IntakeLimits().dataset_max_zip_entries == 101_000
+
+
+def test_state_dict_zips_are_checked_from_their_central_directory(tmp_path):
+    torch = pytest.importorskip("torch")
+    from compression_core.models import build_architecture  # only this test needs an architecture
+
+    path = tmp_path / "sd.pt"
+    torch.save(build_architecture("digits_cnn").state_dict(), path)
+    assert load_model(path, architecture="digits_cnn") is not None
+    with pytest.raises(ModelFormatError, match=r"more than the 0.0 MB limit \(CONDENSE_MODEL_MAX_UNPACKED_BYTES; "
+                                               r"the byte limit is 1,000\)"):
+        load_model(path, architecture="digits_cnn", limits=IntakeLimits(max_unpacked_bytes=1000))
