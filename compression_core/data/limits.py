@@ -94,8 +94,6 @@ class IntakeLimits:
     def over(self, what: str, figure: float, unit: str, field_name: str) -> str:
         """One sentence for a refusal: what, the figure, the limit and the setting that raises it."""
         limit = getattr(self, field_name)
-        if field_name == "dataset_max_images" and unit == "zip members":
-            limit = self.dataset_max_zip_entries
         return (f"{what} {_figure(figure)} {unit}, more than the limit of {_figure(limit)} "
                 f"({self.setting(field_name)})")
 
