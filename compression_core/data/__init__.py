@@ -12,10 +12,12 @@ Two upload formats:
   class names (``cat/1.png``, ``dog/7.jpg``), images without folders make an
   unlabelled dataset. One folder that wraps everything is looked through;
   ``__MACOSX`` and dotfiles are ignored. Images are decoded from the archive
-  in memory, never extracted to disk, within caps on the unpacked size and
-  the image count.
+  in memory, never extracted to disk, within the caps of :class:`IntakeLimits`
+  (checked from the zip's central directory and the image headers first).
 
-Modules: :mod:`.builtin` (the built-in datasets), :mod:`.formats` (format
+Modules: :mod:`.limits` (:class:`IntakeLimits`, the caps on every upload, models too),
+:mod:`.archives` (zips refused from their central directory, inflated against a byte budget),
+:mod:`.builtin` (the built-in datasets), :mod:`.formats` (format
 detection, size caps), :mod:`.npz`, :mod:`.images`, :mod:`.fit` (samples to
 the model's input), :mod:`.splits`, :mod:`.source` (:class:`DatasetSource`,
 :func:`inspect_dataset`), :mod:`.batches` (calibration and tracing inputs).
@@ -36,6 +38,7 @@ Example::
 from .batches import NO_DATA_MESSAGE, first_batch, iter_batches
 from .builtin import BUILTIN_DATASETS, DatasetSpec, dataset_choices, load_builtin_dataset
 from .fit import check_input_fit, fit_inputs
+from .limits import SETTING_NAMES, IntakeLimits
 from .formats import DATASET_FORMATS, IMAGE_ZIP, MAX_IMAGES, MAX_UNCOMPRESSED_BYTES, NPZ, detect_dataset_format
 from .source import DatasetSource, inspect_dataset
 from .splits import SPLITS, TensorData, holdout, split_indices
@@ -51,6 +54,8 @@ __all__ = [
     "SPLITS",
     "DatasetSource",
     "DatasetSpec",
+    "IntakeLimits",
+    "SETTING_NAMES",
     "TensorData",
     "check_input_fit",
     "dataset_choices",

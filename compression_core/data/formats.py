@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import math
 import zipfile
-import zlib
 from pathlib import Path
+
+from .archives import open_checked_zip
+from .limits import IntakeLimits
 
 NPZ = "npz"
 IMAGE_ZIP = "image_zip"
@@ -32,12 +34,14 @@ def element_count(shape) -> int:
     return int(math.prod(int(d) for d in shape))
 
 
-def open_zip(path: Path) -> zipfile.ZipFile:
-    """The archive at ``path``; a ``ValueError`` fit for the uploader if it is not a readable zip."""
-    try:
-        return zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError) as exc:
-        raise ValueError(f"the file is not a readable zip archive ({exc}); upload a .npz or a .zip of images") from exc
+def open_zip(path: Path, limits: IntakeLimits = IntakeLimits()) -> zipfile.ZipFile:
+    """The archive at ``path``; a ``ValueError`` fit for the uploader if it is not a readable zip, or if its
+    central directory is over ``limits`` (members, declared bytes, compression ratio: nothing inflated yet)."""
+    return open_checked_zip(
+        Path(path), max_entries=limits.dataset_max_zip_entries, max_bytes=limits.dataset_max_uncompressed_bytes,
+        limits=limits, entries_field="dataset_max_images", bytes_field="dataset_max_uncompressed_bytes",
+        not_a_zip="the file is not a readable zip archive; upload a .npz or a .zip of images",
+    )
 
 
 def zip_files(archive: zipfile.ZipFile) -> list[zipfile.ZipInfo]:
@@ -45,11 +49,12 @@ def zip_files(archive: zipfile.ZipFile) -> list[zipfile.ZipInfo]:
     return [info for info in archive.infolist() if not info.is_dir()]
 
 
-def detect_dataset_format(path: str | Path) -> str:
+def detect_dataset_format(path: str | Path, limits: IntakeLimits = IntakeLimits()) -> str:
     """``"npz"`` or ``"image_zip"`` from the file's content (not its name).
 
     An ``.npz`` is a zip whose members are all ``.npy`` arrays; any other zip
-    is read as images. Raises ``ValueError`` for anything else.
+    is read as images. Raises ``ValueError`` for anything else, and for a zip
+    over ``limits`` (judged from its central directory, see :func:`open_zip`).
 
     Example::
 
@@ -67,7 +72,7 @@ def detect_dataset_format(path: str | Path) -> str:
         )
     if not head.startswith(b"PK"):
         raise ValueError("the file is neither a .npz archive nor a .zip of images")
-    with open_zip(path) as archive:
+    with open_zip(path, limits) as archive:
         members = zip_files(archive)
         if members and all(info.filename.endswith(".npy") for info in members):
             return NPZ

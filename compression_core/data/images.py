@@ -4,7 +4,9 @@
 unlabelled one. One folder that wraps everything is looked through;
 ``__MACOSX`` and dotfiles are ignored. Images (png, jpg, jpeg, bmp, gif, webp)
 are decoded from the archive, never extracted to disk, within caps on the
-unpacked size, the image count and the pixels per image.
+unpacked size, the image count, the pixels per image and the pixels of all
+images: :func:`check_image_headers` reads every image's size from its header
+before any is decoded, and every member is inflated against a byte budget.
 
 Example::
 
@@ -19,19 +21,20 @@ from __future__ import annotations
 import io
 import zipfile
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from .archives import ByteBudget, read_member
 from .formats import IMAGE_ZIP, megabytes, open_zip, zip_files
+from .limits import IntakeLimits
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 # Pillow formats allowed to parse uploads; others (EPS runs Ghostscript) never see them.
 PIL_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP")
-MAX_IMAGE_PIXELS = 4096 * 4096
 
 _GREY_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"}
 _HIGH_DEPTH_MODES = {"I", "I;16", "I;16L", "I;16B", "I;16N", "F"}
@@ -55,7 +58,8 @@ class ImageListing:
     uncompressed_bytes: int
 
 
-def list_images(archive: zipfile.ZipFile, max_bytes: int, max_images: int) -> ImageListing:
+def list_images(archive: zipfile.ZipFile, max_bytes: int, max_images: int,
+                limits: IntakeLimits = IntakeLimits()) -> ImageListing:
     """The archive's images and classes, within the caps; a ``ValueError`` for a zip that is no dataset."""
     found: list[tuple[tuple[str, ...], zipfile.ZipInfo]] = []
     ignored: list[str] = []
@@ -76,10 +80,12 @@ def list_images(archive: zipfile.ZipFile, max_bytes: int, max_images: int) -> Im
             )
         raise ValueError("the zip holds no images: it is empty")
     if len(found) > max_images:
-        raise ValueError(f"the zip holds {len(found)} images; the limit is {max_images}")
+        raise ValueError(f"the zip holds {len(found)} images; the limit is {max_images} "
+                         f"({limits.setting('dataset_max_images')})")
     total = sum(info.file_size for _, info in found)
     if total > max_bytes:
-        raise ValueError(f"the images unpack to {megabytes(total)}, more than the {megabytes(max_bytes)} limit")
+        raise ValueError(f"the images unpack to {megabytes(total)}, more than the {megabytes(max_bytes)} limit "
+                         f"({limits.setting('dataset_max_uncompressed_bytes')})")
 
     # Look through folders that wrap everything (zipping "my-data/" gives
     # my-data/cat/1.png): classes are the first folders that differ.
@@ -103,23 +109,75 @@ def list_images(archive: zipfile.ZipFile, max_bytes: int, max_images: int) -> Im
     return ImageListing(entries, classes, ignored, total)
 
 
-def open_image(archive: zipfile.ZipFile, info: zipfile.ZipInfo):
-    """Decode one image fully (so truncated files fail here); a ValueError names it."""
-    name = info.filename
+def _identify(source, name: str):
+    """The image in ``source`` opened from its header only (nothing decoded); a ValueError names it."""
     try:
-        image = Image.open(io.BytesIO(archive.read(info)), formats=PIL_FORMATS)
+        return Image.open(source, formats=PIL_FORMATS)
     except UnidentifiedImageError as exc:
         raise ValueError(f"the image {name!r} cannot be read: it is not a png, jpeg, bmp, gif or webp image") from exc
     except RuntimeError as exc:  # zipfile: an encrypted member
         raise ValueError(f"the image {name!r} cannot be read ({exc}); upload a zip without a password") from exc
     except Exception as exc:  # decoders of untrusted bytes fail in many ways (struct.error, IndexError, ...)
         raise ValueError(f"the image {name!r} cannot be read ({type(exc).__name__}: {exc})") from exc
-    width, height = image.size
-    if width * height > MAX_IMAGE_PIXELS:
-        image.close()
+
+
+def _check_pixels(name: str, width: int, height: int, limits: IntakeLimits) -> None:
+    if width * height > limits.max_image_pixels:
         raise ValueError(
-            f"the image {name!r} is {width} x {height} pixels; the limit is {MAX_IMAGE_PIXELS:,} pixels per image"
+            f"the image {name!r} is {width} x {height} pixels; the limit is {limits.max_image_pixels:,} pixels "
+            f"per image ({limits.setting('max_image_pixels')})"
         )
+
+
+def check_image_headers(archive: zipfile.ZipFile, entries: list[ImageEntry],
+                        limits: IntakeLimits = IntakeLimits()) -> int:
+    """Read each image's size from its header (nothing decoded); return the pixels of all of them.
+
+    Refuses (``ValueError``) an image over ``limits.max_image_pixels``, or
+    images over ``limits.max_total_pixels`` in all, before any is decoded: a
+    small zip of large, flat images costs little to send and much to decode.
+
+    Example::
+
+        >>> check_image_headers(archive, list_images(archive, 2**30, 50_000).entries)
+        245760
+    """
+    total = 0
+    for entry in entries:
+        name = entry.info.filename
+        try:
+            with archive.open(entry.info) as member, _identify(member, name) as image:
+                width, height = image.size
+        except ValueError:
+            raise
+        except Exception as exc:  # the member itself (encrypted, damaged)
+            raise ValueError(f"the image {name!r} cannot be read ({type(exc).__name__}: {exc})") from exc
+        _check_pixels(name, width, height, limits)
+        total += width * height
+        if total > limits.max_total_pixels:
+            raise ValueError(limits.over(f"the images hold (counting up to {name!r}) more than", total, "pixels",
+                                         "max_total_pixels"))
+    return total
+
+
+def open_image(archive: zipfile.ZipFile, info: zipfile.ZipInfo, limits: IntakeLimits = IntakeLimits(),
+               budget: ByteBudget | None = None):
+    """Decode one image fully (so truncated files fail here); a ValueError names it.
+
+    Its bytes are inflated against ``budget`` (by default one of
+    ``limits.dataset_max_uncompressed_bytes``), its size checked from the header first.
+    """
+    name = info.filename
+    if budget is None:
+        budget = ByteBudget(limits.dataset_max_uncompressed_bytes, limits, "dataset_max_uncompressed_bytes",
+                            what="the images unpack to")
+    image = _identify(io.BytesIO(read_member(archive, info, budget)), name)
+    width, height = image.size
+    try:
+        _check_pixels(name, width, height, limits)
+    except ValueError:
+        image.close()
+        raise
     try:
         image.load()
     except Exception as exc:  # as above, including Pillow's DecompressionBombError
@@ -137,14 +195,19 @@ def _image_channels(image) -> int:
     return 3
 
 
-def inspect_image_zip(path: Path, max_bytes: int, max_images: int) -> dict[str, Any]:
-    """The summary of :func:`~.source.inspect_dataset` for a zip of images (every image decoded once)."""
-    with open_zip(path) as archive:
-        listing = list_images(archive, max_bytes, max_images)
+def inspect_image_zip(path: Path, max_bytes: int, max_images: int,
+                      limits: IntakeLimits = IntakeLimits()) -> dict[str, Any]:
+    """The summary of :func:`~.source.inspect_dataset` for a zip of images (every image decoded once,
+    after every header is within the pixel caps)."""
+    limits = replace(limits, dataset_max_uncompressed_bytes=int(max_bytes), dataset_max_images=int(max_images))
+    with open_zip(path, limits) as archive:
+        listing = list_images(archive, max_bytes, max_images, limits)
+        check_image_headers(archive, listing.entries, limits)
+        budget = ByteBudget(max_bytes, limits, "dataset_max_uncompressed_bytes", what="the images unpack to")
         sizes: Counter = Counter()
         channels = 1
         for entry in listing.entries:
-            with open_image(archive, entry.info) as image:
+            with open_image(archive, entry.info, limits, budget) as image:
                 sizes[(image.height, image.width)] += 1
                 channels = max(channels, _image_channels(image))
     (height, width), _ = sizes.most_common(1)[0]

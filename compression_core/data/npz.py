@@ -18,7 +18,7 @@ from __future__ import annotations
 import zipfile
 import zlib
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ import torch
 
 from .fit import IMAGE_CHANNELS
 from .formats import NPZ, element_count, megabytes, open_zip, zip_files
+from .limits import IntakeLimits
 
 INPUT_ARRAY_NAMES = ("x", "inputs", "data", "images", "X")
 LABEL_ARRAY_NAMES = ("y", "labels", "targets", "Y")
@@ -39,7 +40,7 @@ class _ArrayInfo:
     dtype: np.dtype
 
 
-def _npy_header(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> _ArrayInfo:
+def _npy_header(archive: zipfile.ZipFile, info: zipfile.ZipInfo, limits: IntakeLimits) -> _ArrayInfo:
     """Shape and dtype of one array of an .npz, from its header (the data is not read)."""
     key = info.filename[: -len(".npy")]
     try:
@@ -50,24 +51,33 @@ def _npy_header(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> _ArrayInfo:
             else:
                 shape, _, dtype = np.lib.format.read_array_header_2_0(handle)
             header_bytes = handle.tell()
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error, RuntimeError) as exc:
-        raise ValueError(f"the array {key!r} in the .npz is corrupt or truncated ({exc})") from exc
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error, RuntimeError, NotImplementedError,
+            TypeError, SyntaxError, MemoryError, OverflowError) as exc:  # numpy's header parser on hostile bytes
+        raise ValueError(f"the array {key!r} in the .npz is corrupt or truncated ({type(exc).__name__}: {exc})") from exc
     if dtype.hasobject:
         raise ValueError(
             f"the array {key!r} holds Python objects, which would have to be unpickled; Condense does not "
             "unpickle uploads (it can run code): save plain numeric arrays"
         )
-    if header_bytes + element_count(shape) * dtype.itemsize != info.file_size:
+    if any(int(d) < 0 for d in shape):
+        raise ValueError(f"the array {key!r} in the .npz is corrupt: its header declares the shape {list(shape)}")
+    elements = element_count(shape)
+    if elements > limits.max_tensor_elements:
+        raise ValueError(limits.over(f"the array {key!r} in the .npz declares", elements, "elements",
+                                     "max_tensor_elements"))
+    if header_bytes + elements * dtype.itemsize != info.file_size:
         raise ValueError(f"the array {key!r} in the .npz is truncated: its header promises more data than it holds")
     return _ArrayInfo(key=key, shape=tuple(int(d) for d in shape), dtype=dtype)
 
 
-def _npz_arrays(archive: zipfile.ZipFile, max_bytes: int) -> dict[str, _ArrayInfo]:
+def _npz_arrays(archive: zipfile.ZipFile, limits: IntakeLimits) -> dict[str, _ArrayInfo]:
     members = zip_files(archive)
     total = sum(info.file_size for info in members)
+    max_bytes = limits.dataset_max_uncompressed_bytes
     if total > max_bytes:
-        raise ValueError(f"the arrays unpack to {megabytes(total)}, more than the {megabytes(max_bytes)} limit")
-    return {info.filename[: -len(".npy")]: _npy_header(archive, info) for info in members}
+        raise ValueError(f"the arrays unpack to {megabytes(total)}, more than the {megabytes(max_bytes)} limit "
+                         f"({limits.setting('dataset_max_uncompressed_bytes')})")
+    return {info.filename[: -len(".npy")]: _npy_header(archive, info, limits) for info in members}
 
 
 def _pick(arrays: dict[str, _ArrayInfo], names: tuple[str, ...]) -> _ArrayInfo | None:
@@ -109,7 +119,7 @@ def read_npz_array(path: Path, key: str) -> np.ndarray:
     try:
         with np.load(path, allow_pickle=False) as npz:
             return npz[key]
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error, RuntimeError, NotImplementedError) as exc:
         raise ValueError(f"the array {key!r} in the .npz cannot be read ({exc})") from exc
 
 
@@ -151,10 +161,17 @@ class NpzPlan:
     uncompressed_bytes: int
 
 
-def plan_npz(path: Path, max_bytes: int) -> NpzPlan:
-    """Read the .npz's array headers (not the data) and find the inputs and labels."""
-    with open_zip(path) as archive:
-        arrays = _npz_arrays(archive, max_bytes)
+def plan_npz(path: Path, max_bytes: int, limits: IntakeLimits = IntakeLimits()) -> NpzPlan:
+    """Read the .npz's array headers (not the data) and find the inputs and labels.
+
+    The zip is refused from its central directory first (see
+    :func:`~.formats.open_zip`; ``max_bytes`` is the unpacked-size cap), then
+    any array whose header declares a Python-object dtype, more than
+    ``limits.max_tensor_elements`` elements, or more data than the member holds.
+    """
+    limits = replace(limits, dataset_max_uncompressed_bytes=int(max_bytes))
+    with open_zip(path, limits) as archive:
+        arrays = _npz_arrays(archive, limits)
         uncompressed = sum(info.file_size for info in zip_files(archive))
     inputs = _pick(arrays, INPUT_ARRAY_NAMES)
     if inputs is None:
@@ -180,10 +197,10 @@ def _first_corrupt_member(archive: zipfile.ZipFile) -> str | None:
         raise ValueError(f"the archive is corrupt ({exc})") from exc
 
 
-def inspect_npz(path: Path, max_bytes: int) -> dict[str, Any]:
+def inspect_npz(path: Path, max_bytes: int, limits: IntakeLimits = IntakeLimits()) -> dict[str, Any]:
     """The summary of :func:`~.source.inspect_dataset` for an .npz (checksums and labels checked)."""
-    plan = plan_npz(path, max_bytes)
-    with open_zip(path) as archive:
+    plan = plan_npz(path, max_bytes, limits)
+    with open_zip(path, replace(limits, dataset_max_uncompressed_bytes=int(max_bytes))) as archive:
         broken = _first_corrupt_member(archive)
     if broken:
         raise ValueError(f"the array {broken[: -len('.npy')]!r} in the .npz is corrupt (its checksum does not match)")

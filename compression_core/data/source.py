@@ -12,7 +12,7 @@ Example::
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,9 @@ from .formats import (
     megabytes,
     open_zip,
 )
-from .images import image_to_array, inspect_image_zip, list_images, open_image
+from .archives import ByteBudget
+from .images import check_image_headers, image_to_array, inspect_image_zip, list_images, open_image
+from .limits import IntakeLimits
 from .npz import clean_labels, inspect_npz, npz_inputs, plan_npz, read_npz_array
 from .splits import check_split, split_indices
 
@@ -56,7 +58,10 @@ class DatasetSource:
     Uploaded files are split with a seeded shuffle: ``val_fraction`` of the
     samples is the ``test`` split (evaluation), the rest ``train``. Built-in
     datasets keep their own fixed split and need the model's exact input
-    shape. Plain values only, so a recipe can carry it as JSON.
+    shape. Plain values only, so a recipe can carry it as JSON. ``limits``
+    (the operator's caps, never from a recipe) bounds what reading the file
+    may cost; ``max_uncompressed_bytes`` / ``max_images`` override its two
+    dataset caps.
 
     Example::
 
@@ -74,6 +79,7 @@ class DatasetSource:
     seed: int = 0
     max_uncompressed_bytes: int = MAX_UNCOMPRESSED_BYTES
     max_images: int = MAX_IMAGES
+    limits: IntakeLimits | None = None
 
     def __post_init__(self) -> None:
         if bool(self.builtin) == bool(self.path):
@@ -107,11 +113,17 @@ class DatasetSource:
         if isinstance(value, str):
             return cls(builtin=value)
         if isinstance(value, dict):
-            unknown = sorted(set(value) - set(cls.__dataclass_fields__))
+            unknown = sorted(set(value) - (set(cls.__dataclass_fields__) - {"limits"}))
             if unknown:
                 raise ValueError(f"recipe dataset: unknown key {unknown[0]!r}")
             return cls(**value)
         raise ValueError(f"a recipe's dataset is a built-in name or an object, got {type(value).__name__}")
+
+    @property
+    def intake_limits(self) -> IntakeLimits:
+        """``limits`` with this source's own unpacked-size and image caps."""
+        return replace(self.limits or IntakeLimits(), dataset_max_uncompressed_bytes=int(self.max_uncompressed_bytes),
+                       dataset_max_images=int(self.max_images))
 
     @property
     def label(self) -> str:
@@ -123,7 +135,7 @@ class DatasetSource:
             return "builtin"
         if not Path(self.path).is_file():
             raise ValueError(f"the dataset file {self.path} does not exist")
-        return self.format or detect_dataset_format(self.path)
+        return self.format or detect_dataset_format(self.path, self.intake_limits)
 
     def check_fits(self, input_shape) -> None:
         """Raise ``ValueError`` naming both shapes unless this data can feed a model
@@ -137,7 +149,8 @@ class DatasetSource:
                 )
             return
         if self.resolved_format() == NPZ:
-            check_input_fit(plan_npz(Path(self.path), self.max_uncompressed_bytes).sample_shape, input_shape)
+            plan = plan_npz(Path(self.path), self.max_uncompressed_bytes, self.intake_limits)
+            check_input_fit(plan.sample_shape, input_shape)
         elif len(input_shape) != 3 or input_shape[0] not in (1, 3):
             raise ValueError(
                 f"the dataset holds images, but the model takes {input_shape}; images fit a model whose "
@@ -162,7 +175,7 @@ class DatasetSource:
         return self._load_images(path, input_shape, split)
 
     def _load_npz(self, path: Path, input_shape: list[int], split: str):
-        plan = plan_npz(path, self.max_uncompressed_bytes)
+        plan = plan_npz(path, self.max_uncompressed_bytes, self.intake_limits)
         index = split_indices(plan.inputs.shape[0], split, self.val_fraction, self.seed)
         _check_loaded_size(len(index), input_shape, split)
         inputs = fit_inputs(npz_inputs(path, plan, index), input_shape)
@@ -174,13 +187,17 @@ class DatasetSource:
 
     def _load_images(self, path: Path, input_shape: list[int], split: str):
         channels, height, width = input_shape
-        with open_zip(path) as archive:
-            listing = list_images(archive, self.max_uncompressed_bytes, self.max_images)
+        limits = self.intake_limits
+        with open_zip(path, limits) as archive:
+            listing = list_images(archive, self.max_uncompressed_bytes, self.max_images, limits)
             index = split_indices(len(listing.entries), split, self.val_fraction, self.seed)
             _check_loaded_size(len(index), input_shape, split)
+            check_image_headers(archive, [listing.entries[position] for position in index], limits)
+            budget = ByteBudget(self.max_uncompressed_bytes, limits, "dataset_max_uncompressed_bytes",
+                                what="the images unpack to")
             inputs = torch.empty(len(index), channels, height, width)
             for row, position in enumerate(index):
-                with open_image(archive, listing.entries[position].info) as image:
+                with open_image(archive, listing.entries[position].info, limits, budget) as image:
                     inputs[row] = torch.from_numpy(image_to_array(image, channels, height, width))
         labels = None
         if listing.classes:
@@ -192,8 +209,9 @@ class DatasetSource:
 def inspect_dataset(
     path: str | Path,
     *,
-    max_uncompressed_bytes: int = MAX_UNCOMPRESSED_BYTES,
-    max_images: int = MAX_IMAGES,
+    max_uncompressed_bytes: int | None = None,
+    max_images: int | None = None,
+    limits: IntakeLimits = IntakeLimits(),
 ) -> dict[str, Any]:
     """Read an uploaded dataset file and describe it, or say why it cannot be used.
 
@@ -204,7 +222,11 @@ def inspect_dataset(
     with a message fit for the person who uploaded it: a corrupt archive, a zip
     without images, an unreadable image (named), an .npz without inputs,
     pickled arrays, inputs and labels of different lengths, labels that are
-    not whole class numbers, anything over the size caps.
+    not whole class numbers, anything over the caps of ``limits`` (checked from
+    the zip's central directory, the arrays' headers and the images' headers
+    before anything large is read; the message names the ``CONDENSE_*``
+    setting). ``max_uncompressed_bytes`` / ``max_images``, when given, replace
+    ``limits``' dataset caps.
 
     Example::
 
@@ -214,6 +236,10 @@ def inspect_dataset(
         (10, [1, 8, 8], [{'name': '0', 'count': 5}, {'name': '1', 'count': 5}])
     """
     path = Path(path)
-    if detect_dataset_format(path) == NPZ:
-        return inspect_npz(path, max_uncompressed_bytes)
-    return inspect_image_zip(path, max_uncompressed_bytes, max_images)
+    if max_uncompressed_bytes is not None:
+        limits = replace(limits, dataset_max_uncompressed_bytes=int(max_uncompressed_bytes))
+    if max_images is not None:
+        limits = replace(limits, dataset_max_images=int(max_images))
+    if detect_dataset_format(path, limits) == NPZ:
+        return inspect_npz(path, limits.dataset_max_uncompressed_bytes, limits)
+    return inspect_image_zip(path, limits.dataset_max_uncompressed_bytes, limits.dataset_max_images, limits)

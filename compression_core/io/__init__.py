@@ -1,7 +1,9 @@
 """Loading and saving models in safe formats.
 
 In: ONNX (-> ``torch.fx.GraphModule``), safetensors or weights-only state_dicts
-for a built-in architecture; pickles, TorchScript and ``.pt2`` archives only in
+for a built-in architecture, each checked against :class:`IntakeLimits` from its
+structure and headers before anything is built (:func:`onnx_structure_check`,
+:func:`safetensors_header_check`); pickles, TorchScript and ``.pt2`` archives only in
 trusted mode. Out: ONNX (checked in onnxruntime), int8 ONNX (onnxruntime's
 quantization) and safetensors (+ a JSON pruning plan). Everything ONNX lives in
 :mod:`compression_core.io.onnx`.
@@ -13,6 +15,7 @@ Example::
     >>> save_model(model, "out/model.onnx", example_inputs=torch.randn(1, 3, 224, 224))
 """
 
+from ..data.limits import SETTING_NAMES, IntakeLimits
 from .api import LOAD_OPTIONS, load_model, save_model
 from .detect import FORMATS, detect_format
 from .errors import (
@@ -31,6 +34,7 @@ from .onnx import (
     literal_reshapes,
     load_onnx,
     onnx_input_shapes,
+    onnx_structure_check,
     onnx_session,
     onnx_to_torch,
     preprocess_onnx,
@@ -45,10 +49,13 @@ from .weights import (
     load_state_dict_checked,
     plan_path_for,
     save_safetensors,
+    safetensors_header_check,
     state_dict_bytes,
 )
 
 __all__ = [
+    "IntakeLimits",
+    "SETTING_NAMES",
     "ModelFormatError",
     "PICKLE_REFUSED_MESSAGE",
     "TORCHSCRIPT_REFUSED_MESSAGE",
@@ -67,6 +74,8 @@ __all__ = [
     "constants_to_initializers",
     "unsupported_operators",
     "onnx_input_shapes",
+    "onnx_structure_check",
+    "safetensors_header_check",
     "random_onnx_inputs",
     "verify_onnx_conversion",
     "export_onnx",

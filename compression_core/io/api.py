@@ -6,6 +6,7 @@ import json
 import os
 import tempfile
 import warnings
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Dict, Optional, Union
 
@@ -22,7 +23,7 @@ from .errors import (
     ModelFormatError,
 )
 from .onnx import DEFAULT_OPSET, consolidate_onnx, example_inputs_for, export_onnx, load_onnx
-from .onnx.external import MAX_UNPACKED_BYTES, MAX_ZIP_ENTRIES
+from ..data.limits import IntakeLimits
 from .weights import (
     NotWeightsOnly,
     extract_state_dict,
@@ -46,8 +47,9 @@ LOAD_OPTIONS: Dict[str, Any] = {
     "external_data_dir": None,  # ONNX: the folder holding the model's external-data files (only from there)
     "fixed_inputs": None,    # ONNX: {input name: value} made constants at import (folds If nodes they decide)
     "input_shapes": None,    # ONNX: {input name: [size or None per dim]} fixes dynamic dims (folds length checks)
-    "max_zip_entries": MAX_ZIP_ENTRIES,  # ONNX zip: most files the archive may hold
-    "max_unpacked_bytes": MAX_UNPACKED_BYTES,  # ONNX zip: most bytes it may unpack to
+    "limits": None,          # IntakeLimits: caps checked before anything is built (None: the defaults)
+    "max_zip_entries": None,  # ONNX zip: most files the archive may hold (None: limits.max_zip_entries)
+    "max_unpacked_bytes": None,  # ONNX zip: most bytes it may unpack to (None: limits.max_unpacked_bytes)
     "plan": None,            # weights: pruning plan (dict or JSON path); None = use <stem>.plan.json if present, False = never
     "map_location": "cpu",   # trusted pickles / TorchScript
 }
@@ -90,8 +92,11 @@ def load_model(
       :class:`ModelFormatError` unless ``trusted=True`` (then loaded with
       ``torch.load(weights_only=False)`` / ``torch.jit.load`` / ``torch.export.load``).
 
-    Other options: see :data:`LOAD_OPTIONS`. Anything unreadable raises
-    :class:`ModelFormatError` with a message for the uploader.
+    Other options: see :data:`LOAD_OPTIONS`. ``limits=IntakeLimits(...)``
+    bounds what reading the file may cost: ONNX structure (nodes, declared
+    tensor sizes), zips (central directory, bytes inflated), safetensors headers
+    (see :class:`~compression_core.data.limits.IntakeLimits`). Anything
+    unreadable raises :class:`ModelFormatError` with a message for the uploader.
 
     Example::
 
@@ -109,6 +114,7 @@ def load_model(
             f"load_model() got unexpected option(s) {', '.join(unknown)}; accepted: {', '.join(LOAD_OPTIONS)}"
         )
     opts = {**LOAD_OPTIONS, **options}
+    opts["limits"] = _intake_limits(opts)
     path = Path(path)
     name = _name(path)
     if path.is_dir() or (path.is_file() and opts["external_data_dir"] is not None):
@@ -120,17 +126,17 @@ def load_model(
     if fmt == "onnx":
         return load_onnx(path, verify=bool(opts["verify"]), atol=float(opts["atol"]),
                          external_data=bool(opts["external_data"]), fixed_inputs=opts["fixed_inputs"],
-                         input_shapes=opts["input_shapes"])
+                         input_shapes=opts["input_shapes"], limits=opts["limits"])
     if fmt == "onnx_zip":
         return _load_onnx_bundle(path, opts)
 
     if fmt == "safetensors":
-        state_dict, metadata = read_safetensors(path)
+        state_dict, metadata = read_safetensors(path, opts["limits"])
         return _weights_into_architecture(path, state_dict, metadata, architecture, num_classes, opts["plan"])
 
     if fmt in ("torch_zip", "pickle"):
         try:
-            obj = read_torch_state_dict(path)
+            obj = read_torch_state_dict(path, limits=opts["limits"])
         except NotWeightsOnly:
             if not trusted:
                 raise ModelFormatError(PICKLE_REFUSED_MESSAGE) from None
@@ -172,14 +178,25 @@ def load_model(
     )
 
 
+def _intake_limits(opts: Dict[str, Any]) -> IntakeLimits:
+    """``opts["limits"]`` with the zip caps given as their own options."""
+    limits = opts["limits"] or IntakeLimits()
+    if not isinstance(limits, IntakeLimits):
+        raise TypeError(f"load_model(limits=...) takes an IntakeLimits, got {type(limits).__name__}")
+    if opts["max_zip_entries"] is not None:
+        limits = replace(limits, max_zip_entries=int(opts["max_zip_entries"]))
+    if opts["max_unpacked_bytes"] is not None:
+        limits = replace(limits, max_unpacked_bytes=int(opts["max_unpacked_bytes"]))
+    return limits
+
+
 def _load_onnx_bundle(path: Path, opts: Dict[str, Any]) -> nn.Module:
     """An ONNX model with external data (a zip, a folder, or a file and its data folder), made one file first."""
     with tempfile.TemporaryDirectory(prefix="condense-onnx-") as tmp:
         target = Path(tmp) / (path.name if path.suffix.lower() == ".onnx" else "model.onnx")
-        single = consolidate_onnx(path, target, external_data_dir=opts["external_data_dir"],
-                                  max_entries=int(opts["max_zip_entries"]), max_bytes=int(opts["max_unpacked_bytes"]))
+        single = consolidate_onnx(path, target, external_data_dir=opts["external_data_dir"], limits=opts["limits"])
         return load_onnx(single, verify=bool(opts["verify"]), atol=float(opts["atol"]),
-                         fixed_inputs=opts["fixed_inputs"], input_shapes=opts["input_shapes"])
+                         fixed_inputs=opts["fixed_inputs"], input_shapes=opts["input_shapes"], limits=opts["limits"])
 
 
 def _read_plan(path: Path, plan) -> Optional[dict]:

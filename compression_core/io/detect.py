@@ -11,6 +11,8 @@ from typing import Union
 
 import onnx
 
+from ..data.archives import declared_entries
+
 __all__ = ["detect_format", "FORMATS"]
 
 PathLike = Union[str, os.PathLike]
@@ -27,6 +29,9 @@ _ONNX_SECOND_TAGS = {0x12, 0x1A, 0x22, 0x32, 0x3A, 0x42, 0x72, 0xA2, 0xCA}
 # Parse files up to this size fully to be sure they are ONNX; bigger ones are
 # recognised from their header (the loader still parses them completely).
 _ONNX_PARSE_LIMIT = 256 * 1024 * 1024
+# Zips with more members than this are recognised from their first local headers, not listed.
+_MAX_LISTED_ENTRIES = 100_000
+_MAX_LISTED_DIRECTORY = 64 * 1024 * 1024
 
 
 def detect_format(path: PathLike) -> str:
@@ -73,10 +78,13 @@ def detect_format(path: PathLike) -> str:
 
 def _detect_zip(path: Path) -> str:
     try:
+        declared = declared_entries(path)
+        if declared is not None and (declared[0] > _MAX_LISTED_ENTRIES or declared[1] > _MAX_LISTED_DIRECTORY):
+            raise ValueError("a central directory too large to list")  # the loader refuses it; no ZipInfo objects
         with zipfile.ZipFile(path) as archive:
             names = archive.namelist()
-    except (zipfile.BadZipFile, OSError, ValueError):
-        # Damaged (e.g. truncated) archive: judge from the local file headers.
+    except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError):
+        # Damaged (e.g. truncated) archive, or a zip version zipfile cannot read: judge from the local file headers.
         with open(path, "rb") as handle:
             start = handle.read(4 * 1024 * 1024)
         if b"constants.pkl" in start or b"/code/__torch__" in start:
@@ -116,6 +124,8 @@ def _looks_like_safetensors(path: Path, head: bytes, size: int) -> bool:
         header = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError):
         return False
+    except RecursionError:  # a deeply nested header: a safetensors file, one that loading refuses
+        return True
     return isinstance(header, dict)
 
 

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import pickle
+import struct
+import zipfile
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -13,11 +16,16 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
+from ..data.archives import open_checked_zip
+from ..data.limits import IntakeLimits
 from .errors import ModelFormatError
 
 __all__ = [
     "NotWeightsOnly",
+    "MAX_SAFETENSORS_HEADER_BYTES",
+    "MAX_SAFETENSORS_TENSORS",
     "read_safetensors",
+    "safetensors_header_check",
     "read_torch_state_dict",
     "extract_state_dict",
     "compare_state_dicts",
@@ -34,6 +42,16 @@ _SHOW = 5  # keys listed per category in error messages
 _CHECKPOINT_KEYS = ("state_dict", "model_state_dict", "model", "net", "module", "weights")
 
 
+#: The safetensors format's own cap on the JSON header.
+MAX_SAFETENSORS_HEADER_BYTES = 100_000_000
+#: Tensors one weights file may name (a built-in architecture has a few hundred to a few thousand).
+MAX_SAFETENSORS_TENSORS = 100_000
+_SAFETENSORS_DTYPE_BYTES = {
+    "BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "F8_E8M0": 1, "I16": 2, "U16": 2, "F16": 2,
+    "BF16": 2, "I32": 4, "U32": 4, "F32": 4, "F64": 8, "I64": 8, "U64": 8, "C64": 8,
+}
+
+
 class NotWeightsOnly(Exception):
     """The pickle needs more than tensors/containers to load (a pickled object)."""
 
@@ -46,13 +64,87 @@ def _name(path: PathLike) -> str:
 # Reading
 
 
-def read_safetensors(path: PathLike) -> Tuple[Dict[str, torch.Tensor], Dict[str, str]]:
-    """Read a safetensors file into ``(state_dict on CPU, metadata)``.
+def safetensors_header_check(path: PathLike, limits: IntakeLimits = IntakeLimits()) -> Dict[str, dict]:
+    """Read and check a safetensors header without touching the tensor data; return its tensor entries.
+
+    The header is 8 bytes of length then that much JSON: refused when the
+    length is over the format's 100 MB or the file, the JSON is not one flat
+    object (nesting is refused; ``__metadata__`` maps strings to strings),
+    a tensor's shape declares more than ``limits.max_tensor_elements``, or its
+    ``data_offsets`` do not match its shape and dtype or leave the file.
+
+    Example::
+
+        >>> safetensors_header_check("resnet18.safetensors")["fc.weight"]["shape"]
+        [1000, 512]
+    """
+    name = _name(path)
+    bad = f"{name} is not a valid safetensors file"
+    try:
+        size = os.stat(path).st_size
+        with open(path, "rb") as handle:
+            head = handle.read(8)
+            if len(head) < 8:
+                raise ModelFormatError(f"{bad}: it is shorter than its 8-byte header length")
+            (length,) = struct.unpack("<Q", head)
+            if length > MAX_SAFETENSORS_HEADER_BYTES or 8 + length > size:
+                raise ModelFormatError(
+                    f"{bad}: its header claims {length:,} bytes, more than the format's "
+                    f"{MAX_SAFETENSORS_HEADER_BYTES:,} or the {size:,}-byte file"
+                )
+            raw = handle.read(length)
+    except OSError as exc:
+        raise ModelFormatError(f"{name} cannot be read ({exc.strerror or exc})") from exc
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        reason = "it nests too deeply" if isinstance(exc, RecursionError) else str(exc)[:200]
+        raise ModelFormatError(f"{bad}: its header is not JSON ({reason})") from None
+    if not isinstance(header, dict):
+        raise ModelFormatError(f"{bad}: its header is not a JSON object")
+    metadata = header.pop("__metadata__", {})
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        raise ModelFormatError(f"{bad}: its __metadata__ must map names to strings (nested JSON is refused)")
+    if len(header) > MAX_SAFETENSORS_TENSORS:
+        raise ModelFormatError(f"{bad}: it names {len(header):,} tensors, more than {MAX_SAFETENSORS_TENSORS:,}")
+    data_bytes = size - 8 - length
+    for key, entry in header.items():
+        _check_safetensors_entry(bad, key, entry, data_bytes, limits)
+    return header
+
+
+def _check_safetensors_entry(bad: str, key: str, entry, data_bytes: int, limits: IntakeLimits) -> None:
+    label = f"tensor {key[:100]!r}"
+    if not isinstance(entry, dict) or set(entry) != {"dtype", "shape", "data_offsets"}:
+        raise ModelFormatError(f"{bad}: {label} must be an object of dtype, shape and data_offsets (nothing nested)")
+    dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
+    if not isinstance(dtype, str):
+        raise ModelFormatError(f"{bad}: {label} has a dtype that is not a name")
+    if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
+        raise ModelFormatError(f"{bad}: {label} has a shape that is not a list of non-negative integers")
+    if (not isinstance(offsets, list) or len(offsets) != 2 or not all(type(o) is int for o in offsets)
+            or not 0 <= offsets[0] <= offsets[1] <= data_bytes):
+        raise ModelFormatError(f"{bad}: {label}'s data_offsets {str(offsets)[:60]} leave the file's "
+                               f"{data_bytes:,} bytes of data")
+    elements = math.prod(shape)
+    if elements > limits.max_tensor_elements:
+        raise ModelFormatError(limits.over(f"{bad.split(' is not')[0]}: {label} declares", elements, "elements",
+                                           "max_tensor_elements"))
+    itemsize = _SAFETENSORS_DTYPE_BYTES.get(dtype)  # sub-byte and newer dtypes: safetensors checks them
+    if itemsize is not None and elements * itemsize != offsets[1] - offsets[0]:
+        raise ModelFormatError(f"{bad}: {label} of shape {shape[:8]} and dtype {dtype} spans "
+                               f"{offsets[1] - offsets[0]:,} bytes, not {elements * itemsize:,}")
+
+
+def read_safetensors(path: PathLike, limits: IntakeLimits = IntakeLimits()) -> Tuple[Dict[str, torch.Tensor], Dict[str, str]]:
+    """Read a safetensors file into ``(state_dict on CPU, metadata)``, its header checked first
+    (:func:`safetensors_header_check`).
 
     Example::
 
         >>> state_dict, metadata = read_safetensors("resnet18.safetensors")
     """
+    safetensors_header_check(path, limits)
     try:
         tensors: Dict[str, torch.Tensor] = {}
         with safe_open(str(path), framework="pt", device="cpu") as handle:
@@ -64,16 +156,26 @@ def read_safetensors(path: PathLike) -> Tuple[Dict[str, torch.Tensor], Dict[str,
     return tensors, metadata
 
 
-def read_torch_state_dict(path: PathLike, map_location="cpu"):
+def read_torch_state_dict(path: PathLike, map_location="cpu", limits: IntakeLimits = IntakeLimits()):
     """``torch.load(path, weights_only=True)``: safe, returns plain containers of tensors.
 
     Raises :class:`NotWeightsOnly` for a pickled object (a whole model, custom
-    classes), :class:`ModelFormatError` for a damaged file.
+    classes), :class:`ModelFormatError` for a damaged file, and for a zip
+    archive over ``limits`` (judged from its central directory first: members,
+    declared bytes, compression ratio).
 
     Example::
 
         >>> obj = read_torch_state_dict("resnet18_state_dict.pt")
     """
+    if zipfile.is_zipfile(path):
+        # One record per storage: a big state_dict holds thousands; the zip caps still apply.
+        open_checked_zip(
+            Path(path), max_entries=max(limits.max_zip_entries, MAX_SAFETENSORS_TENSORS),
+            max_bytes=limits.max_unpacked_bytes, limits=limits, entries_field="max_zip_entries",
+            bytes_field="max_unpacked_bytes", error=ModelFormatError,
+            not_a_zip=f"{_name(path)} is not a valid PyTorch file",
+        ).close()
     try:
         return torch.load(str(path), map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:

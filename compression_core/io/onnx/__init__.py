@@ -1,5 +1,8 @@
 """ONNX in and out: read and check, convert to ``torch.fx``, verify, export, int8 export.
 
+- :mod:`.structure`: :func:`onnx_structure_check`, what a file declares (nodes, tensor sizes, what
+  ConstantOfShape / Expand / Tile / Range build) against :class:`~compression_core.data.limits.IntakeLimits`,
+  before anything is built; every read below runs it first.
 - :mod:`.read`: :func:`read_onnx`, :func:`consolidate_onnx`, :func:`check_onnx`, :func:`weightless_copy`,
   :func:`onnx_input_shapes`, :func:`random_onnx_inputs`; :mod:`.external`: external-data files read only
   from inside the upload (:func:`inline_external_data`, :func:`unpack_onnx_zip`); :mod:`.literal_report`:
@@ -35,11 +38,14 @@ from .int8 import cpu_has_vnni, export_dynamic_int8_onnx, export_int8_onnx
 from .passes import constants_to_initializers, preprocess_onnx
 from .read import check_onnx, consolidate_onnx, onnx_input_shapes, random_onnx_inputs, read_onnx, weightless_copy
 from .runtime import onnx_session
+from .structure import OnnxStructure, check_onnx_structure, onnx_structure_check
 from .literal_report import literal_reshapes
 from .verify import verify_onnx_conversion
 
 __all__ = [
     "DEFAULT_OPSET",
+    "OnnxStructure",
+    "check_onnx_structure",
     "check_onnx",
     "consolidate_onnx",
     "constants_to_initializers",
@@ -54,6 +60,7 @@ __all__ = [
     "load_onnx",
     "onnx_input_shapes",
     "onnx_session",
+    "onnx_structure_check",
     "onnx_to_torch",
     "preprocess_onnx",
     "random_onnx_inputs",

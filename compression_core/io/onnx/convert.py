@@ -24,6 +24,7 @@ import torch
 from onnx import ModelProto, version_converter
 from torch import nn
 
+from ...data.limits import IntakeLimits
 from ..errors import ModelFormatError
 from .fixed_inputs import (
     FIXED_INPUTS_OPTION, INPUT_SHAPES_OPTION, declared_dims, fix_input_shapes, fix_input_values,
@@ -322,8 +323,12 @@ def load_onnx(
     external_data: bool = False,
     fixed_inputs: Optional[Mapping[str, Any]] = None,
     input_shapes: Optional[Mapping[str, Sequence[Optional[int]]]] = None,
+    limits: IntakeLimits = IntakeLimits(),
 ) -> torch.fx.GraphModule:
     """Load an ONNX file as an eval-mode ``torch.fx.GraphModule``.
+
+    The file's structure is checked against ``limits``
+    (:class:`~compression_core.data.limits.IntakeLimits`) before anything is built.
 
     With ``verify=True`` the result is run next to onnxruntime on random input
     (see :func:`verify_onnx_conversion`). The graph's input shapes are kept on
@@ -341,7 +346,7 @@ def load_onnx(
         ...                 input_shapes={"input": [None, 512]})
     """
     name = display_name(path)
-    proto = read_onnx(path, external_data=external_data)
+    proto = read_onnx(path, external_data=external_data, limits=limits)
     if input_shapes:
         fix_input_shapes(proto, input_shapes, name)
     fixed = fix_input_values(proto, fixed_inputs, name) if fixed_inputs else {}

@@ -33,6 +33,8 @@ from typing import List, Optional, Union
 
 from onnx import ModelProto, TensorProto
 
+from ...data.archives import ByteBudget, open_checked_zip
+from ...data.limits import IntakeLimits
 from ..errors import ModelFormatError
 
 __all__ = [
@@ -44,14 +46,15 @@ __all__ = [
     "external_tensors",
     "inline_external_data",
     "lone_external_data_message",
+    "resolve_location",
     "unpack_onnx_zip",
 ]
 
 PathLike = Union[str, os.PathLike]
 
-#: Default caps on an uploaded zip (zip bombs): entries, and bytes once unpacked.
-MAX_ZIP_ENTRIES = 1000
-MAX_UNPACKED_BYTES = 2 * 1024**3
+#: Default caps on an uploaded zip (zip bombs): entries, and bytes once unpacked (see :class:`IntakeLimits`).
+MAX_ZIP_ENTRIES = IntakeLimits().max_zip_entries
+MAX_UNPACKED_BYTES = IntakeLimits().max_unpacked_bytes
 #: Protobuf cannot serialise a message of 2 GiB or more: the most one self-contained .onnx can hold.
 PROTOBUF_LIMIT_BYTES = 2**31 - 1
 _COPY_CHUNK = 1024 * 1024
@@ -107,8 +110,14 @@ def lone_external_data_message(name: str, locations: List[str]) -> str:
     )
 
 
-def _resolve_location(base: Path, location: str, name: str) -> Path:
-    """The file ``location`` names inside ``base``; :class:`ModelFormatError` if it would leave ``base``."""
+def resolve_location(base: Path, location: str, name: str) -> Path:
+    """The file ``location`` names inside ``base``; :class:`ModelFormatError` if it would leave ``base``.
+
+    Example::
+
+        >>> resolve_location(Path("up/"), "m.onnx.data", "m.onnx")
+        PosixPath('/abs/up/m.onnx.data')
+    """
     if not location or "\x00" in location:
         raise ModelFormatError(
             f"{name} has an external tensor without a usable location ({location!r}); re-export the model as one file."
@@ -173,7 +182,7 @@ def inline_external_data(model: ModelProto, base_dir: PathLike, name: str = "mod
     total = model.ByteSize()
     for tensor in tensors:
         info = _external_info(tensor)
-        path = _resolve_location(base, info.get("location", ""), name)
+        path = resolve_location(base, info.get("location", ""), name)
         offset, length = _external_span(tensor, info, path, name)
         planned.append((tensor, path, offset, length))
         total += length
@@ -212,36 +221,39 @@ def _zip_member_path(info: zipfile.ZipInfo) -> Optional[PurePosixPath]:
     return PurePosixPath(*parts) if parts else None
 
 
-def _open_zip(path: Path) -> zipfile.ZipFile:
-    try:
-        return zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError) as exc:
-        raise ModelFormatError(f"{path.name} is not a readable zip archive ({exc}).") from exc
-
-
 def unpack_onnx_zip(
-    zip_path: PathLike, target_dir: PathLike, *, max_entries: int = MAX_ZIP_ENTRIES, max_bytes: int = MAX_UNPACKED_BYTES
+    zip_path: PathLike,
+    target_dir: PathLike,
+    *,
+    max_entries: Optional[int] = None,
+    max_bytes: Optional[int] = None,
+    limits: IntakeLimits = IntakeLimits(),
 ) -> Path:
     """Unpack a zip holding exactly one ``.onnx`` (and its external-data files) into ``target_dir``; return the .onnx.
 
-    Hostile input is expected: members that would land outside ``target_dir``
-    (``..``, absolute names) or are symbolic links are refused, and so are
-    archives of more than ``max_entries`` members or more than ``max_bytes``
-    once unpacked (counted while unpacking, not taken from the headers).
+    Hostile input is expected: the archive is refused from its central
+    directory before anything is inflated (more than ``limits.max_zip_entries``
+    members, more than ``limits.max_unpacked_bytes`` declared, a member whose
+    compression ratio is over ``limits.max_zip_ratio``; see
+    :func:`~compression_core.data.archives.open_checked_zip`), and the bytes
+    are counted again while unpacking, since headers can lie. Members that would
+    land outside ``target_dir`` (``..``, absolute names) or are symbolic links
+    are refused. ``max_entries`` / ``max_bytes``, when given, replace the two caps.
 
     Example::
 
         >>> unpack_onnx_zip("upload.zip", "tmp/")
         PosixPath('tmp/model.onnx')
     """
+    max_entries = limits.max_zip_entries if max_entries is None else int(max_entries)
+    max_bytes = limits.max_unpacked_bytes if max_bytes is None else int(max_bytes)
     zip_path, target = Path(zip_path), Path(target_dir)
-    with _open_zip(zip_path) as archive:
-        entries = archive.infolist()
-        if len(entries) > max_entries:
-            raise ModelFormatError(f"the zip holds {len(entries)} files; the limit is {max_entries}.")
-        members = [info for info in entries if not info.is_dir()]
-        if sum(info.file_size for info in members) > max_bytes:
-            raise ModelFormatError(f"the zip unpacks to more than the {max_bytes:,} byte limit.")
+    archive = open_checked_zip(
+        zip_path, max_entries=max_entries, max_bytes=max_bytes, limits=limits, entries_field="max_zip_entries",
+        bytes_field="max_unpacked_bytes", error=ModelFormatError, not_a_zip=f"{zip_path.name} is not a readable zip archive",
+    )
+    with archive:
+        members = [info for info in archive.infolist() if not info.is_dir()]
         placed = [(info, _zip_member_path(info)) for info in members]
         placed = [(info, rel) for info, rel in placed if rel is not None]
         models = [rel for _, rel in placed if rel.suffix.lower() == ".onnx"]
@@ -250,23 +262,21 @@ def unpack_onnx_zip(
             raise ModelFormatError(
                 f"the zip holds {found}; put exactly one .onnx model in it, with its external-data files."
             )
-        written = 0
+        budget = ByteBudget(max_bytes, limits, "max_unpacked_bytes", error=ModelFormatError)
         for info, rel in placed:
             destination = target.joinpath(*rel.parts)
             try:
                 destination.parent.mkdir(parents=True, exist_ok=True)
                 with archive.open(info) as source, open(destination, "xb") as sink:
                     while chunk := source.read(_COPY_CHUNK):
-                        written += len(chunk)
-                        if written > max_bytes:
-                            raise ModelFormatError(f"the zip unpacks to more than the {max_bytes:,} byte limit.")
+                        budget.take(len(chunk))
                         sink.write(chunk)
             except OSError:  # the same name twice, or a file and a folder of one name
                 raise ModelFormatError(
                     f"the zip holds {str(rel)!r} twice (or a file and a folder of that name); zip each file once."
                 ) from None
-            except (RuntimeError, zipfile.BadZipFile, zlib.error, EOFError) as exc:  # encrypted, damaged
-                raise ModelFormatError(
+            except (RuntimeError, NotImplementedError, zipfile.BadZipFile, zlib.error, EOFError) as exc:
+                raise ModelFormatError(  # encrypted, damaged, an unsupported compression method
                     f"the zip entry {info.filename!r} cannot be read ({exc}); upload a zip without a password."
                 ) from exc
     return target.joinpath(*models[0].parts)

@@ -20,6 +20,7 @@ import os
 import shutil
 import tempfile
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 from typing import List, Optional, Set, Union
 
@@ -27,16 +28,17 @@ import numpy as np
 import onnx
 from onnx import ModelProto, TensorProto, helper
 
+from ...data.limits import IntakeLimits
 from ..errors import ModelFormatError
 from .external import (
-    MAX_UNPACKED_BYTES,
-    MAX_ZIP_ENTRIES,
+    PROTOBUF_LIMIT_BYTES,
     external_locations,
     external_tensors,
     inline_external_data,
     lone_external_data_message,
     unpack_onnx_zip,
 )
+from .structure import check_onnx_structure
 
 __all__ = [
     "read_onnx",
@@ -92,6 +94,7 @@ def read_onnx(
     external_data: bool = False,
     external_data_dir: Optional[PathLike] = None,
     check: bool = True,
+    limits: IntakeLimits = IntakeLimits(),
 ) -> ModelProto:
     """Read and validate an ONNX file; return its ``onnx.ModelProto`` with every tensor inline.
 
@@ -110,11 +113,11 @@ def read_onnx(
         >>> proto = read_onnx("upload/m.onnx", external_data_dir="upload/")   # m.onnx.data beside it
     """
     name = display_name(path)
-    model = _parse_onnx(path)
+    base = external_data_dir if external_data_dir is not None else (Path(path).parent if external_data else None)
+    model = _parse_onnx(path, limits, base)
     if external_tensors(model):
-        if external_data_dir is None and not external_data:
+        if base is None:
             raise ModelFormatError(lone_external_data_message(name, external_locations(model)))
-        base = external_data_dir if external_data_dir is not None else Path(path).parent
         inline_external_data(model, base, name)
     if check:
         check_onnx(model, name)
@@ -126,17 +129,22 @@ def consolidate_onnx(
     target: PathLike,
     *,
     external_data_dir: Optional[PathLike] = None,
-    max_entries: int = MAX_ZIP_ENTRIES,
-    max_bytes: int = MAX_UNPACKED_BYTES,
+    max_entries: Optional[int] = None,
+    max_bytes: Optional[int] = None,
+    limits: IntakeLimits = IntakeLimits(),
 ) -> Path:
     """Write one self-contained, checked ``.onnx`` at ``target`` from an ONNX upload; return ``target``.
 
     ``source`` is a ``.onnx`` file (its external data read from
     ``external_data_dir`` when given, refused otherwise), a folder holding one
-    ``.onnx`` and its data files, or a ``.zip`` of them (unpacked by
-    :func:`~.external.unpack_onnx_zip` within ``max_entries`` / ``max_bytes``).
-    A model without external data is copied byte for byte; one with it is
-    written with its tensors inline, if that fits protobuf's 2 GB.
+    ``.onnx`` and its data files, or a ``.zip`` of them (refused from its
+    central directory, then unpacked by :func:`~.external.unpack_onnx_zip`
+    within ``limits``; ``max_entries`` / ``max_bytes``, when given, replace
+    ``limits.max_zip_entries`` / ``limits.max_unpacked_bytes``). The model's
+    structure is checked against ``limits`` before its external data is read
+    (:func:`~.structure.check_onnx_structure`). A model without external data
+    is copied byte for byte; one with it is written with its tensors inline,
+    if that fits protobuf's 2 GB.
 
     Example::
 
@@ -144,15 +152,19 @@ def consolidate_onnx(
         PosixPath('store/model.onnx')
     """
     source, target = Path(source), Path(target)
+    if max_entries is not None:
+        limits = replace(limits, max_zip_entries=int(max_entries))
+    if max_bytes is not None:
+        limits = replace(limits, max_unpacked_bytes=int(max_bytes))
     target.parent.mkdir(parents=True, exist_ok=True)
     if source.is_dir():
-        return consolidate_onnx(_single_onnx_in(source), target, external_data_dir=source)
+        return consolidate_onnx(_single_onnx_in(source), target, external_data_dir=source, limits=limits)
     if zipfile.is_zipfile(source):
         with tempfile.TemporaryDirectory(prefix="condense-onnx-zip-") as tmp:
-            model_path = unpack_onnx_zip(source, tmp, max_entries=max_entries, max_bytes=max_bytes)
-            return consolidate_onnx(model_path, target, external_data_dir=model_path.parent)
+            model_path = unpack_onnx_zip(source, tmp, limits=limits)
+            return consolidate_onnx(model_path, target, external_data_dir=model_path.parent, limits=limits)
     name = display_name(source)
-    proto = _parse_onnx(source)
+    proto = _parse_onnx(source, limits, external_data_dir)
     if not external_tensors(proto):
         check_onnx(proto, name)
         shutil.copyfile(source, target)
@@ -176,9 +188,19 @@ def _single_onnx_in(folder: Path) -> Path:
     return models[0]
 
 
-def _parse_onnx(path: PathLike) -> ModelProto:
-    """Parse the file (tensors in external files are not read)."""
+def _parse_onnx(path: PathLike, limits: IntakeLimits = IntakeLimits(),
+                external_data_dir: Optional[PathLike] = None) -> ModelProto:
+    """Parse the file (tensors in external files are not read) and check its structure against ``limits``."""
     name = display_name(path)
+    try:
+        size = os.stat(path).st_size
+    except OSError as exc:
+        raise ModelFormatError(f"{name} cannot be read ({exc.strerror or exc})") from exc
+    if size > PROTOBUF_LIMIT_BYTES:
+        raise ModelFormatError(
+            f"{name} is {size / 1e9:.2f} GB, above protobuf's 2 GB limit for one ONNX file; keep the weights in "
+            "external-data files and upload a .zip of the .onnx and those files"
+        )
     try:
         with open(path, "rb") as handle:
             raw = handle.read()
@@ -189,6 +211,7 @@ def _parse_onnx(path: PathLike) -> ModelProto:
         raise ModelFormatError(f"{name} is not a valid ONNX model: it has no graph")
     if not model.opset_import:
         raise ModelFormatError(f"{name} is not a valid ONNX model: it declares no opset")
+    check_onnx_structure(model, name, limits, external_data_dir)
     return model
 
 
