@@ -181,6 +181,15 @@ CONDENSE_DATASET_MAX_IMAGES = int(os.environ.get("CONDENSE_DATASET_MAX_IMAGES", 
 # Caps on an uploaded model zip (.onnx + external-data files; zip bombs): files in it, and bytes unpacked.
 CONDENSE_MODEL_ZIP_MAX_ENTRIES = int(os.environ.get("CONDENSE_MODEL_ZIP_MAX_ENTRIES", 1000))
 CONDENSE_MODEL_MAX_UNPACKED_BYTES = int(os.environ.get("CONDENSE_MODEL_MAX_UNPACKED_BYTES", 2 * 1024**3))
+# What a file may declare, checked from its structure and headers before anything is built
+# (compression_core.io.IntakeLimits, docs/security.md): ONNX nodes and subgraph nesting, elements of any one
+# tensor, a zip member's compression ratio, pixels of one dataset image and of all of them.
+CONDENSE_ONNX_MAX_NODES = int(os.environ.get("CONDENSE_ONNX_MAX_NODES", 15_000))
+CONDENSE_ONNX_MAX_SUBGRAPH_DEPTH = int(os.environ.get("CONDENSE_ONNX_MAX_SUBGRAPH_DEPTH", 16))
+CONDENSE_MAX_TENSOR_ELEMENTS = int(os.environ.get("CONDENSE_MAX_TENSOR_ELEMENTS", 2**28))
+CONDENSE_ZIP_MAX_RATIO = float(os.environ.get("CONDENSE_ZIP_MAX_RATIO", 100))
+CONDENSE_DATASET_MAX_IMAGE_PIXELS = int(os.environ.get("CONDENSE_DATASET_MAX_IMAGE_PIXELS", 4096 * 4096))
+CONDENSE_DATASET_MAX_TOTAL_PIXELS = int(os.environ.get("CONDENSE_DATASET_MAX_TOTAL_PIXELS", 10**9))
 # Each upload is inspected by a worker on the "inspect" queue, in a child process with this budget
 # (docs/security.md): memory beyond the ~0.9 GB of libraries, CPU seconds, wall seconds, largest file written,
 # threads. CONDENSE_INSPECT_ISOLATED=0 inspects inside the worker process without a budget (development only).

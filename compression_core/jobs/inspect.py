@@ -25,7 +25,7 @@ import torch
 import torch.nn as nn
 
 from ..analysis import model_summary
-from ..io import detect_format, literal_reshapes, onnx_input_shapes, onnx_session, read_onnx
+from ..io import IntakeLimits, detect_format, literal_reshapes, onnx_input_shapes, onnx_session, read_onnx
 from ..pruning.base import PRUNABLE_TYPES
 from ..speedup import SpeedupError, prunability_report
 from ..tensors import flatten_tensors
@@ -80,7 +80,7 @@ def inspect_model(
         # channel pruning cannot be planned.
         summary["prunability"] = {"error": str(exc), "groups": [], "unprunable": [], "warnings": []}
     onnx_path = source.path if source.path and detect_format(source.path) == "onnx" else None
-    report = batch_report(model, shape, onnx_path)
+    report = batch_report(model, shape, onnx_path, limits=source.intake_limits())
     summary["batch"] = report
     if onnx_path is not None:
         first = report["runs"][0]
@@ -94,7 +94,8 @@ def inspect_model(
     return summary
 
 
-def batch_report(model: nn.Module, input_shape: list[int], onnx_path: str | Path | None = None) -> dict[str, Any]:
+def batch_report(model: nn.Module, input_shape: list[int], onnx_path: str | Path | None = None,
+                 limits: IntakeLimits = IntakeLimits()) -> dict[str, Any]:
     """Run ``model`` (and the ONNX file it came from, in onnxruntime) at batch 1 and 2; say what that means for jobs.
 
     Returns ``{"declared_batch", "runs", "literal_reshapes", "fixed", "fixed_batch", "advice"}``:
@@ -115,7 +116,7 @@ def batch_report(model: nn.Module, input_shape: list[int], onnx_path: str | Path
         >>> batch_report(module, [1, 8, 8], "static.onnx")["fixed_batch"]
         1
     """
-    proto = read_onnx(onnx_path, check=False) if onnx_path is not None else None
+    proto = read_onnx(onnx_path, check=False, limits=limits) if onnx_path is not None else None
     declared = None
     if proto is not None:
         shapes = onnx_input_shapes(proto)

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..data import inspect_dataset
-from ..io import consolidate_onnx, detect_format, load_model
+from ..io import IntakeLimits, consolidate_onnx, detect_format, load_model
 from .inspect import inspect_model
 from .recipe import ModelSource
 
@@ -34,7 +34,8 @@ class IntakeRequest:
 
     ``path`` is the received file (``None`` for a built-in architecture without weights);
     ``data_files`` the external-data files sent beside a ``.onnx``; ``workdir`` a folder the result is
-    written to; ``limits`` the caps an operator set (keys of ``consolidate_onnx`` / ``inspect_dataset``).
+    written to; ``limits`` the caps an operator set (fields of :class:`~compression_core.io.IntakeLimits`;
+    empty: the defaults).
     """
 
     kind: str  # "model" | "dataset"
@@ -45,7 +46,7 @@ class IntakeRequest:
     architecture: str = ""
     num_classes: int | None = None
     input_shape: list[int] | None = None
-    limits: dict[str, int] = field(default_factory=dict)
+    limits: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -61,8 +62,9 @@ def intake_run(request: IntakeRequest) -> dict[str, Any]:
     ``path`` is the file to store (for an ONNX upload the consolidated single ``.onnx`` in ``workdir``).
     Raises ``ValueError`` (``ModelFormatError`` is one) with a sentence for the person who uploaded it.
     """
+    limits = IntakeLimits(**request.limits)
     if request.kind == "dataset":
-        summary = inspect_dataset(request.path, **_dataset_limits(request.limits))
+        summary = inspect_dataset(request.path, limits=limits)
         return {"summary": summary, "path": request.path, "file_format": summary["format"],
                 "size_bytes": Path(request.path).stat().st_size}
     if request.kind != "model":
@@ -70,28 +72,23 @@ def intake_run(request: IntakeRequest) -> dict[str, Any]:
     path = Path(request.path) if request.path else None
     file_format = detect_format(path) if path else "builtin"
     if request.source == "onnx":
-        path = _single_onnx_file(path, file_format, [Path(p) for p in request.data_files], request)
+        path = _single_onnx_file(path, file_format, [Path(p) for p in request.data_files], request.workdir, limits)
         file_format = "onnx"
     source = ModelSource(path=str(path) if path else None, architecture=request.architecture or None,
-                         num_classes=request.num_classes, trusted=False)
+                         num_classes=request.num_classes, trusted=False, limits=request.limits or None)
     loaded = source.load()
     summary = inspect_model(source, request.input_shape, model=loaded)
     return {"summary": summary, "path": str(path) if path else None, "file_format": file_format,
             "size_bytes": path.stat().st_size if path else 0}
 
 
-def _dataset_limits(limits: dict[str, int]) -> dict[str, int]:
-    return {key: limits[key] for key in ("max_uncompressed_bytes", "max_images") if key in limits}
-
-
-def _single_onnx_file(upload: Path, file_format: str, data_files: list[Path], request: IntakeRequest) -> Path:
+def _single_onnx_file(upload: Path, file_format: str, data_files: list[Path], workdir: str,
+                      limits: IntakeLimits) -> Path:
     """The upload as one self-contained ``.onnx`` in the work folder: a ``.onnx`` (its data files beside it)
     or a zip of them."""
-    target_folder = Path(request.workdir) / "model"
+    target_folder = Path(workdir) / "model"
     if file_format == "onnx_zip" or (file_format == "unknown" and zipfile.is_zipfile(upload)):
-        return consolidate_onnx(upload, target_folder / f"{upload.stem}.onnx",
-                                max_entries=request.limits.get("max_zip_entries", 1000),
-                                max_bytes=request.limits.get("max_unpacked_bytes", 2 * 1024**3))
+        return consolidate_onnx(upload, target_folder / f"{upload.stem}.onnx", limits=limits)
     if file_format != "onnx":
         load_model(upload)  # says what the file is and why it is refused
         raise ValueError("the file is not an ONNX model: upload a .onnx file, or a .zip holding one and its data files")
@@ -100,4 +97,4 @@ def _single_onnx_file(upload: Path, file_format: str, data_files: list[Path], re
         if len(folder) != 1:
             raise ValueError("the external-data files must be received in the model's folder")
     return consolidate_onnx(upload, target_folder / upload.name,
-                            external_data_dir=upload.parent if data_files else None)
+                            external_data_dir=upload.parent if data_files else None, limits=limits)

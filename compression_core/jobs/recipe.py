@@ -23,7 +23,7 @@ import torch
 import torch.nn as nn
 
 from ..data import DatasetSource
-from ..io import load_model, onnx_input_shapes
+from ..io import IntakeLimits, load_model, onnx_input_shapes
 from ..models import ARCHITECTURES, build_architecture
 
 #: Latency batch sizes when the recipe names none: one sample, and a batch that fills the device (a GPU
@@ -40,11 +40,17 @@ class ModelSource:
     architecture: str | None = None
     num_classes: int | None = None
     trusted: bool = False
+    #: The operator's caps on what a file may declare (fields of ``IntakeLimits``; None: the defaults).
+    limits: dict[str, Any] | None = None
+
+    def intake_limits(self) -> IntakeLimits:
+        return IntakeLimits(**self.limits) if self.limits else IntakeLimits()
 
     def load(self) -> nn.Module:
         if self.path:
             model = load_model(
-                self.path, architecture=self.architecture, num_classes=self.num_classes, trusted=self.trusted
+                self.path, architecture=self.architecture, num_classes=self.num_classes, trusted=self.trusted,
+                limits=self.intake_limits(),
             )
         elif self.architecture:
             torch.manual_seed(0)

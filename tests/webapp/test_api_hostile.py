@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
-from tests.webapp.uploads import assert_rejected
+from tests.compression_core import hostile_files
+from tests.webapp.uploads import assert_rejected, stored_files
 from webapp.jobs.models import Job
 from webapp.modelhub.models import ModelArtifact
 
@@ -169,3 +170,33 @@ def test_unbounded_work_is_refused_with_the_parameter_and_its_range(api, digits_
     assert response.status_code == 400, response.content[:300]
     assert field in _detail(response) and "must be <=" in _detail(response)
     assert Job.objects.count() == 0 and no_enqueue == []
+
+
+@pytest.mark.parametrize("build, upload_fields, fragment", [
+    (lambda p: hostile_files.relu_chain(p, 20_000), {"input_shape": "[4]"},
+     "has 20,000 ONNX nodes (subgraphs and functions included), more than the limit of 15,000 "
+     "(CONDENSE_ONNX_MAX_NODES)"),
+    (lambda p: hostile_files.shape_builder(p, "ConstantOfShape", [20000, 20000]), {},
+     "builds, in its ConstantOfShape node (output 'y'), a tensor of 400,000,000 elements"),
+    (lambda p: hostile_files.declared_initializer(p, [10**15]), {},
+     "declares initializer 'unused' of shape [1000000000000000]"),
+], ids=["20000-relu", "constant-of-shape", "unused-initializer"])
+def test_a_hostile_onnx_is_rejected_cheaply_in_the_budgeted_child(api, settings, tmp_path, media_root, build,
+                                                                   upload_fields, fragment):
+    # The real path: the inspection runs in `python -m compression_core intake` under a small budget.
+    settings.CONDENSE_INSPECT_ISOLATED = True
+    settings.CONDENSE_INSPECT_MEMORY_MB = 300
+    settings.CONDENSE_INSPECT_CPU_S = 30
+    before = stored_files(media_root)
+    hostile = build(tmp_path / "hostile.onnx")
+    response = api.post("/api/v1/models/", {"source": "onnx", **upload_fields, "file": SimpleUploadedFile(
+        "hostile.onnx", hostile.read_bytes(), content_type="application/octet-stream")})
+    assert_rejected(response, fragment)
+    assert stored_files(media_root) == before
+
+
+def test_an_operator_limit_reaches_the_inspection(api, settings, digits_onnx):
+    settings.CONDENSE_ONNX_MAX_NODES = 3
+    response = api.post("/api/v1/models/", {"source": "onnx", "file": SimpleUploadedFile(
+        "digits.onnx", digits_onnx, content_type="application/octet-stream")})
+    assert "more than the limit of 3 (CONDENSE_ONNX_MAX_NODES)" in assert_rejected(response, "nodes")["status_reason"]

@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import asdict
 from datetime import timedelta
+from typing import Any
 
 from django.conf import settings
 from django.db import models, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from compression_core.io import SETTING_NAMES, IntakeLimits
 from compression_core.jobs.sandbox import IntakeBudget
 
 from workers.celery_app import app as celery_app, ensure_broker_folders, queue_length
@@ -63,14 +66,10 @@ def intake_budget() -> IntakeBudget:
     )
 
 
-def intake_limits() -> dict[str, int]:
-    """The caps the engine checks before it materialises anything (plain values for the child process)."""
-    return {
-        "max_zip_entries": settings.CONDENSE_MODEL_ZIP_MAX_ENTRIES,
-        "max_unpacked_bytes": settings.CONDENSE_MODEL_MAX_UNPACKED_BYTES,
-        "max_uncompressed_bytes": settings.CONDENSE_DATASET_MAX_UNCOMPRESSED_BYTES,
-        "max_images": settings.CONDENSE_DATASET_MAX_IMAGES,
-    }
+def intake_limits() -> dict[str, Any]:
+    """The caps the engine checks before it materialises anything: the fields of ``IntakeLimits`` from their
+    ``CONDENSE_*`` settings (plain values, for the child process and job recipes)."""
+    return asdict(IntakeLimits(**{field: getattr(settings, name) for field, name in SETTING_NAMES.items()}))
 
 
 def inspection_enqueue(model_class: type[InspectedUpload], task_name: str, pk: int) -> None:

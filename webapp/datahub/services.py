@@ -8,11 +8,11 @@ import tempfile
 import uuid
 from pathlib import Path
 
-from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from compression_core.data import DatasetSource
+from compression_core.io import IntakeLimits
 from compression_core.jobs.intake import IntakeRequest
 from compression_core.jobs.sandbox import IntakeRefused, intake_in_sandbox
 
@@ -34,13 +34,6 @@ from .models import Dataset
 logger = logging.getLogger(__name__)
 
 
-def _limits() -> dict:
-    return {
-        "max_uncompressed_bytes": settings.CONDENSE_DATASET_MAX_UNCOMPRESSED_BYTES,
-        "max_images": settings.CONDENSE_DATASET_MAX_IMAGES,
-    }
-
-
 def dataset_source(dataset: Dataset, workdir: Path) -> DatasetSource:
     """The engine's view of a stored dataset (plain values, no Django objects), its file fetched into ``workdir``.
 
@@ -50,7 +43,10 @@ def dataset_source(dataset: Dataset, workdir: Path) -> DatasetSource:
         '/tmp/job-7/inputs/dataset/digits.npz'
     """
     path = storage_fetch(dataset.file.name, workdir / "dataset" / posixpath.basename(dataset.file.name))
-    return DatasetSource(path=str(path), format=dataset.format, **_limits())
+    limits = IntakeLimits(**intake_limits())
+    return DatasetSource(path=str(path), format=dataset.format, limits=limits,
+                         max_uncompressed_bytes=limits.dataset_max_uncompressed_bytes,
+                         max_images=limits.dataset_max_images)
 
 
 #: The Celery task that inspects a dataset upload (``tasks.inspect_dataset_upload``), published by name.

@@ -59,6 +59,7 @@ def model_source(model: ModelArtifact, workdir: Path) -> ModelSource:
         architecture=model.architecture or None,
         num_classes=model.num_classes,
         trusted=settings.CONDENSE_TRUSTED_PICKLES,
+        limits=intake_limits(),
     )
 
 
