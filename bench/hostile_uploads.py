@@ -1,7 +1,8 @@
 """Hostile-upload benchmark (issue 13): what each hostile file costs the web worker and the inspecting worker,
 before (inspection inside the web request) and after (stored by the request, inspected in a budgeted child).
 
-    .venv/bin/python bench/hostile_uploads.py                      # every case, every mode (about 5-10 min)
+    .venv/bin/python bench/hostile_uploads.py --before-engine 17df0e5   # before: the engine before its checks
+    .venv/bin/python bench/hostile_uploads.py                      # every case, every mode, this checkout only
     .venv/bin/python bench/hostile_uploads.py --quick              # skips the slowest 'before' runs
     .venv/bin/python bench/hostile_uploads.py --cases control,relu_chain --memory-mb 1024 --wall-s 60
 
@@ -21,7 +22,8 @@ each mode in a fresh Python process, one after the other, so each peak is that p
 Modes (the columns; each "status / seconds / peak MB"):
 
 - before: the web tier before the change: ``intake_run`` inside the web process, no budget (the same
-  ``IntakeRequest`` and the operator's default caps). Status: accepted, refused (the first 80 characters of the
+  ``IntakeRequest`` and the operator's default caps), with this checkout's ``compression_core`` or, with
+  ``--before-engine REV``, that revision's (``git archive``, nothing checked out). Status: accepted, refused (the first 80 characters of the
   sentence), failed (an exception that was not a sentence: a 500 then), crashed (the signal), or timed out
   (past ``--wall-s``, the process group killed). Peak: the process's maximum resident set (from ``wait4``, so
   also for a killed process). The process runs under a safety cap of ``--before-cap-mb`` of address space
@@ -62,6 +64,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+#: Set for a 'before' child under --before-engine: the folder holding that revision's compression_core.
+ENGINE_DIR_ENV = "HOSTILE_BENCH_ENGINE_DIR"
+if os.environ.get(ENGINE_DIR_ENV):
+    sys.path.insert(0, os.environ[ENGINE_DIR_ENV])
 
 from bench.bench_common import command_line, condense_commit, cpu_name  # noqa: E402
 
@@ -231,7 +237,8 @@ def _outcome_of(exc: BaseException) -> str:
 
 
 def child_before(case: Case, workdir: Path, limits: dict, _args) -> dict:
-    from compression_core.jobs.intake import intake_run  # in the measured process, so it counts there
+    import compression_core  # in the measured process, so it counts there
+    from compression_core.jobs.intake import intake_run
 
     request = _intake_request(case, workdir, limits)
     started = time.perf_counter()
@@ -240,7 +247,7 @@ def child_before(case: Case, workdir: Path, limits: dict, _args) -> dict:
         status = "accepted"
     except Exception as exc:  # noqa: BLE001 - the old web tier answered whatever came out
         status = _outcome_of(exc)
-    return {"status": status, "seconds": time.perf_counter() - started}
+    return {"status": status, "seconds": time.perf_counter() - started, "engine": compression_core.__file__}
 
 
 def child_after_inspect(case: Case, workdir: Path, limits: dict, args) -> dict:
@@ -331,6 +338,8 @@ class Measured:
 
 
 def measure(mode: str, case: Case, tmp: Path, limits: dict, env: dict, args) -> Measured:
+    if mode == "before" and args.before_engine:
+        env = {**env, ENGINE_DIR_ENV: str(tmp / "before-engine")}
     workdir = Path(tempfile.mkdtemp(prefix=f"{case.name}-{mode}-", dir=tmp / "work"))
     spec = {"mode": mode, "case": case.__dict__, "workdir": str(workdir), "limits": limits}
     command = [sys.executable, __file__, "--child", json.dumps(spec), "--memory-mb", str(args.memory_mb),
@@ -370,6 +379,8 @@ def measure(mode: str, case: Case, tmp: Path, limits: dict, env: dict, args) -> 
         what = f"crashed ({signal.Signals(-code).name})" if code < 0 else f"failed: exit {code}"
         tail = (err.strip().splitlines() or [""])[-1]
         return Measured(f"{what} {tail}".strip(), elapsed, process_peak_mb)
+    if mode == "before" and args.before_engine and "before-engine" not in answer["engine"]:
+        raise RuntimeError(f"the before run imported {answer['engine']}, not the engine of {args.before_engine}")
     if mode == "after-inspect":
         peak = answer["child_peak_mb"]
     elif mode == "after-web":
@@ -402,6 +413,15 @@ def prepare_django(env: dict) -> dict:
     if limits.returncode:
         raise RuntimeError(f"reading the caps failed:\n{limits.stderr[-2000:]}")
     return json.loads(limits.stdout.strip().splitlines()[-1])
+
+
+def export_engine(revision: str, folder: Path) -> None:
+    """``compression_core`` as it was at ``revision``, unpacked into ``folder`` (git archive; nothing checked out)."""
+    folder.mkdir(parents=True)
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", revision, "compression_core"], capture_output=True)
+    if archive.returncode:
+        raise SystemExit(f"git archive {revision} failed: {archive.stderr.decode()[-500:]}")
+    subprocess.run(["tar", "-x", "-C", str(folder)], input=archive.stdout, check=True)
 
 
 def size_text(size: int) -> str:
@@ -445,6 +465,9 @@ def parse_args() -> argparse.Namespace:
                         help="the benchmark's own limit on one run (default 120)")
     parser.add_argument("--before-cap-mb", type=int, default=12288,
                         help="address-space cap on a 'before' process, to protect the machine (0: none)")
+    parser.add_argument("--before-engine", default="",
+                        help="a git revision: the 'before' runs use that revision's compression_core (e.g. the "
+                        "engine before its structural checks); default: this checkout's")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.memory_mb is None:
@@ -476,6 +499,11 @@ def main() -> int:
         (tmp / "files").mkdir()
         (tmp / "work").mkdir()
         env = django_env(tmp)
+        if args.before_engine:
+            export_engine(args.before_engine, tmp / "before-engine")
+            subject = subprocess.run(["git", "-C", str(ROOT), "log", "-1", "--format=%h %s", args.before_engine],
+                                     capture_output=True, text=True).stdout.strip()
+            print(f"before: compression_core from {subject[:110]}")
         limits = prepare_django(env)
         print(f"caps: {limits}")
         built: list[Case] = []
