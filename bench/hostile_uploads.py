@@ -25,10 +25,10 @@ Modes (the columns; each "status / seconds / peak MB"):
   ``IntakeRequest`` and the operator's default caps), with this checkout's ``compression_core`` or, with
   ``--before-engine REV``, that revision's (``git archive``, nothing checked out). Status: accepted, refused
   (the sentence, cut at 85 characters in the table), failed (an exception that was not a sentence: a 500
-  then), crashed (the signal), or timed out (past ``--wall-s``, the process group killed). Peak: the process's maximum resident set (from ``wait4``, so
-  also for a killed process). The process runs under a safety cap of ``--before-cap-mb`` of address space
-  (default 12288) so that a run cannot take this shared machine down; hitting it shows as a refusal or
-  crash naming memory, and means "at least that much".
+  then), crashed (the signal), or timed out (past ``--wall-s``, the process group killed). Peak: the
+  process's maximum resident set (from ``wait4``, so also for a killed process). The process runs under a
+  safety cap of ``--before-cap-mb`` of address space (default 12288) so that a run cannot take this shared
+  machine down; hitting it shows as a refusal or crash naming memory, and means "at least that much".
 - after-web: the web request now: Django on a temporary SQLite database and media folder, the service
   ``model_create`` / ``dataset_create`` with a Django ``SimpleUploadedFile`` (``TemporaryUploadedFile`` above
   Django's 10 MB in-memory size, as Django would), ``inspection_enqueue`` replaced by a no-op so nothing is
