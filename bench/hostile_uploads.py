@@ -75,6 +75,8 @@ MODES = ("before", "after-web", "after-inspect")
 #: Before-cases --quick leaves out: those that ran longest without a budget (23-57 s each on 2 cores).
 QUICK_SKIP_BEFORE = ("relu_chain", "constant_of_shape", "model_zip_bomb")
 MB = 1024 * 1024
+#: The dataset caps under the names an older engine (--before-engine, e.g. 17df0e5) reads them by.
+LEGACY_LIMIT_NAMES = {"max_uncompressed_bytes": "dataset_max_uncompressed_bytes", "max_images": "dataset_max_images"}
 
 
 @dataclass
@@ -340,6 +342,7 @@ class Measured:
 def measure(mode: str, case: Case, tmp: Path, limits: dict, env: dict, args) -> Measured:
     if mode == "before" and args.before_engine:
         env = {**env, ENGINE_DIR_ENV: str(tmp / "before-engine")}
+        limits = {**limits, **{old: limits[new] for old, new in LEGACY_LIMIT_NAMES.items() if new in limits}}
     workdir = Path(tempfile.mkdtemp(prefix=f"{case.name}-{mode}-", dir=tmp / "work"))
     spec = {"mode": mode, "case": case.__dict__, "workdir": str(workdir), "limits": limits}
     command = [sys.executable, __file__, "--child", json.dumps(spec), "--memory-mb", str(args.memory_mb),
