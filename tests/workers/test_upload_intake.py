@@ -137,16 +137,28 @@ def test_an_upload_is_answered_at_once_and_inspected_by_the_inspect_worker(clien
     assert "inspect_model" in inspect_in_worker.log_tail(20000)
 
 
-def test_a_hostile_upload_is_rejected_within_its_budget_while_the_api_answers(client, inspect_in_worker, media_root):
-    status, body = client.upload("/api/v1/models/", {"source": "onnx", "name": "bomb", "input_shape": "[20000]"},
-                                 "bomb.onnx", _constant_of_shape_bomb())
+def test_an_upload_over_the_memory_budget_is_stopped_while_the_api_answers(client, make_worker, media_root):
+    # A built-in ResNet-50 at the largest input allowed: a legal upload whose inspection needs hundreds of MB
+    # (accepted under the default budget); this worker allows 150 MB.
+    make_worker("inspect", f"inspect-small-{uuid.uuid4().hex[:6]}@localhost",
+                env={"CONDENSE_INSPECT_MEMORY_MB": "150", "CONDENSE_INSPECT_CPU_S": "60"})
+    status, body = client.upload("/api/v1/models/", {"source": "builtin", "architecture": "resnet50",
+                                                     "input_shape": "[3, 1024, 1024]"}, "", b"")
     assert status == 201 and body["status"] == "inspecting", body
     rejected, latencies = _wait_inspected(client, f"/api/v1/models/{body['id']}/")
     assert rejected["status"] == "rejected", rejected
-    reason = rejected["status_reason"]
-    assert "ConstantOfShape" in reason or "600 MB of memory" in reason, reason
-    # The web workers only stored the bytes: every request during the inspection was answered within a second.
+    assert rejected["status_reason"] == ("the inspection needed more than its 150 MB of memory and was stopped "
+                                         "(CONDENSE_INSPECT_MEMORY_MB)")
+    # The web workers only stored the request: every request during the inspection was answered within a second.
     assert len(latencies) >= 2 and max(latencies) < 1.0, latencies
+
+
+def test_a_hostile_onnx_is_refused_from_its_structure(client, inspect_in_worker, media_root):
+    status, body = client.upload("/api/v1/models/", {"source": "onnx", "name": "bomb", "input_shape": "[20000]"},
+                                 "bomb.onnx", _constant_of_shape_bomb())
+    assert status == 201 and body["status"] == "inspecting", body
+    rejected, _ = _wait_inspected(client, f"/api/v1/models/{body['id']}/")
+    assert rejected["status"] == "rejected" and "CONDENSE_MAX_TENSOR_ELEMENTS" in rejected["status_reason"]
     from webapp.modelhub.models import ModelArtifact
 
     model = ModelArtifact.objects.get(pk=body["id"])
