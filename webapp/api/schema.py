@@ -35,8 +35,9 @@ NOT_FOUND = OpenApiResponse(ErrorSerializer, description="No such object among y
                            "the body names).")
 CONFLICT = OpenApiResponse(ErrorSerializer, description="The object's state forbids it (e.g. a running job, a model "
                            "or dataset that jobs use); the detail says what to do first.")
-TOO_LARGE = OpenApiResponse(ErrorSerializer, description="The request body's form fields are larger than the server "
-                            "accepts (uploaded files have their own limit, CONDENSE_MAX_UPLOAD_BYTES: a 400).")
+TOO_LARGE = OpenApiResponse(ErrorSerializer, description="The request body is larger than the server accepts: "
+                            "uploaded files over CONDENSE_MAX_UPLOAD_BYTES (cut off while they are read), or a JSON "
+                            "body or form fields over 10 MiB.")
 UNSUPPORTED_MEDIA_TYPE = OpenApiResponse(ErrorSerializer, description="A body in a content type this operation "
                                          "does not take.")
 THROTTLED = OpenApiResponse(ErrorSerializer, description="Too many tries from this address; the detail and the "

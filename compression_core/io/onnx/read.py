@@ -31,14 +31,13 @@ from onnx import ModelProto, TensorProto, helper
 from ...data.limits import IntakeLimits
 from ..errors import ModelFormatError
 from .external import (
-    PROTOBUF_LIMIT_BYTES,
     external_locations,
     external_tensors,
     inline_external_data,
     lone_external_data_message,
     unpack_onnx_zip,
 )
-from .structure import check_onnx_structure
+from .structure import check_onnx_file_size, check_onnx_structure
 
 __all__ = [
     "read_onnx",
@@ -192,15 +191,7 @@ def _parse_onnx(path: PathLike, limits: IntakeLimits = IntakeLimits(),
                 external_data_dir: Optional[PathLike] = None) -> ModelProto:
     """Parse the file (tensors in external files are not read) and check its structure against ``limits``."""
     name = display_name(path)
-    try:
-        size = os.stat(path).st_size
-    except OSError as exc:
-        raise ModelFormatError(f"{name} cannot be read ({exc.strerror or exc})") from exc
-    if size > PROTOBUF_LIMIT_BYTES:
-        raise ModelFormatError(
-            f"{name} is {size / 1e9:.2f} GB, above protobuf's 2 GB limit for one ONNX file; keep the weights in "
-            "external-data files and upload a .zip of the .onnx and those files"
-        )
+    check_onnx_file_size(path, name)
     try:
         with open(path, "rb") as handle:
             raw = handle.read()

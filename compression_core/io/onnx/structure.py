@@ -105,15 +105,7 @@ def onnx_structure_check(
     """
     path = Path(path)
     name = path.name or str(path)
-    try:
-        size = path.stat().st_size
-    except OSError as exc:
-        raise ModelFormatError(f"{name} cannot be read ({exc.strerror or exc})") from exc
-    if size > PROTOBUF_LIMIT_BYTES:
-        raise ModelFormatError(
-            f"{name} is {size / 1e9:.2f} GB, above protobuf's 2 GB limit for one ONNX file; keep the weights in "
-            "external-data files and upload a .zip of the .onnx and those files"
-        )
+    check_onnx_file_size(path, name)
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # noqa: BLE001 - DecodeError, RecursionError of deep nesting, and friends
@@ -133,6 +125,21 @@ def check_onnx_structure(
         65
     """
     return _Walk(model, name, limits, external_data_dir).run()
+
+
+def check_onnx_file_size(path: Union[str, os.PathLike], name: str) -> int:
+    """The file's size; ``ModelFormatError`` when it cannot be read or is over protobuf's 2 GB (before a byte
+    of it is parsed)."""
+    try:
+        size = os.stat(path).st_size
+    except OSError as exc:
+        raise ModelFormatError(f"{name} cannot be read ({exc.strerror or exc})") from exc
+    if size > PROTOBUF_LIMIT_BYTES:
+        raise ModelFormatError(
+            f"{name} is {size / 1e9:.2f} GB, above protobuf's 2 GB limit for one ONNX file; keep the weights in "
+            "external-data files and upload a .zip of the .onnx and those files"
+        )
+    return size
 
 
 def _short(exc: BaseException, limit: int = 300) -> str:
@@ -382,15 +389,15 @@ def _text_is_utf8(message) -> bool:
     try:
         while stack:
             current = stack.pop()
-            for field, value in current.ListFields():
-                if field.message_type is not None:
-                    if _is_repeated(field):
+            for descriptor, value in current.ListFields():
+                if descriptor.message_type is not None:
+                    if _is_repeated(descriptor):
                         stack.extend(value)
                     else:
                         stack.append(value)
-                elif field.type == field.TYPE_STRING:
+                elif descriptor.type == descriptor.TYPE_STRING:
                     # Invalid UTF-8 comes back as bytes here, and raises where it is set or read as text.
-                    if any(isinstance(item, bytes) for item in (value if _is_repeated(field) else (value,))):
+                    if any(isinstance(item, bytes) for item in (value if _is_repeated(descriptor) else (value,))):
                         return False
     except UnicodeDecodeError:
         return False
