@@ -177,22 +177,28 @@ def _upload_format(path: Path, source: str, data_files: list) -> str:
                                       "rather than sending them as separate 'data' parts")
             return "onnx_zip"
         if file_format != "onnx":
-            raise ValidationError(f"file: this is not an ONNX model (its bytes are those of {_FORMAT_NAMES.get(file_format, 'an unknown format')}): "
+            raise ValidationError(f"file: this is not an ONNX model (its bytes are those of "
+                                  f"{_format_name(file_format)}): "
                                   "upload a .onnx file, or a .zip holding one and its external-data files; "
                                   "export with torch.onnx.export(model, (x,), 'model.onnx', dynamo=False, "
                                   "dynamic_axes={'input': {0: 'batch'}})")
         return file_format
     if file_format not in WEIGHTS_UPLOAD_FORMATS:
-        raise ValidationError(f"file: weights for a built-in architecture are a safetensors file or a "
-                              f"torch.save(model.state_dict()) file; this one is {_FORMAT_NAMES.get(file_format, 'an unknown format')}")
+        raise ValidationError("file: weights for a built-in architecture are a safetensors file or a "
+                              f"torch.save(model.state_dict()) file; this one is {_format_name(file_format)}")
     return file_format
 
 
 _FORMAT_NAMES = {
     "onnx": "an ONNX model", "onnx_zip": "a zip of ONNX files", "safetensors": "a safetensors file",
     "torchscript": "a TorchScript archive (torch.jit.save)", "torch_export": "a torch.export archive (.pt2)",
-    "torch_zip": "a torch.save archive (a pickle, never unpickled here)", "pickle": "a pickle (never unpickled here)", "unknown": "an unknown format",
+    "torch_zip": "a torch.save archive (a pickle, never unpickled here)",
+    "pickle": "a pickle (never unpickled here)",
 }
+
+
+def _format_name(file_format: str) -> str:
+    return _FORMAT_NAMES.get(file_format, "an unknown format")
 
 
 def model_inspect(model_id: int) -> ModelArtifact | None:
@@ -211,8 +217,10 @@ def model_inspect(model_id: int) -> ModelArtifact | None:
         workdir = Path(tmp)
         try:
             received = workdir / "received"
-            path = storage_fetch(model.file.name, received / posixpath.basename(model.file.name)) if model.file else None
-            data_paths = [str(storage_fetch(name, received / posixpath.basename(name))) for name in model.received_files]
+            path = storage_fetch(model.file.name, received / posixpath.basename(model.file.name)) \
+                if model.file else None
+            data_paths = [str(storage_fetch(name, received / posixpath.basename(name)))
+                          for name in model.received_files]
             request = IntakeRequest(kind="model", workdir=str(workdir), path=str(path) if path else None,
                                     data_files=data_paths, source=model.source, architecture=model.architecture,
                                     num_classes=model.num_classes, input_shape=model.input_shape or None,
