@@ -24,7 +24,7 @@ from django.utils import timezone
 from compression_core.io import SETTING_NAMES, IntakeLimits
 from compression_core.jobs.sandbox import IntakeBudget
 
-from workers.celery_app import app as celery_app, ensure_broker_folders, queue_length
+from workers.celery_app import publish_task, queue_length
 
 logger = logging.getLogger(__name__)
 
@@ -81,12 +81,7 @@ def inspection_publish(model_class: type[InspectedUpload], task_name: str, pk: i
     """Ask a worker on the ``inspect`` queue to inspect upload ``pk``; False (and the upload stays
     ``inspecting``, retried by the sweep) when the broker does not take the message."""
     try:
-        ensure_broker_folders()
-        celery_app.send_task(
-            task_name, args=[pk], queue=INSPECT_QUEUE, time_limit=settings.CONDENSE_INSPECT_WALL_S + 120,
-            retry=True, retry_policy={"max_retries": settings.CONDENSE_PUBLISH_RETRIES, "interval_start": 0,
-                                      "interval_step": 0.5, "interval_max": 1},
-        )
+        publish_task(task_name, [pk], queue=INSPECT_QUEUE, time_limit=settings.CONDENSE_INSPECT_WALL_S + 120)
     except Exception as exc:  # noqa: BLE001 - any broker failure leaves the upload for the sweep
         logger.warning("could not publish the inspection of %s %s: %s", model_class.__name__, pk, exc)
         return False

@@ -12,7 +12,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.utils import timezone
 
-from workers.celery_app import app as celery_app, ensure_broker_folders
+from workers.celery_app import publish_task
 
 from .models import Job
 from .transitions import InvalidTransition, job_log, job_transition
@@ -33,12 +33,7 @@ def job_time_limits(job: Job) -> tuple[int, int]:
 
 def send_job_message(job_id: int, queue: str, *, hard_time_limit: int) -> None:
     """Publish the job's task message on ``queue``; raises when the broker does not take it in time."""
-    ensure_broker_folders()
-    celery_app.send_task(
-        RUN_JOB_TASK, args=[job_id], queue=queue, time_limit=hard_time_limit,
-        retry=True, retry_policy={"max_retries": settings.CONDENSE_PUBLISH_RETRIES, "interval_start": 0,
-                                  "interval_step": 0.5, "interval_max": 1},
-    )
+    publish_task(RUN_JOB_TASK, [job_id], queue=queue, time_limit=hard_time_limit)
 
 
 def _waiting_since(job: Job):
