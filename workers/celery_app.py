@@ -12,6 +12,7 @@ from pathlib import Path
 
 from celery import Celery
 from celery.signals import worker_init
+from django.conf import settings
 from kombu.exceptions import ChannelError, OperationalError
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings")
@@ -35,8 +36,6 @@ def publish_task(name: str, args: list, *, queue: str, time_limit: int) -> None:
     """Send task ``name`` to ``queue``, waiting for the broker at most ``CONDENSE_PUBLISH_TIMEOUT_S`` per try
     and retrying ``CONDENSE_PUBLISH_RETRIES`` times; raises when the broker does not take it. Callers keep
     the database as the truth and let the sweep send again what could not be sent."""
-    from django.conf import settings  # read per call: the Celery app is imported before Django is set up
-
     ensure_broker_folders()
     app.send_task(name, args=args, queue=queue, time_limit=time_limit, retry=True,
                   retry_policy={"max_retries": settings.CONDENSE_PUBLISH_RETRIES, "interval_start": 0,
