@@ -24,9 +24,6 @@ from ..io import IntakeLimits, consolidate_onnx, detect_format, load_model
 from .inspect import inspect_model
 from .recipe import ModelSource
 
-#: Formats accepted as an ONNX upload, judged from the bytes (``detect_format``).
-ONNX_FORMATS = ("onnx", "onnx_zip")
-
 
 @dataclass
 class IntakeRequest:

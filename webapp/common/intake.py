@@ -52,10 +52,6 @@ class InspectedUpload(models.Model):
     class Meta:
         abstract = True
 
-    @property
-    def is_ready(self) -> bool:
-        return self.status == IntakeStatus.READY
-
 
 def intake_budget() -> IntakeBudget:
     """The operator's budget for one inspection (``CONDENSE_INSPECT_*``)."""

@@ -86,8 +86,8 @@ def _validate_classes(num_classes) -> int | None:
 
 #: The Celery task that inspects a model upload (``tasks.inspect_model_upload``), published by name.
 INSPECT_MODEL_TASK = "condense.inspect_model"
-#: What a model upload may be, judged from its first bytes; everything else is refused in the request.
-ONNX_UPLOAD_FORMATS = ("onnx", "onnx_zip")
+#: What weights for a built-in architecture may be, judged from their first bytes (an ONNX upload must be
+#: onnx or a zip of it); everything else is refused in the request.
 WEIGHTS_UPLOAD_FORMATS = ("safetensors", "torch_zip", "pickle")
 
 
