@@ -20,6 +20,8 @@ class Job(models.Model):
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="jobs")
     model = models.ForeignKey("modelhub.ModelArtifact", on_delete=models.PROTECT, related_name="jobs")
     name = models.CharField(max_length=200, blank=True)
+    # Free labels the owner filters and compares runs by (e.g. "baseline", "sweep-3").
+    tags = models.JSONField(default=list, blank=True)
     algorithm = models.CharField(max_length=64)
     params = models.JSONField(default=dict)
     speedup = models.BooleanField(default=True)
@@ -38,6 +40,9 @@ class Job(models.Model):
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED, db_index=True)
     progress = models.FloatField(default=0.0)
     stage = models.CharField(max_length=200, blank=True)
+    # Where the run is within its current stage (its name, done of total, seconds so far), from the
+    # worker's progress reports; the page derives elapsed time and the estimate from it.
+    progress_detail = models.JSONField(default=dict, blank=True)
     error = models.TextField(blank=True)
     cancel_requested = models.BooleanField(default=False)
     task_id = models.CharField(max_length=64, blank=True)
