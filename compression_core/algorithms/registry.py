@@ -154,9 +154,6 @@ class PluginError(RuntimeError):
 
 _REGISTRY: dict[str, AlgorithmSpec] = {}
 _entry_points_loaded = False
-# The register functions already called: a plugin both installed (entry point) and listed in
-# CONDENSE_PLUGINS registers once.
-_called: set[Callable[..., Any]] = set()
 
 
 def register(spec: AlgorithmSpec) -> AlgorithmSpec:
@@ -172,10 +169,11 @@ def _load_entry_points() -> None:
     if _entry_points_loaded:
         return
     _entry_points_loaded = True
-    for entry_point in entry_points(group=ENTRY_POINT_GROUP):
-        _call_once(entry_point.load())
-    for module_name in plugin_modules():
-        _call_once(_plugin_function(module_name))
+    functions = [entry_point.load() for entry_point in entry_points(group=ENTRY_POINT_GROUP)]
+    functions += [_plugin_function(module_name) for module_name in plugin_modules()]
+    # dict.fromkeys: a plugin both installed (entry point) and listed in CONDENSE_PLUGINS registers once.
+    for register_algorithms in dict.fromkeys(functions):
+        register_algorithms(register)
     if not _REGISTRY:
         raise RuntimeError(
             f"no compression algorithm is registered: the {ENTRY_POINT_GROUP!r} entry points were not found. "
@@ -208,13 +206,6 @@ def _plugin_function(module_name: str) -> Callable[..., Any]:
         raise PluginError(f"{PLUGINS_VARIABLE} lists module {module_name!r}, which has no function "
                           f"{PLUGIN_FUNCTION}(register); define it to register the module's algorithms")
     return function
-
-
-def _call_once(register_algorithms: Callable[..., Any]) -> None:
-    if register_algorithms in _called:
-        return
-    _called.add(register_algorithms)
-    register_algorithms(register)
 
 
 def all_algorithms() -> list[AlgorithmSpec]:

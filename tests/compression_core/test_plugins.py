@@ -35,7 +35,6 @@ def fresh_registry(monkeypatch):
     """An empty registry that loads again (entry points, then CONDENSE_PLUGINS) at the next lookup."""
     monkeypatch.setattr(registry, "_REGISTRY", {})
     monkeypatch.setattr(registry, "_entry_points_loaded", False)
-    monkeypatch.setattr(registry, "_called", set())
     return registry
 
 
