@@ -34,10 +34,10 @@ Example::
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 import importlib
 import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any
 
@@ -168,9 +168,10 @@ def _load_entry_points() -> None:
     global _entry_points_loaded
     if _entry_points_loaded:
         return
-    _entry_points_loaded = True
     functions = [entry_point.load() for entry_point in entry_points(group=ENTRY_POINT_GROUP)]
+    # A bad CONDENSE_PLUGINS entry raises here, before anything is registered: every lookup says so again.
     functions += [_plugin_function(module_name) for module_name in plugin_modules()]
+    _entry_points_loaded = True
     # dict.fromkeys: a plugin both installed (entry point) and listed in CONDENSE_PLUGINS registers once.
     for register_algorithms in dict.fromkeys(functions):
         register_algorithms(register)
@@ -197,7 +198,7 @@ def plugin_modules(value: str | None = None) -> list[str]:
 def _plugin_function(module_name: str) -> Callable[..., Any]:
     try:
         module = importlib.import_module(module_name)
-    except Exception as exc:
+    except Exception as exc:  # whatever the module's import raises (its own imports too), said with its name
         raise PluginError(f"{PLUGINS_VARIABLE} lists module {module_name!r}, which cannot be imported: "
                           f"{type(exc).__name__}: {exc}. Check the name and that it is on the Python path of the "
                           "web server and of the workers") from exc

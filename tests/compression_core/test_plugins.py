@@ -65,9 +65,10 @@ def test_a_plugin_both_installed_and_listed_registers_once(monkeypatch, fresh_re
 
 def test_a_missing_plugin_module_is_named(monkeypatch, fresh_registry):
     monkeypatch.setenv("CONDENSE_PLUGINS", "no_such_plugin_module_xyz")
-    with pytest.raises(registry.PluginError, match="CONDENSE_PLUGINS lists module 'no_such_plugin_module_xyz', "
-                                                   "which cannot be imported: ModuleNotFoundError"):
-        fresh_registry.all_algorithms()
+    for _ in range(2):  # every lookup says so, not only the first
+        with pytest.raises(registry.PluginError, match="CONDENSE_PLUGINS lists module 'no_such_plugin_module_xyz', "
+                                                       "which cannot be imported: ModuleNotFoundError"):
+            fresh_registry.all_algorithms()
 
 
 def test_a_plugin_module_without_its_function_is_named(tmp_path, monkeypatch, fresh_registry):
