@@ -53,6 +53,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI and ReDoc as static files: the API reference needs no CDN
     "webapp.modelhub",
     "webapp.datahub",
     "webapp.fleet",
@@ -249,6 +250,12 @@ SPECTACULAR_SETTINGS = {
                             "OnnxSourceEnum": ["onnx"], "BuiltinSourceEnum": ["builtin"]},
     "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums",
                              "webapp.api.schema.inline_one_value_enums"],
+    # The API reference pages (/api/v1/docs/, /api/v1/redoc/) load their scripts from our static files.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    # No validator badge: Swagger UI would send the schema's URL to validator.swagger.io.
+    "SWAGGER_UI_SETTINGS": {"deepLinking": True, "validatorUrl": None},
     "SERVE_PERMISSIONS": (["rest_framework.permissions.AllowAny"] if os.environ.get("CONDENSE_PUBLIC_SCHEMA") == "1"
                           else ["rest_framework.permissions.IsAuthenticated"]),
 }

@@ -9,26 +9,34 @@ Example::
 
 from .registry import (
     ENTRY_POINT_GROUP,
+    PLUGIN_FUNCTION,
+    PLUGINS_VARIABLE,
     AlgorithmKind,
     AlgorithmSpec,
+    PluginError,
     QuantizedForm,
     algorithms_of_kind,
     all_algorithms,
     get_algorithm,
     markdown_table,
+    plugin_modules,
     register,
     validate_params,
 )
 
 __all__ = [
     "ENTRY_POINT_GROUP",
+    "PLUGIN_FUNCTION",
+    "PLUGINS_VARIABLE",
     "AlgorithmKind",
     "AlgorithmSpec",
+    "PluginError",
     "QuantizedForm",
     "algorithms_of_kind",
     "all_algorithms",
     "get_algorithm",
     "markdown_table",
+    "plugin_modules",
     "register",
     "validate_params",
 ]

@@ -6,15 +6,21 @@ algorithm and no job code. Algorithms arrive through the
 ``condense.algorithms`` entry point group, built-ins included (declared in
 ``pyproject.toml``): each entry point names a callable that receives
 :func:`register` and calls it once per algorithm. A third-party package
-adds its own algorithms the same way (see ``docs/architecture.md``)::
+adds its own algorithms the same way (see ``docs/custom-algorithms.md``)::
 
     # pyproject.toml of my-pruners
     [project.entry-points."condense.algorithms"]
-    my_pruners = "my_pruners:register_all"
+    my_pruners = "my_pruners:register_algorithms"
 
     # my_pruners/__init__.py
-    def register_all(register):
+    def register_algorithms(register):
         register(AlgorithmSpec(name="MyPruner", kind=AlgorithmKind.PRUNING, ...))
+
+A module that is not installed as a package joins through the
+``CONDENSE_PLUGINS`` environment variable instead: comma-separated
+importable module names, each exposing ``register_algorithms(register)``
+(:data:`PLUGIN_FUNCTION`). The web server and the workers read the same
+environment, so they see the same algorithms.
 
 Example::
 
@@ -28,6 +34,8 @@ Example::
 from __future__ import annotations
 
 import enum
+import importlib
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
@@ -36,6 +44,11 @@ from typing import Any
 from ..config import check_schema, with_defaults
 
 ENTRY_POINT_GROUP = "condense.algorithms"
+#: The environment variable listing plugin modules (comma-separated), and the function each one must expose.
+PLUGINS_VARIABLE = "CONDENSE_PLUGINS"
+PLUGIN_FUNCTION = "register_algorithms"
+#: Where the built-in algorithms' classes live: the README's table lists those only.
+BUILTIN_PACKAGE = "compression_core"
 
 #: Parameters every job reads itself (which layers, training, the quantizer after pruning); the rest of an
 #: algorithm's validated params go to its constructor.
@@ -84,6 +97,8 @@ class AlgorithmSpec:
     - ``quantized_form``: a quantizer's result, :class:`QuantizedForm`.
     - ``searches_target``: after ``compress()`` its ``report`` holds the
       target it searched for and the sensitivity curves of the search.
+    - ``when_to_use``: the situations it suits, and when another algorithm
+      does better (the algorithms page shows it next to ``description``).
     """
 
     name: str
@@ -103,6 +118,12 @@ class AlgorithmSpec:
     trains: bool = False
     quantized_form: QuantizedForm | None = None
     searches_target: bool = False
+    when_to_use: str = ""
+
+    @property
+    def is_builtin(self) -> bool:
+        """Is its class part of Condense (not a plugin's)?"""
+        return self.factory.__module__.split(".")[0] == BUILTIN_PACKAGE
 
     def needs_data_for(self, params: Mapping[str, Any]) -> bool:
         """Does a job with these (validated) params need the dataset's train split?"""
@@ -127,6 +148,10 @@ class AlgorithmSpec:
         }
 
 
+class PluginError(RuntimeError):
+    """A module named in ``CONDENSE_PLUGINS`` cannot be imported or has no ``register_algorithms``."""
+
+
 _REGISTRY: dict[str, AlgorithmSpec] = {}
 _entry_points_loaded = False
 
@@ -143,15 +168,45 @@ def _load_entry_points() -> None:
     global _entry_points_loaded
     if _entry_points_loaded:
         return
+    functions = [entry_point.load() for entry_point in entry_points(group=ENTRY_POINT_GROUP)]
+    # A bad CONDENSE_PLUGINS entry raises here, before anything is registered: every lookup says so again.
+    functions += [_plugin_function(module_name) for module_name in plugin_modules()]
     _entry_points_loaded = True
-    for entry_point in entry_points(group=ENTRY_POINT_GROUP):
-        entry_point.load()(register)
+    # dict.fromkeys: a plugin both installed (entry point) and listed in CONDENSE_PLUGINS registers once.
+    for register_algorithms in dict.fromkeys(functions):
+        register_algorithms(register)
     if not _REGISTRY:
         raise RuntimeError(
             f"no compression algorithm is registered: the {ENTRY_POINT_GROUP!r} entry points were not found. "
             "Install the project (pip install -e . from the repository, as ./condense does) so that its "
             "entry points are visible"
         )
+
+
+def plugin_modules(value: str | None = None) -> list[str]:
+    """The module names listed in ``CONDENSE_PLUGINS`` (or in ``value``), blanks dropped.
+
+    Example::
+
+        >>> plugin_modules(" my_pruners, lab.quantizers ,")
+        ['my_pruners', 'lab.quantizers']
+    """
+    value = os.environ.get(PLUGINS_VARIABLE, "") if value is None else value
+    return [name.strip() for name in value.split(",") if name.strip()]
+
+
+def _plugin_function(module_name: str) -> Callable[..., Any]:
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # whatever the module's import raises (its own imports too), said with its name
+        raise PluginError(f"{PLUGINS_VARIABLE} lists module {module_name!r}, which cannot be imported: "
+                          f"{type(exc).__name__}: {exc}. Check the name and that it is on the Python path of the "
+                          "web server and of the workers") from exc
+    function = getattr(module, PLUGIN_FUNCTION, None)
+    if not callable(function):
+        raise PluginError(f"{PLUGINS_VARIABLE} lists module {module_name!r}, which has no function "
+                          f"{PLUGIN_FUNCTION}(register); define it to register the module's algorithms")
+    return function
 
 
 def all_algorithms() -> list[AlgorithmSpec]:
@@ -172,9 +227,9 @@ def get_algorithm(name: str) -> AlgorithmSpec:
 
 
 def markdown_table() -> str:
-    """The README's algorithm table, generated from the registry."""
+    """The README's algorithm table, generated from the registry (built-ins only, not installed plugins)."""
     rows = ["| Name | Kind | What it does | Paper |", "|---|---|---|---|"]
-    for spec in all_algorithms():
+    for spec in (spec for spec in all_algorithms() if spec.is_builtin):
         rows.append(f"| {spec.name} | {spec.kind.value} | {spec.description} | [{spec.paper}]({spec.paper_url}) |")
     return "\n".join(rows)
 

@@ -1,13 +1,17 @@
 from django.urls import path
-from drf_spectacular.views import SpectacularAPIView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from . import auth, views, workers
+from . import auth, docs, views, workers
 
 urlpatterns = [
     path("auth/token/", auth.TokenObtainView.as_view(), name="api-token"),
     path("auth/tokens/", auth.TokenListView.as_view(), name="api-tokens"),
     path("auth/tokens/<int:token_id>/", auth.TokenDetailView.as_view(), name="api-token-detail"),
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    # The interactive reference (Swagger UI, "Try it out" with the browser's session) and ReDoc, assets served
+    # from drf-spectacular-sidecar's static files.
+    path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    path("redoc/", docs.RedocView.as_view(url_name="api-schema"), name="api-redoc"),
     path("models/", views.ModelListCreateView.as_view(), name="api-models"),
     path("models/<int:model_id>/", views.ModelDetailView.as_view(), name="api-model"),
     path("jobs/", views.JobListCreateView.as_view(), name="api-jobs"),

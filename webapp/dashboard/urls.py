@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import views
+from . import views, views_catalog
 
 app_name = "dashboard"
 
@@ -13,6 +13,7 @@ urlpatterns = [
     path("datasets/<int:dataset_id>/delete/", views.dataset_delete, name="dataset-delete"),
     path("models/<int:model_id>/delete/", views.model_delete, name="model-delete"),
     path("workers/", views.worker_list, name="worker-list"),
+    path("algorithms/", views_catalog.algorithm_list, name="algorithm-list"),
     path("jobs/", views.job_list, name="job-list"),
     path("jobs/new/", views.job_create, name="job-create"),
     path("jobs/<int:job_id>/", views.job_detail, name="job-detail"),

@@ -7,13 +7,14 @@ from collections.abc import Callable
 from ...config import canonicalize_config_list
 from ...pruning import SensitivityAnalysis
 from ..registry import AlgorithmKind, AlgorithmSpec
+from .guidance import WHEN_TO_USE
 from .pruners import DATA_FREE_BASES
 from .schemas import pruning_schema
 
 
 def register_analysis(register: Callable[[AlgorithmSpec], AlgorithmSpec]) -> None:
     register(AlgorithmSpec(
-        name="SensitivityAnalysis", kind=AlgorithmKind.ANALYSIS,
+        name="SensitivityAnalysis", kind=AlgorithmKind.ANALYSIS, when_to_use=WHEN_TO_USE["SensitivityAnalysis"],
         description="Prunes one group of coupled layers at a time over a range of sparsities and records the "
         "metric: curves on the job page and a CSV, no compressed model (what to prune gently, what freely).",
         paper="Li et al., Pruning Filters for Efficient ConvNets (ICLR 2017), sensitivity analysis",

@@ -29,6 +29,7 @@ from ...pruning import (
     TaylorFOWeightPruner,
 )
 from ..registry import AlgorithmKind, AlgorithmSpec
+from .guidance import WHEN_TO_USE
 from .schemas import pruning_schema
 
 DATA_FREE_BASES = ["LevelPruner", "L1NormPruner", "L2NormPruner", "FPGMPruner"]
@@ -69,7 +70,7 @@ def register_pruners(register: Callable[[AlgorithmSpec], AlgorithmSpec]) -> None
             name=name, kind=AlgorithmKind.PRUNING, description=description, paper=paper, paper_url=url,
             factory=factory, params_schema=pruning_schema(extra), needs_data=needs_data, granularity=granularity,
             uses_dependency_groups=factory.uses_dependency_groups, supported_types=factory.supported_types,
-            canonical_config=canonicalize_config_list, **capabilities,
+            canonical_config=canonicalize_config_list, when_to_use=WHEN_TO_USE[name], **capabilities,
         ))
 
     spec("LevelPruner", LevelPruner,

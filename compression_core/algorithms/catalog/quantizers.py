@@ -13,6 +13,7 @@ from ...config import parse_quant_config_list
 from ...quantization import BNNQuantizer, DoReFaQuantizer, NaiveQuantizer, PostTrainingQuantizer, QATQuantizer
 from ...quantization.qconfig import OBSERVERS
 from ..registry import AlgorithmKind, AlgorithmSpec, QuantizedForm
+from .guidance import WHEN_TO_USE
 from .schemas import INT8_OPTIONS, TRAINING_OPTIONS, quantization_schema
 
 
@@ -29,6 +30,7 @@ JACOB = ("Jacob et al., Quantization and Training of Neural Networks for Efficie
 def register_quantizers(register: Callable[[AlgorithmSpec], AlgorithmSpec]) -> None:
     register(AlgorithmSpec(
         name="PostTrainingQuantizer", kind=AlgorithmKind.QUANTIZATION, canonical_config=_checked_config,
+        when_to_use=WHEN_TO_USE["PostTrainingQuantizer"],
         description="Post-training int8: static (activation ranges calibrated on data, per-channel weight scales, "
                     "Conv/Linear+BN+ReLU fused) or dynamic (Linear/LSTM weights, no data), converted to a real "
                     "int8 model on PyTorch's x86 kernels.",
@@ -47,6 +49,7 @@ def register_quantizers(register: Callable[[AlgorithmSpec], AlgorithmSpec]) -> N
     ))
     register(AlgorithmSpec(
         name="QATQuantizer", kind=AlgorithmKind.QUANTIZATION, canonical_config=_checked_config,
+        when_to_use=WHEN_TO_USE["QATQuantizer"],
         description="Quantization-aware training: fine-tunes with fake-quantized weights and activations "
                     "(BatchNorm folded into the convolutions), then converts to a real int8 model.",
         paper=JACOB[0], paper_url=JACOB[1], factory=QATQuantizer,
@@ -63,6 +66,7 @@ def register_quantizers(register: Callable[[AlgorithmSpec], AlgorithmSpec]) -> N
     ))
     register(AlgorithmSpec(
         name="NaiveQuantizer", kind=AlgorithmKind.QUANTIZATION, canonical_config=_checked_config,
+        when_to_use=WHEN_TO_USE["NaiveQuantizer"],
         description="Rounds the weights of the selected layers to an 8-bit grid (one scale per output channel), "
                     "no data; the model keeps its float structure and the scales are exported.",
         paper="NNI NaiveQuantizer (Microsoft NNI 2.x)",
@@ -72,6 +76,7 @@ def register_quantizers(register: Callable[[AlgorithmSpec], AlgorithmSpec]) -> N
     ))
     register(AlgorithmSpec(
         name="DoReFaQuantizer", kind=AlgorithmKind.QUANTIZATION, canonical_config=_checked_config,
+        when_to_use=WHEN_TO_USE["DoReFaQuantizer"],
         description="Weights at 1 to 8 bits (DoReFa's tanh transform, one scale per layer), learnt by training "
                     "with straight-through gradients; simulated: the weights lie on the grid, stored in float32.",
         paper="Zhou et al., DoReFa-Net: Training Low Bitwidth Convolutional Neural Networks with Low Bitwidth "
@@ -82,6 +87,7 @@ def register_quantizers(register: Callable[[AlgorithmSpec], AlgorithmSpec]) -> N
     ))
     register(AlgorithmSpec(
         name="BNNQuantizer", kind=AlgorithmKind.QUANTIZATION, canonical_config=_checked_config,
+        when_to_use=WHEN_TO_USE["BNNQuantizer"],
         description="Binary (+1/-1) weights, and binary outputs of the layers a config entry gives "
                     "\"quant_types\": [\"output\"], learnt by training with straight-through gradients; simulated.",
         paper="Hubara, Courbariaux et al., Binarized Neural Networks (NeurIPS 2016)",
