@@ -268,6 +268,8 @@ class JobCreateSerializer(JsonTypedSerializer):
         choices=Job.Device.choices, default=Job.Device.AUTO,
         help_text="auto: a GPU worker when one is alive, else a CPU worker; gpu is refused when no GPU worker is alive")
     name = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
+    tags = serializers.ListField(child=serializers.CharField(allow_blank=True), required=False, default=list,
+                                 help_text="free labels to filter and compare runs by: at most 10, 40 characters each")
     time_limit_s = serializers.IntegerField(
         required=False, allow_null=True, default=None, min_value=60, max_value=7 * 24 * 3600,
         help_text="seconds the job may run (default: the server's CONDENSE_JOB_TIME_LIMIT_S, 8 hours)")
