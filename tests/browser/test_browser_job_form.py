@@ -109,6 +109,29 @@ def test_controls_write_the_config_list_and_follow_it(page, live_server, digits)
     assert page.problems == [], page.problems
 
 
+def test_the_model_choice_changes_the_layers_and_the_datasets(page, live_server, user, digits):
+    from webapp.modelhub.services import model_create
+
+    cifar = model_create(owner=user, name="cifar", source="builtin", architecture="cifar_cnn")
+    _sign_in(page, live_server, f"/jobs/new/?model={digits.pk}")
+    page.check("input.layer-pick[value=fc1]")
+    assert _config(page) == [{"op_names": ["conv1", "conv2", "fc1"], "sparse_ratio": 0.5}]
+    assert page.is_enabled("#id_dataset option[value=digits]")
+
+    page.select_option("#id_model", str(cifar.pk))
+    names = page.eval_on_selector_all("input.layer-pick", "boxes => boxes.map(b => b.value)")
+    assert names[0] == "features.0" and names[-1] == "classifier"
+    assert _config(page) == [{"op_names": [], "sparse_ratio": 0.5}]  # the digits layers are not in this model
+    page.click("#pick-conv")
+    assert _config(page) == [{"op_types": ["Conv2d"], "sparse_ratio": 0.5}]
+    # The 8 x 8 digits do not fit a 3 x 32 x 32 input: not offered; random inputs instead.
+    assert page.is_disabled("#id_dataset option[value=digits]") and page.input_value("#id_dataset") == ""
+
+    page.select_option("#id_model", str(digits.pk))
+    assert page.input_value("#id_dataset") == "digits" and _picked(page) == ["conv1", "conv2"]
+    assert page.problems == [], page.problems
+
+
 def test_clone_a_job_change_its_sparsity_and_submit(page, live_server, user, digits, queued_only):
     from webapp.jobs.models import Job
     from webapp.jobs.services import job_create

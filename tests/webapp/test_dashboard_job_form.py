@@ -268,6 +268,7 @@ def test_job_page_shows_params_as_json_with_the_api_call_and_the_recipe(client_i
     page = client_in.get(f"/jobs/{rich_job.pk}/").content.decode()
     assert "{&#x27;" not in page and "True" not in _pre(page, "job-params-json")  # no Python dict any more
     assert json.loads(_pre(page, "job-params-json")) == rich_job.params
+    assert '"op_names": ["conv1", "fc1"],' in _pre(page, "job-params-json")  # short lists on one line
     assert 'id="copy-params" data-copy-target="job-params-json"' in page
 
     curl = _pre(page, "job-curl")

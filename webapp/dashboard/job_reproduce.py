@@ -5,11 +5,31 @@ from __future__ import annotations
 
 import json
 import posixpath
+import re
 
 from webapp.jobs.models import Job
 
 #: Where the command-line recipe writes its results.
 CLI_OUTPUT_DIR = "condense-out"
+
+# A list of scalars as json.dumps(indent=2) writes it, one item a line; a string never holds a raw newline,
+# so ",\n" only ever separates items.
+_SCALAR_LIST = re.compile(r"\[\n\s*([^\[\]{}\n][^\[\]{}]*?)\n\s*\]")
+
+
+def pretty_json(value) -> str:
+    """JSON indented by 2, with lists of scalars kept on one line.
+
+    Example::
+
+        >>> print(pretty_json({"op_types": ["Conv2d", "Linear"], "sparse_ratio": 0.5}))
+        {
+          "op_types": ["Conv2d", "Linear"],
+          "sparse_ratio": 0.5
+        }
+    """
+    text = json.dumps(value, indent=2)
+    return _SCALAR_LIST.sub(lambda m: "[" + ", ".join(item.strip() for item in m.group(1).split(",\n")) + "]", text)
 
 
 def job_api_body(job: Job) -> dict:
@@ -35,7 +55,7 @@ def job_api_body(job: Job) -> dict:
 def job_curl(job: Job, jobs_url: str) -> str:
     """A curl command posting :func:`job_api_body` to ``jobs_url`` (the absolute ``/api/v1/jobs/``),
     with the token in ``$CONDENSE_TOKEN``."""
-    body = json.dumps(job_api_body(job), indent=2)
+    body = pretty_json(job_api_body(job))
     quoted = "'" + body.replace("'", "'\\''") + "'"  # one shell word, whatever the JSON holds
     return (f"curl -X POST {jobs_url} \\\n"
             '  -H "Authorization: Token $CONDENSE_TOKEN" \\\n'
@@ -94,8 +114,8 @@ def job_reproduce(job: Job, jobs_url: str) -> dict:
     """What the job page shows under Parameters: ``params_json``, ``curl``, ``cli`` (the recipe JSON) and
     ``cli_files`` (see :func:`job_cli_files`)."""
     return {
-        "params_json": json.dumps(job.params, indent=2),
+        "params_json": pretty_json(job.params),
         "curl": job_curl(job, jobs_url),
-        "cli": json.dumps(job_cli_recipe(job), indent=2),
+        "cli": pretty_json(job_cli_recipe(job)),
         "cli_files": job_cli_files(job),
     }
