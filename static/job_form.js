@@ -119,11 +119,13 @@
         type.className = "layer-type";
         type.textContent = layer.type;
         label.appendChild(type);
-        if (box.disabled) {
-          item.className = "unprunable";
+        var why = box.disabled ? "\u2014 channels kept: " + layer.reason
+          : channelPruner() && layer.note ? "\u2014 some channels kept: " + layer.note : "";
+        if (box.disabled) item.className = "unprunable";
+        if (why) {
           var reason = document.createElement("span");
           reason.className = "layer-reason";
-          reason.textContent = "\u2014 channels kept: " + layer.reason;
+          reason.textContent = why;
           label.appendChild(reason);
         }
         item.appendChild(label);

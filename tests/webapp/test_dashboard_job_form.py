@@ -156,6 +156,26 @@ def test_page_marks_sections_and_gives_each_algorithms_controls(client_in, digit
     assert layers[-1]["reason"] == "model output" and layers[0]["reason"] == ""
 
 
+def test_layer_picks_say_why_channels_stay():
+    from webapp.dashboard.forms import model_layer_picks
+
+    summary = {
+        "layers": [{"name": "stem", "type": "Conv2d"}, {"name": "block.conv", "type": "Conv2d"},
+                   {"name": "head", "type": "Linear"}],
+        "prunable_layers": ["stem", "block.conv", "head"],
+        "prunability": {"groups": [{"layers": ["stem", "block.conv"], "prunable": True, "reason": None},
+                                   {"layers": ["head"], "prunable": False, "reason": "model output"}],
+                        "unprunable": [{"layer": "block.conv", "reason": "a reshape holds its channels"}]},
+    }
+    assert model_layer_picks(summary) == [
+        {"name": "stem", "type": "Conv2d", "reason": "", "note": ""},
+        {"name": "block.conv", "type": "Conv2d", "reason": "", "note": "a reshape holds its channels"},
+        {"name": "head", "type": "Linear", "reason": "model output", "note": ""}]
+    failed = {**summary, "prunability": {"error": "tracing failed", "groups": [], "unprunable": []}}
+    assert {pick["reason"] for pick in model_layer_picks(failed)} == {
+        "channel pruning cannot be planned: tracing failed"}
+
+
 def test_speedup_is_off_for_an_algorithm_it_does_not_apply_to(client_in, digits_model, no_enqueue):
     data = _post(digits_model, algorithm="LevelPruner")
     assert client_in.post("/jobs/new/", data).status_code == 302

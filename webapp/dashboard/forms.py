@@ -229,14 +229,15 @@ def quant_bits_choices(spec) -> list[int]:
 
 
 def model_layer_picks(summary: dict) -> list[dict]:
-    """The layers a config list can name, from a model's inspection summary: ``{"name", "type",
-    "reason"}`` per prunable layer (Conv*/Linear), ``reason`` saying why speed-up keeps its channels
-    ("" when it can remove them), from the prunability report.
+    """The layers a config list can name, from a model's inspection summary: ``{"name", "type", "reason",
+    "note"}`` per prunable layer (Conv*/Linear). From the prunability report: ``reason`` says why speed-up
+    keeps all its channels (its group is not prunable; "" when it can remove some), ``note`` names an
+    operation that keeps some of them.
 
     Example::
 
         >>> model_layer_picks(digits_model.summary)[-1]
-        {'name': 'fc2', 'type': 'Linear', 'reason': 'model output'}
+        {'name': 'fc2', 'type': 'Linear', 'reason': 'model output', 'note': ''}
     """
     types = {layer.get("name"): layer.get("type", "") for layer in summary.get("layers", [])}
     report = summary.get("prunability") or {}
@@ -245,17 +246,13 @@ def model_layer_picks(summary: dict) -> list[dict]:
         if not group.get("prunable", True):
             for name in group.get("layers", []):
                 reasons.setdefault(name, group.get("reason") or "its channels cannot be removed")
+    notes: dict[str, str] = {}
     for item in report.get("unprunable", []):
         if item.get("layer"):
-            reasons.setdefault(item["layer"], item.get("reason") or "its channels cannot be removed")
+            notes.setdefault(item["layer"], item.get("reason") or "")
     fallback = f"channel pruning cannot be planned: {report['error']}" if report.get("error") else ""
-    return [{"name": name, "type": types.get(name, ""), "reason": reasons.get(name, fallback)}
-            for name in summary.get("prunable_layers", [])]
-
-
-def parse_tags(text: str) -> list[str]:
-    """Comma-separated tags as a list (``job_create`` strips them and checks their count and length)."""
-    return text.split(",")
+    return [{"name": name, "type": types.get(name, ""), "reason": reasons.get(name, fallback),
+             "note": notes.get(name, "")} for name in summary.get("prunable_layers", [])]
 
 
 def _initial_value(field: forms.Field, value):
@@ -487,7 +484,8 @@ class JobForm(forms.Form):
         return value
 
     def clean_tags(self) -> list[str]:
-        return parse_tags(self.cleaned_data["tags"])
+        # Comma-separated; job_create strips them and checks their count and length.
+        return self.cleaned_data["tags"].split(",")
 
     def clean(self):
         data = super().clean()
