@@ -218,8 +218,11 @@ def test_api_takes_tags(api, digits_model, no_enqueue):
     response = api.post("/api/v1/jobs/", body, format="json")
     assert response.status_code == 201, response.json()
     assert Job.objects.get(pk=response.json()["id"]).tags == ["api", "run 2"]
-    refused = api.post("/api/v1/jobs/", {**body, "tags": ["y" * 41]}, format="json")
-    assert refused.status_code == 400 and "at most 40 characters" in json.dumps(refused.json())
+    for tags, message in ((["y" * 41], "no more than 40 characters"), ([0], "must be a string, got int"),
+                          ([f"t{i}" for i in range(11)], "no more than 10 elements")):
+        refused = api.post("/api/v1/jobs/", {**body, "tags": tags}, format="json")
+        assert refused.status_code == 400 and message in json.dumps(refused.json()), refused.json()
+    assert Job.objects.count() == 1
 
 
 # -- cloning --------------------------------------------------------------------------------------------------
