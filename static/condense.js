@@ -1,4 +1,5 @@
-/* Condense dashboard: live job updates and small form helpers. No dependencies. */
+/* Condense dashboard: live job updates, small form helpers, copy buttons. No dependencies.
+   The job form has its own script, job_form.js. */
 (function () {
   "use strict";
 
@@ -115,44 +116,6 @@
     window.setTimeout(tick, POLL_MS);
   }
 
-  // -- job form: show the chosen algorithm's description and parameters ---------
-
-  function setupJobForm(form) {
-    var select = form.querySelector("select[name=algorithm]");
-    if (!select) return;
-
-    var configList = form.querySelector("textarea[name=config_list]");
-    var defaults = [];
-    form.querySelectorAll(".algo-info[data-default-config]").forEach(function (info) {
-      defaults.push(info.dataset.defaultConfig);
-    });
-
-    function update() {
-      var chosen = select.value;
-      form.querySelectorAll(".algo-info[data-algorithm]").forEach(function (info) {
-        info.hidden = info.dataset.algorithm !== chosen;
-        // An untouched default config list follows the algorithm's kind (pruning vs quantization keys).
-        if (!info.hidden && configList && defaults.indexOf(configList.value.trim()) !== -1) {
-          configList.value = info.dataset.defaultConfig;
-        }
-      });
-      form.querySelectorAll("[data-algorithms]").forEach(function (field) {
-        var applies = field.dataset.algorithms.split(" ").indexOf(chosen) !== -1;
-        field.hidden = !applies;
-        field.querySelectorAll("input, select, textarea").forEach(function (input) {
-          input.disabled = !applies;
-        });
-      });
-      var params = document.getElementById("algorithm-params");
-      if (params) {
-        params.hidden = !params.querySelector("[data-algorithms]:not([hidden])");
-      }
-    }
-
-    select.addEventListener("change", update);
-    update();
-  }
-
   // -- model form: built-in fields only for a built-in architecture ---------------
 
   function setupModelForm(form) {
@@ -198,6 +161,36 @@
     window.setTimeout(tick, POLL_MS);
   }
 
+  // -- copy buttons: <button data-copy-target="ID"> copies the text of the element with that id ------------
+
+  function setupCopy(button) {
+    var label = button.textContent;
+    function said(text) {
+      button.textContent = text;
+      window.setTimeout(function () { button.textContent = label; }, 1500);
+    }
+    // Without the clipboard API (plain http away from localhost): select the text and copy it the old way.
+    function selectAndCopy(target) {
+      var range = document.createRange();
+      range.selectNodeContents(target);
+      var selection = window.getSelection();
+      selection.removeAllRanges();
+      selection.addRange(range);
+      said(document.execCommand && document.execCommand("copy") ? "Copied" : "Selected: press Ctrl+C");
+    }
+    button.addEventListener("click", function () {
+      var target = document.getElementById(button.getAttribute("data-copy-target"));
+      if (!target) return;
+      var text = "value" in target ? target.value : target.textContent;
+      if (navigator.clipboard && window.isSecureContext) {
+        navigator.clipboard.writeText(text).then(function () { said("Copied"); },
+          function () { selectAndCopy(target); });
+      } else {
+        selectAndCopy(target);
+      }
+    });
+  }
+
   function setupConfirm(form) {
     form.addEventListener("submit", function (event) {
       if (!window.confirm(form.getAttribute("data-confirm"))) event.preventDefault();
@@ -207,10 +200,10 @@
   document.addEventListener("DOMContentLoaded", function () {
     var live = document.getElementById("job-live");
     if (live) watchJob(live);
-    document.querySelectorAll("form[data-job-form]").forEach(setupJobForm);
     document.querySelectorAll("form[data-model-form]").forEach(setupModelForm);
     document.querySelectorAll("form[data-upload-form]").forEach(setupUploadForm);
     document.querySelectorAll("form[data-confirm]").forEach(setupConfirm);
     document.querySelectorAll("[data-inspection-url]").forEach(watchInspection);
+    document.querySelectorAll("[data-copy-target]").forEach(setupCopy);
   });
 })();

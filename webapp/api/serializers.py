@@ -243,6 +243,16 @@ class JobParamsField(BoundedJSONField):
         return value
 
 
+class JsonStringField(serializers.CharField):
+    """A string that stays one: a list item in a JSON body, which :class:`JsonTypedSerializer` does not
+    reach, is refused as a number rather than turned into its text."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            raise serializers.ValidationError(f"must be a string, got {type(data).__name__} {str(data)[:40]!r}")
+        return super().to_internal_value(data)
+
+
 #: JSON types of the input fields, checked by :class:`JsonTypedSerializer` (first match wins).
 _JSON_TYPES = (
     (serializers.BooleanField, (bool,), "true or false"),
@@ -268,6 +278,9 @@ class JobCreateSerializer(JsonTypedSerializer):
         choices=Job.Device.choices, default=Job.Device.AUTO,
         help_text="auto: a GPU worker when one is alive, else a CPU worker; gpu is refused when no GPU worker is alive")
     name = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
+    tags = serializers.ListField(child=JsonStringField(allow_blank=True, max_length=40, trim_whitespace=False),
+                                 max_length=10, required=False, default=list,
+                                 help_text="free labels to filter and compare runs by: at most 10, 40 characters each")
     time_limit_s = serializers.IntegerField(
         required=False, allow_null=True, default=None, min_value=60, max_value=7 * 24 * 3600,
         help_text="seconds the job may run (default: the server's CONDENSE_JOB_TIME_LIMIT_S, 8 hours)")

@@ -10,12 +10,15 @@ import re
 
 from django import forms
 
-from compression_core.algorithms import all_algorithms
+from django.conf import settings
+
+from compression_core.algorithms import AlgorithmKind, QuantizedForm, all_algorithms
 from compression_core.evaluation import TRAINING_SCHEMA
 from compression_core.models import architecture_choices
 from compression_core.data import BUILTIN_DATASETS
 from webapp.common.bounded_json import loads_bounded
 from webapp.datahub import selectors as dataset_selectors
+from webapp.fleet.selectors import gpu_worker_alive
 from webapp.jobs.models import Job
 from webapp.modelhub import selectors as model_selectors
 from webapp.modelhub.models import ModelArtifact
@@ -120,7 +123,13 @@ def _dataset_label(dataset) -> str:
 # Form fields of the job form; an algorithm parameter with one of these names gets
 # a "param_" prefix.
 _FIXED_FIELDS = {"name", "model", "algorithm", "config_list", "speedup", "dataset", "device", "quantize_after",
-                 "quantize_params"}
+                 "quantize_params", "tags"}
+
+#: Bit widths the bits control can offer, widest first.
+QUANT_BITS = (8, 4, 2, 1)
+# The registry says whether a quantizer's result is real int8 (8 bits only) but not which narrower widths a
+# simulated one takes; these are the ranges the classes check (quantization/naive.py, quantization/lowbit.py).
+_SIMULATED_BITS = {"NaiveQuantizer": (8, 4, 2), "BNNQuantizer": (1,)}
 
 
 def _param_field(schema: dict) -> forms.Field | None:
@@ -161,7 +170,116 @@ def _properties(spec) -> dict:
     return spec.params_schema.get("properties", {})
 
 
+def _config_entry_keys(spec) -> set[str]:
+    return set(_properties(spec).get("config_list", {}).get("items", {}).get("properties", {}))
+
+
+def algorithm_sections(spec) -> list[str]:
+    """The optional parts of the job form that ``spec`` uses, read from its registry entry:
+
+    - ``sparsity`` / ``bits``: its config list entries take ``sparse_ratio`` / ``quant_bits``;
+    - ``layers``: they select layers by name (``op_names``);
+    - ``training``: its schema has ``training`` (the evaluator of data-dependent pruners, QAT);
+      ``finetune``: fine-tuning after pruning, for all of those but quantizers (they train for their ``epochs``);
+    - ``quantize_after``: its schema has ``quantization`` (prune, then quantize the smaller model);
+    - ``speedup``: a pruner removing whole channels (``granularity`` out_channel), which speed-up takes out.
+
+    Example::
+
+        >>> algorithm_sections(get_algorithm("L1NormPruner"))
+        ['sparsity', 'layers', 'training', 'finetune', 'quantize_after', 'speedup']
+        >>> algorithm_sections(get_algorithm("NaiveQuantizer"))
+        ['bits', 'layers']
+    """
+    keys = _config_entry_keys(spec)
+    properties = _properties(spec)
+    sections = []
+    if "sparse_ratio" in keys:
+        sections.append("sparsity")
+    if "quant_bits" in keys:
+        sections.append("bits")
+    if "op_names" in keys:
+        sections.append("layers")
+    if "training" in properties:
+        sections.append("training")
+        if spec.kind != AlgorithmKind.QUANTIZATION:
+            sections.append("finetune")
+    if "quantization" in properties:
+        sections.append("quantize_after")
+    if spec.kind == AlgorithmKind.PRUNING and spec.granularity == "out_channel":
+        sections.append("speedup")
+    return sections
+
+
+def quant_bits_choices(spec) -> list[int]:
+    """The widths of :data:`QUANT_BITS` a quantizer takes (none for other algorithms).
+
+    Example::
+
+        >>> quant_bits_choices(get_algorithm("PostTrainingQuantizer"))
+        [8]
+        >>> quant_bits_choices(get_algorithm("NaiveQuantizer"))
+        [8, 4, 2]
+    """
+    if spec.kind != AlgorithmKind.QUANTIZATION:
+        return []
+    if spec.quantized_form == QuantizedForm.INT8:
+        return [8]
+    return list(_SIMULATED_BITS.get(spec.name, QUANT_BITS))
+
+
+def model_layer_picks(summary: dict) -> list[dict]:
+    """The layers a config list can name, from a model's inspection summary: ``{"name", "type", "reason",
+    "note"}`` per prunable layer (Conv*/Linear). From the prunability report: ``reason`` says why speed-up
+    keeps all its channels (its group is not prunable; "" when it can remove some), ``note`` names an
+    operation that keeps some of them.
+
+    Example::
+
+        >>> model_layer_picks(digits_model.summary)[-1]
+        {'name': 'fc2', 'type': 'Linear', 'reason': 'model output', 'note': ''}
+    """
+    types = {layer.get("name"): layer.get("type", "") for layer in summary.get("layers", [])}
+    report = summary.get("prunability") or {}
+    reasons: dict[str, str] = {}
+    for group in report.get("groups", []):
+        if not group.get("prunable", True):
+            for name in group.get("layers", []):
+                reasons.setdefault(name, group.get("reason") or "its channels cannot be removed")
+    notes: dict[str, str] = {}
+    for item in report.get("unprunable", []):
+        if item.get("layer"):
+            notes.setdefault(item["layer"], item.get("reason") or "")
+    fallback = f"channel pruning cannot be planned: {report['error']}" if report.get("error") else ""
+    return [{"name": name, "type": types.get(name, ""), "reason": reasons.get(name, fallback),
+             "note": notes.get(name, "")} for name in summary.get("prunable_layers", [])]
+
+
+def _initial_value(field: forms.Field, value):
+    # A choice field's options are the strings of the schema's values (see _param_field).
+    return str(value) if isinstance(field, forms.ChoiceField) and value is not None else value
+
+
+class _DeviceSelect(forms.Select):
+    """A select whose options in ``unavailable`` are shown but cannot be chosen."""
+
+    def __init__(self, *args, unavailable=(), **kwargs):
+        super().__init__(*args, **kwargs)
+        self.unavailable = set(unavailable)
+
+    def create_option(self, name, value, label, selected, index, subindex=None, attrs=None):
+        option = super().create_option(name, value, label, selected, index, subindex=subindex, attrs=attrs)
+        if value in self.unavailable:
+            option["attrs"]["disabled"] = True
+        return option
+
+
+NO_GPU_HINT = "no GPU worker is running"
+
+
 class JobForm(forms.Form):
+    quant_bits = QUANT_BITS  # the bits control's options; the page offers those the chosen quantizer takes
+
     model = forms.ModelChoiceField(queryset=ModelArtifact.objects.none(), empty_label=None)
     algorithm = forms.ChoiceField()
     config_list = forms.CharField(
@@ -169,7 +287,7 @@ class JobForm(forms.Form):
         widget=forms.Textarea(attrs={"rows": 6, "spellcheck": "false", "class": "code"}),
         help_text='NNI config list (JSON): which layers to compress and how much, e.g. '
         '[{"op_types": ["Conv2d"], "sparse_ratio": 0.5}] ("sparsity" is an alias) for a pruner, '
-        '[{"op_types": ["Conv2d", "Linear"], "quant_bits": 8}] for a quantizer.',
+        '[{"op_types": ["Conv2d", "Linear"], "quant_bits": 8}] for a quantizer. The controls above write it.',
     )
     quantize_after = forms.ChoiceField(
         required=False, label="Then quantize with",
@@ -188,13 +306,17 @@ class JobForm(forms.Form):
     )
     dataset = forms.ChoiceField(
         required=False, label="Dataset",
-        help_text="Measures accuracy, feeds data-dependent pruners and fine-tuning; random inputs without one.",
+        help_text="Measures accuracy, feeds data-dependent pruners and fine-tuning; random inputs without one. "
+        "Only the datasets that fit the chosen model are listed.",
     )
     device = forms.ChoiceField(
-        choices=[(Job.Device.AUTO, "Auto"), (Job.Device.CPU, "CPU"), (Job.Device.GPU, "GPU")],
         initial=Job.Device.AUTO,
         help_text="Where the job runs and latency is measured. Auto: a GPU worker when one is running, else a "
-                  "CPU worker; GPU is refused when none is running (see Workers).",
+                  "CPU worker (see Workers).",
+    )
+    tags = forms.CharField(
+        required=False, max_length=500,
+        help_text="Comma-separated labels to find and compare runs by, e.g. baseline, 50%; at most 10.",
     )
     name = forms.CharField(max_length=200, required=False, help_text="Optional; defaults to algorithm and model.")
 
@@ -209,18 +331,8 @@ class JobForm(forms.Form):
         self.fields["algorithm"].choices = list(groups.items())
         if self.algorithms and "L1NormPruner" in {s.name for s in self.algorithms}:
             self.fields["algorithm"].initial = "L1NormPruner"
-        # Uploads are "upload:<id>" among the built-in names; only the user's own are offered.
-        self.uploaded_datasets = {
-            f"upload:{dataset.pk}": dataset for dataset in dataset_selectors.dataset_ready_list(user=user)
-        }
-        dataset_choices = [("", "None (random inputs)"), ("Built-in", [
-            (name, f"{name} \u2014 {spec.description}") for name, spec in BUILTIN_DATASETS.items()
-        ])]
-        if self.uploaded_datasets:
-            dataset_choices.append(("Your uploads", [
-                (key, _dataset_label(dataset)) for key, dataset in self.uploaded_datasets.items()
-            ]))
-        self.fields["dataset"].choices = dataset_choices
+        self._setup_datasets(user)
+        self._setup_device()
 
         # One field per scalar parameter of any algorithm (besides config_list and
         # training); algorithms whose parameter has the same schema share it, one
@@ -250,36 +362,102 @@ class JobForm(forms.Form):
                 by_schema[key] = field_name
                 fields[prop] = field_name
                 self.param_algorithms[field_name] = [spec.name]
-        # Training: the evaluator of data-dependent pruners, fine-tuning after pruning, quantization-aware training.
-        self.training_algorithms = [s.name for s in self.algorithms if "training" in _properties(s)]
-        self.quantize_after_algorithms = [s.name for s in self.algorithms if "quantization" in _properties(s)]
+        self.sections = {spec.name: algorithm_sections(spec) for spec in self.algorithms}
         self.fields["quantize_after"].choices = [("", "Nothing (no quantization)")] + [
-            (s.name, s.name) for s in self.algorithms if s.kind == "quantization"]
-        # Fine-tuning after pruning and speed-up concern pruning jobs; a quantizer trains for its own epochs.
-        self._pruners = {s.name for s in self.algorithms if s.kind != "quantization"}
-        self._pruner_only = " ".join(sorted(self._pruners))
+            (s.name, s.name) for s in self.algorithms if s.kind == AlgorithmKind.QUANTIZATION]
         self.training_fields: dict[str, str] = {}
         for prop, schema in TRAINING_SCHEMA["properties"].items():
             field = _param_field(schema)
             field.label = prop.replace("_", " ").capitalize()
             self.fields[f"training_{prop}"] = field
             self.training_fields[prop] = f"training_{prop}"
+        for field_name in self.training_fields.values():
+            if field_name in self.initial:
+                self.initial[field_name] = _initial_value(self.fields[field_name], self.initial[field_name])
+        for prop, value in (self.initial.get("params") or {}).items():
+            field_name = self.spec_fields.get(self.initial.get("algorithm"), {}).get(prop)
+            if field_name is not None:
+                self.initial[field_name] = _initial_value(self.fields[field_name], value)
+
+    def _setup_datasets(self, user) -> None:
+        # Uploads are "upload:<id>" among the built-in names; only the user's own are offered, and of
+        # those (and the built-in ones) the page lists the ones that fit the chosen model.
+        self.uploaded_datasets = {
+            f"upload:{dataset.pk}": dataset for dataset in dataset_selectors.dataset_ready_list(user=user)
+        }
+        dataset_choices = [("", "None (random inputs)"), ("Built-in", [
+            (name, f"{name} \u2014 {spec.description}") for name, spec in BUILTIN_DATASETS.items()
+        ])]
+        if self.uploaded_datasets:
+            dataset_choices.append(("Your uploads", [
+                (key, _dataset_label(dataset)) for key, dataset in self.uploaded_datasets.items()
+            ]))
+        self.fields["dataset"].choices = dataset_choices
+        if not self.is_bound and self.initial.get("dataset") is None:
+            model = self._initial_model()
+            self.initial["dataset"] = self.dataset_fit(model)["default"] if model is not None else ""
+
+    def _initial_model(self):
+        models = self.fields["model"].queryset
+        chosen = self.initial.get("model")
+        if chosen not in (None, ""):
+            try:
+                return models.get(pk=getattr(chosen, "pk", chosen))
+            except (ModelArtifact.DoesNotExist, ValueError, TypeError):
+                pass
+        return models.first()
+
+    def _setup_device(self) -> None:
+        self.gpu_available = settings.CONDENSE_GPU_JOBS_WAIT or gpu_worker_alive()
+        gpu_label = "GPU" if self.gpu_available else f"GPU ({NO_GPU_HINT})"
+        field = self.fields["device"]
+        # The choice stays valid, so a GPU asked for anyway gets job_create's message naming the fix.
+        field.choices = [(Job.Device.AUTO, "Auto"), (Job.Device.CPU, "CPU"), (Job.Device.GPU, gpu_label)]
+        field.widget = _DeviceSelect(choices=field.choices,
+                                     unavailable=() if self.gpu_available else (Job.Device.GPU,))
+        if not self.gpu_available:
+            field.help_text += f" GPU: {NO_GPU_HINT}; start one to offer it (see Workers)."
+
+    def dataset_fit(self, model) -> dict:
+        """``{"datasets": [choice values that fit model], "default": the value to start from}``: a built-in
+        dataset that fits, else the user's upload whose samples have the model's input shape, else one that
+        fits, else "" (random inputs)."""
+        shape = list(model.input_shape)
+        builtin = [name for name in BUILTIN_DATASETS
+                   if not dataset_selectors.dataset_fit_error(shape, builtin=name)]
+        uploads = [key for key, upload in self.uploaded_datasets.items()
+                   if not dataset_selectors.dataset_fit_error(shape, upload=upload)]
+        # Samples of the model's own shape first: the others fit by resizing or reshaping.
+        exact = [key for key in uploads if self.uploaded_datasets[key].summary.get("sample_shape") == shape]
+        return {"datasets": builtin + uploads, "default": (builtin + exact + uploads + [""])[0]}
+
+    def model_infos(self) -> dict:
+        """Per ready model (by id): its input shape, the layers the picker offers and the datasets that fit;
+        the page reads it as JSON (``json_script``) when the model changes."""
+        return {str(model.pk): {"input_shape": list(model.input_shape),
+                                "layers": model_layer_picks(model.summary or {}), **self.dataset_fit(model)}
+                for model in self.fields["model"].queryset}
+
+    def algorithm_infos(self):
+        return [{**spec.as_dict(), "default_config_list": DEFAULT_CONFIG_LISTS.get(spec.kind, DEFAULT_CONFIG_LIST)}
+                for spec in self.algorithms]
+
+    def algorithm_controls(self) -> dict:
+        """Per algorithm: the sections it uses (:func:`algorithm_sections`), the bit widths it takes and its
+        granularity (a channel pruner cannot pick the layers whose channels stay); the page reads it as JSON
+        (``json_script``)."""
+        return {spec.name: {"sections": self.sections[spec.name], "bits": quant_bits_choices(spec),
+                            "granularity": spec.granularity}
+                for spec in self.algorithms}
 
     def param_bound_fields(self):
         """(bound field, space-separated algorithm names) for the template."""
         return [(self[field_name], " ".join(names)) for field_name, names in self.param_algorithms.items()]
 
     def training_bound_fields(self):
-        """(bound field, algorithms it applies to or "" for all those with training) for the template."""
-        return [(self[field_name], self._pruner_only if prop == "finetune_epochs" else "")
+        """(bound field, section: "finetune" for fine-tuning after pruning, else "training") for the template."""
+        return [(self[field_name], "finetune" if prop == "finetune_epochs" else "training")
                 for prop, field_name in self.training_fields.items()]
-
-    def speedup_algorithms(self) -> str:
-        return self._pruner_only
-
-    def algorithm_infos(self):
-        return [{**spec.as_dict(), "default_config_list": DEFAULT_CONFIG_LISTS.get(spec.kind, DEFAULT_CONFIG_LIST)}
-                for spec in self.algorithms]
 
     def clean_quantize_params(self):
         text = self.cleaned_data["quantize_params"].strip()
@@ -305,23 +483,39 @@ class JobForm(forms.Form):
             )
         return value
 
+    def clean_tags(self) -> list[str]:
+        # Comma-separated; job_create strips them and checks their count and length.
+        return self.cleaned_data["tags"].split(",")
+
+    def clean(self):
+        data = super().clean()
+        model, dataset = data.get("model"), data.get("dataset")
+        if model is not None and dataset:
+            upload = self.uploaded_datasets.get(dataset)
+            error = dataset_selectors.dataset_fit_error(
+                list(model.input_shape), builtin="" if upload is not None else dataset, upload=upload)
+            if error:
+                self.add_error("dataset", error)
+        return data
+
     def params(self) -> dict:
         """The chosen algorithm's ``params``: the config list plus the parameters
         its schema names (empty number fields are left to the schema default)."""
         data = self.cleaned_data
+        sections = self.sections[data["algorithm"]]
         params = {"config_list": data["config_list"]}
         for prop, field_name in self.spec_fields[data["algorithm"]].items():
             value = data.get(field_name)
             if value is None or value == "":
                 continue
             params[prop] = value
-        if data["algorithm"] in self.training_algorithms:
+        if "training" in sections:
             training = {prop: data.get(field_name) for prop, field_name in self.training_fields.items()
-                        if prop != "finetune_epochs" or data["algorithm"] in self._pruners}
+                        if prop != "finetune_epochs" or "finetune" in sections}
             training = {prop: value for prop, value in training.items() if value is not None and value != ""}
             if training:
                 params["training"] = training
-        if data.get("quantize_after") and data["algorithm"] in self.quantize_after_algorithms:
+        if data.get("quantize_after") and "quantize_after" in sections:
             params["quantization"] = {"algorithm": data["quantize_after"], "params": data.get("quantize_params") or {}}
         return params
 
@@ -333,9 +527,34 @@ class JobForm(forms.Form):
             "model": data["model"],
             "algorithm": data["algorithm"],
             "params": self.params(),
-            "speedup": data["speedup"],
+            "speedup": data["speedup"] and "speedup" in self.sections[data["algorithm"]],
             "dataset": "" if upload is not None else (data["dataset"] or ""),
             "dataset_upload": upload,
             "device": data["device"],
             "name": data["name"],
+            "tags": data["tags"],
         }
+
+
+def job_form_initial(job: Job) -> dict:
+    """The job form's initial values that make ``job`` again (clone): its model, algorithm, config list,
+    parameters, training, quantizer after, dataset, device, speed-up and tags, named "<name> (copy)"."""
+    params = dict(job.params)
+    initial = {
+        "model": job.model_id,
+        "algorithm": job.algorithm,
+        "config_list": json.dumps(params.pop("config_list", []), indent=1),
+        "speedup": job.speedup,
+        "dataset": f"upload:{job.dataset_upload_id}" if job.dataset_upload_id else job.dataset,
+        "device": job.device,
+        "tags": ", ".join(job.tags or []),
+        "name": f"{job.name} (copy)" if job.name else "",
+    }
+    quantization = params.pop("quantization", None)
+    if quantization:
+        initial["quantize_after"] = quantization.get("algorithm", "")
+        initial["quantize_params"] = json.dumps(quantization.get("params") or {})
+    for prop, value in (params.pop("training", None) or {}).items():
+        initial[f"training_{prop}"] = value
+    initial["params"] = params  # the algorithm's own: JobForm puts them in the fields it made for them
+    return initial

@@ -11,6 +11,7 @@ from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
 from django.http import Http404
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from webapp.common.exceptions import ServiceConflict
@@ -23,7 +24,8 @@ from webapp.jobs import services as job_services
 from webapp.modelhub import selectors as model_selectors
 from webapp.modelhub import services as model_services
 
-from .forms import DatasetUploadForm, JobForm, ModelUploadForm
+from .forms import DatasetUploadForm, JobForm, ModelUploadForm, job_form_initial
+from .job_reproduce import job_reproduce
 
 RECENT = 10
 TRACEBACK_HEADER = "Traceback (most recent call last)"
@@ -149,10 +151,20 @@ def job_create(request):
             else:
                 messages.success(request, f"Job #{job.pk} queued.")
                 return redirect("dashboard:job-detail", job_id=job.pk)
+    elif request.GET.get("clone"):
+        source = job_selectors.job_get(user=request.user, job_id=_int_or_404(request.GET["clone"]))
+        form = JobForm(user=request.user, initial=job_form_initial(source))
     else:
         form = JobForm(user=request.user, initial={"model": request.GET.get("model"),
                                                    "dataset": request.GET.get("dataset")})
     return render(request, "dashboard/job_form.html", {"form": form})
+
+
+def _int_or_404(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise Http404("no such job") from None
 
 
 @login_required
@@ -167,6 +179,7 @@ def job_detail(request, job_id: int):
         "last_log_id": logs[-1].pk if logs else 0,
         "traceback_entry": tracebacks[-1] if tracebacks else None,
         "max_attempts": settings.CONDENSE_JOB_MAX_ATTEMPTS,
+        "reproduce": job_reproduce(job, request.build_absolute_uri(reverse("api-jobs"))),
     })
 
 

@@ -55,6 +55,27 @@ def dataset_validation_source(dataset: Dataset) -> InspectedDataset:
     )
 
 
+def dataset_fit_error(input_shape, *, builtin: str = "", upload: Dataset | None = None) -> str:
+    """Why a built-in dataset or an upload cannot feed a model taking ``input_shape``, or "" when it can.
+
+    The rule is the engine's (``DatasetSource.check_fits``, which ``validate_recipe`` applies when
+    ``job_create`` refuses a job), asked of the same sources: the job form lists only what passes.
+
+    Example::
+
+        >>> dataset_fit_error([1, 8, 8], builtin="digits")
+        ''
+        >>> dataset_fit_error([3, 32, 32], builtin="digits")
+        "dataset 'digits' gives inputs of shape [1, 8, 8], but the model takes [3, 32, 32]"
+    """
+    source = dataset_validation_source(upload) if upload is not None else DatasetSource(builtin=builtin)
+    try:
+        source.check_fits(input_shape)
+    except ValueError as exc:
+        return str(exc)
+    return ""
+
+
 def builtin_dataset_list() -> list[dict]:
     """The built-in datasets in the shape the API lists uploads in (``id`` None, ``builtin`` True)."""
     rows = []

@@ -103,6 +103,30 @@ def _require_ready(what: str, upload) -> None:
         raise ValidationError(f"the {what} {upload.name!r} was rejected at upload: {upload.status_reason}")
 
 
+MAX_TAGS = 10
+MAX_TAG_CHARS = 40
+
+
+def job_tags_clean(tags) -> list[str]:
+    """A job's tags stripped, empty ones and repeats dropped; ``ValidationError`` past
+    :data:`MAX_TAGS` tags or :data:`MAX_TAG_CHARS` characters in one.
+
+    Example::
+
+        >>> job_tags_clean([" baseline ", "resnet", "", "baseline"])
+        ['baseline', 'resnet']
+    """
+    if not isinstance(tags, (list, tuple)) or not all(isinstance(tag, str) for tag in tags):
+        raise ValidationError('tags must be a list of strings, e.g. ["baseline", "50%"]')
+    cleaned = list(dict.fromkeys(tag.strip() for tag in tags if tag.strip()))
+    if len(cleaned) > MAX_TAGS:
+        raise ValidationError(f"at most {MAX_TAGS} tags, got {len(cleaned)}")
+    too_long = [tag for tag in cleaned if len(tag) > MAX_TAG_CHARS]
+    if too_long:
+        raise ValidationError(f"a tag has at most {MAX_TAG_CHARS} characters: {too_long[0][:60]!r} is longer")
+    return cleaned
+
+
 def job_create(
     *,
     owner,
@@ -114,9 +138,12 @@ def job_create(
     dataset_upload: Dataset | None = None,
     device: str = Job.Device.AUTO,
     name: str = "",
+    tags: list[str] | None = None,
     time_limit_s: int | None = None,
 ) -> Job:
     """Validate the recipe against the model, store the job and enqueue it on commit.
+
+    ``tags`` are free labels (see :func:`job_tags_clean`).
 
     The evaluation data is a built-in ``dataset`` name or an uploaded
     ``dataset_upload`` (the owner's), not both; its samples must fit the
@@ -133,6 +160,7 @@ def job_create(
             raise ValidationError("choose either a built-in dataset or an uploaded one, not both")
     if device not in Job.Device.values:
         raise ValidationError(f"device must be one of {', '.join(Job.Device.values)}")
+    tags = job_tags_clean(tags or [])
     queue = job_queue_for(device)  # refuses gpu when no GPU worker is alive
     blocked = fixed_batch_message(model.summary.get("batch"))  # the upload's inspection found it runs at batch 1 only
     if blocked:
@@ -162,6 +190,7 @@ def job_create(
             dataset_upload=dataset_upload,
             device=device,
             queue=queue,
+            tags=tags,
             time_limit_s=time_limit_s,
         )
         job_log(job.pk, "status: queued")
