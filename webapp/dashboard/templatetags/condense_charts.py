@@ -19,15 +19,17 @@ from django import template
 from django.utils.html import escape, format_html, format_html_join
 from django.utils.safestring import mark_safe
 
+from .condense_format import count
+
 register = template.Library()
 
 PALETTE = ["#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2", "#be185d", "#4d7c0f", "#92400e",
            "#475569"]
-WIDTH, HEIGHT = 640, 300
+WIDTH, HEIGHT = 560, 300
 #: Room around the plotting area: tick labels and the axis titles sit in the left and bottom margins.
 LEFT, RIGHT, TOP, BOTTOM = 64, 16, 12, 48
 AXIS_COLOUR, GRID_COLOUR, MUTED_COLOUR = "#94a3b8", "#e2e8f0", "#64748b"
-FONT_SIZE = 11
+FONT_SIZE, TITLE_SIZE = 12, 13
 
 
 def _scale(value: float, low: float, high: float, start: float, end: float) -> float:
@@ -110,18 +112,18 @@ def axes(frame: Frame, *, x_title: str, y_title: str, x_ticks: Iterable[tuple[fl
     parts.append(f'<line x1="{left}" y1="{bottom}" x2="{right}" y2="{bottom}" stroke="{AXIS_COLOUR}"/>')
     parts.append(f'<line x1="{left}" y1="{top}" x2="{left}" y2="{bottom}" stroke="{AXIS_COLOUR}"/>')
     parts.append(f'<text class="axis-title" data-axis="x" x="{(left + right) / 2:.1f}" y="{frame.height - 8}" '
-                 f'text-anchor="middle" font-size="12">{escape(x_title)}</text>')
+                 f'text-anchor="middle" font-size="{TITLE_SIZE}">{escape(x_title)}</text>')
     middle = (top + bottom) / 2
     parts.append(f'<text class="axis-title" data-axis="y" x="14" y="{middle:.1f}" text-anchor="middle" '
-                 f'font-size="12" transform="rotate(-90 14 {middle:.1f})">{escape(y_title)}</text>')
+                 f'font-size="{TITLE_SIZE}" transform="rotate(-90 14 {middle:.1f})">{escape(y_title)}</text>')
     return "".join(parts)
 
 
 def chart_svg(chart_id: str, frame: Frame, label: str, parts: Sequence[str]) -> str:
     """The ``<svg class="chart">`` element around a chart's parts (``label``: what it shows, for screen
-    readers)."""
-    return (f'<svg class="chart" id="{escape(chart_id)}" viewBox="0 0 {frame.width} {frame.height}" role="img" '
-            f'aria-label="{escape(label)}">{"".join(parts)}</svg>')
+    readers), in a ``div.chart-frame`` that scrolls sideways on a phone rather than shrink the text to dust."""
+    return (f'<div class="chart-frame"><svg class="chart" id="{escape(chart_id)}" viewBox="0 0 {frame.width} '
+            f'{frame.height}" role="img" aria-label="{escape(label)}">{"".join(parts)}</svg></div>')
 
 
 def legend(labels: Iterable[tuple[str, str]]) -> str:
@@ -179,6 +181,8 @@ def sensitivity_chart(report) -> str:
 
 #: Height of one layer's pair of bars in the per-layer chart, and the longest layer name shown whole.
 LAYER_ROW, LAYER_NAME_CHARS = 22, 26
+#: Right margin of the per-layer chart: room for the longest bar's label ("32.8 k → 16.4 k (50 %)").
+LAYER_LABEL_ROOM = 150
 BEFORE_COLOUR, AFTER_COLOUR = "#cbd5e1", "#2563eb"
 
 
@@ -202,7 +206,7 @@ def layer_chart(layers) -> str:
     x_ticks = nice_ticks(0.0, largest / divisor)
     left = 16 + 7 * max(len(_short(name)) for name, _, _ in rows) + 8
     frame = Frame(x_low=0.0, x_high=x_ticks[-1], y_low=len(rows), y_high=0.0,
-                  height=TOP + LAYER_ROW * len(rows) + BOTTOM, left=max(LEFT, left))
+                  height=TOP + LAYER_ROW * len(rows) + BOTTOM, left=max(LEFT, left), right=LAYER_LABEL_ROOM)
     names = [(index + 0.5, _short(name)) for index, (name, _, _) in enumerate(rows)]
     parts = [axes(frame, x_title=f"Parameters per layer ({unit})", y_title="Layer",
                   x_ticks=[(t, tick_text(t)) for t in x_ticks], y_ticks=names, grid=False)]
@@ -215,6 +219,10 @@ def layer_chart(layers) -> str:
                          f'x="{frame.left}" y="{top + offset:.1f}" width="{frame.x(value / divisor) - frame.left:.1f}" '
                          f'height="{bar:.1f}" fill="{colour}"><title>{escape(name)} {word}: {value:,.0f} '
                          'parameters</title></rect>')
+        # What the bars say in words, so that a layer too small to see still reads: "4.64 k → 1.17 k (25 %)".
+        kept = f"{count(before)} \u2192 {count(after)} ({after / before:.0%})" if after != before else count(before)
+        parts.append(f'<text class="bar-label" x="{frame.x(max(before, after) / divisor) + 4:.1f}" '
+                     f'y="{top + bar + 4:.1f}" font-size="{FONT_SIZE}">{escape(kept)}</text>')
     svg = chart_svg("layer-chart", frame, f"Parameters per layer ({unit}), before and after", parts)
     return format_html("{}{}", mark_safe(svg), legend([(BEFORE_COLOUR, "before"), (AFTER_COLOUR, "after")]))
 
@@ -266,4 +274,4 @@ def training_chart(finetune) -> str:
         charts.append(_line_chart("loss-chart", "Mean training loss per epoch of fine-tuning", losses,
                                   x_title="Epoch of fine-tuning", y_title="Training loss (mean per step)",
                                   colour=PALETTE[1]))
-    return mark_safe("".join(charts))
+    return mark_safe(f'<div class="chart-pair">{"".join(charts)}</div>')
