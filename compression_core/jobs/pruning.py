@@ -17,6 +17,7 @@ import torch.nn as nn
 from ..algorithms import AlgorithmSpec, get_algorithm
 from ..config import select_modules
 from ..data import holdout
+from ..evaluation import LossRecorder
 from ..io import save_model
 from ..pruning import sensitivity_csv
 from ..pruning.base import PRUNABLE_TYPES
@@ -188,33 +189,16 @@ def finetune_model(ctx: JobContext, model: nn.Module, teacher: nn.Module | None)
         metric = "accuracy" if ctx.train_data[1] is not None else "agreement with the original"
         result: dict[str, Any] = {"epochs": epochs, "metric": metric, "distillation": evaluator.teacher is not None,
                                   "pruned": evaluator.evaluate(model), "per_epoch": [], "history": []}
-        losses = _recorded_losses(evaluator)
+        losses = LossRecorder(evaluator)
         for epoch in range(1, epochs + 1):
             ctx.report("finetune", f"fine-tuning: epoch {epoch} of {epochs}", done=epoch, total=epochs)
-            losses.clear()
             evaluator.train(model, max_epochs=1)
             value = evaluator.evaluate(model)
             result["per_epoch"].append(value)
-            # One host sync per epoch, not per step: the losses stay on the device until here.
-            loss = float(torch.stack(losses).mean()) if losses else None
-            result["history"].append({"epoch": epoch, "loss": loss, "metric": value})
+            result["history"].append({"epoch": epoch, "loss": losses.epoch_mean(), "metric": value})
         model.eval()
         result["finetuned"] = result["per_epoch"][-1]
     return result
-
-
-def _recorded_losses(evaluator: Any) -> list[torch.Tensor]:
-    """Wrap ``evaluator``'s training step so each step's loss (detached) lands in the returned list."""
-    losses: list[torch.Tensor] = []
-    step = evaluator.training_step
-
-    def recorded_step(batch: Any, trained: nn.Module) -> torch.Tensor:
-        loss = step(batch, trained)
-        losses.append(loss.detach().float())
-        return loss
-
-    evaluator.training_step = recorded_step
-    return losses
 
 
 def export_pruned(ctx: JobContext, pruned: PrunedModel) -> list[Artifact]:

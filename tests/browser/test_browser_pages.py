@@ -14,8 +14,9 @@ L1_HALF = [{"op_types": ["Conv2d"], "sparse_ratio": 0.5}]
 #: Elements wider than the page, for the failure message: which one makes it scroll sideways.
 WIDEST = """() => [...document.querySelectorAll('body *')]
   .filter(e => e.getBoundingClientRect().right > document.documentElement.clientWidth + 1)
-  .slice(-8).map(e => e.tagName.toLowerCase() + (e.id ? '#' + e.id : '') + (e.className && e.className.baseVal === undefined
-     ? '.' + String(e.className).split(' ').join('.') : '') + ' ' + Math.round(e.getBoundingClientRect().right))"""
+  .slice(-8).map(e => e.tagName.toLowerCase() + (e.id ? '#' + e.id : '')
+     + (typeof e.className === 'string' && e.className ? '.' + e.className.split(' ').join('.') : '')
+     + ' ' + Math.round(e.getBoundingClientRect().right))"""
 
 
 @pytest.fixture

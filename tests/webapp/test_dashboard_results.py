@@ -19,7 +19,7 @@ JOBS = {
     "pruning": ("L1NormPruner", {"config_list": L1_HALF, "training": {"finetune_epochs": 2}}),
     "analysis": ("SensitivityAnalysis", {"config_list": L1_HALF, "sparsities": [0.25, 0.5, 0.75]}),
     "naive": ("NaiveQuantizer", {}),
-    "qat": ("QATQuantizer", {"epochs": 1}),
+    "qat": ("QATQuantizer", {"epochs": 2}),
 }
 
 
@@ -142,6 +142,25 @@ def test_training_chart_has_one_point_per_epoch_and_a_loss_curve(real_results):
     assert _titles(training) == {"x": "Epoch of fine-tuning", "y": "Accuracy (%)"}
     assert _titles(loss) == {"x": "Epoch of fine-tuning", "y": "Training loss (mean per step)"}
     assert max(_tick_values(training, "y")) >= finetune["finetuned"] * 100
+
+
+def test_training_chart_of_quantization_aware_training_draws_its_loss(real_results, client_in, digits_model,
+                                                                     no_enqueue):
+    from webapp.jobs.services import Status, job_create, job_transition
+
+    training = real_results["qat"]["metrics"]["quantization"]["training"]
+    svg = training_chart(training, "Epoch of quantization-aware training")
+    assert svg.count('<svg class="chart" id="training-chart"') == 1 and 'id="loss-chart"' not in svg
+    assert svg.count('class="point"') == training["epochs"] == len(training["history"]) == 2
+    assert _titles(svg) == {"x": "Epoch of quantization-aware training", "y": "Training loss (mean per step)"}
+
+    job = job_create(owner=digits_model.owner, model=digits_model, algorithm="QATQuantizer",
+                     params=JOBS["qat"][1], dataset="digits")
+    job_transition(job.pk, to=Status.RUNNING, stage="starting")
+    job_transition(job.pk, to=Status.SUCCEEDED, progress=1.0, stage="done", metrics=real_results["qat"]["metrics"])
+    html = client_in.get(f"/jobs/{job.pk}/").content.decode()
+    section = html[html.index('id="quantization-training"'):html.index("Bits per layer")]
+    assert section.count('class="point"') == 2
 
 
 def test_training_chart_of_a_job_without_history_draws_the_metric_only():

@@ -253,25 +253,26 @@ def _line_chart(chart_id: str, label: str, points: list[tuple[float, float]], *,
 
 
 @register.simple_tag
-def training_chart(finetune) -> str:
-    """The fine-tuning curve (``finetune``: a job's ``metrics.finetune``): the metric after each epoch in %,
-    from the pruned model's (epoch 0), and where the loss was recorded (``history``) the mean training loss
-    per epoch as a second chart, ``svg#loss-chart``."""
-    finetune = finetune or {}
-    history = [h for h in finetune.get("history") or [] if isinstance(h, dict)]
-    values = [h.get("metric") for h in history] if history else list(finetune.get("per_epoch") or [])
+def training_chart(training, x_title: str = "Epoch of fine-tuning") -> str:
+    """A training curve, per epoch: ``training`` is a job's ``metrics.finetune`` (the metric after each epoch,
+    in %, from the pruned model's at epoch 0, and the mean training loss) or ``metrics.quantization.training``
+    (a quantization-aware training's loss). The first chart is ``svg#training-chart``; the loss, when the
+    metric is drawn too, is a second one beside it, ``svg#loss-chart``."""
+    training = training or {}
+    history = [h for h in training.get("history") or [] if isinstance(h, dict)]
+    values = [h.get("metric") for h in history] if history else list(training.get("per_epoch") or [])
     points = [(float(epoch), v * 100) for epoch, v in enumerate(values, start=1) if _finite(v) is not None]
-    if not points:
-        return ""
-    metric = str(finetune.get("metric") or "accuracy").capitalize()
-    pruned = _finite(finetune.get("pruned"))
-    charts = [_line_chart("training-chart", f"{metric} (%) after each epoch of fine-tuning", points,
-                          x_title="Epoch of fine-tuning", y_title=f"{metric} (%)", colour=PALETTE[0],
-                          start=(0.0, pruned * 100) if pruned is not None else None)]
     losses = [(float(h["epoch"]), float(h["loss"])) for h in history
               if _finite(h.get("epoch")) is not None and _finite(h.get("loss")) is not None]
+    charts = []
+    if points:
+        metric = str(training.get("metric") or "accuracy").capitalize()
+        pruned = _finite(training.get("pruned"))
+        charts.append(_line_chart("training-chart", f"{metric} (%) after each epoch", points, x_title=x_title,
+                                  y_title=f"{metric} (%)", colour=PALETTE[0],
+                                  start=(0.0, pruned * 100) if pruned is not None else None))
     if losses:
-        charts.append(_line_chart("loss-chart", "Mean training loss per epoch of fine-tuning", losses,
-                                  x_title="Epoch of fine-tuning", y_title="Training loss (mean per step)",
+        charts.append(_line_chart("loss-chart" if charts else "training-chart", "Mean training loss per epoch",
+                                  losses, x_title=x_title, y_title="Training loss (mean per step)",
                                   colour=PALETTE[1]))
-    return mark_safe(f'<div class="chart-pair">{"".join(charts)}</div>')
+    return mark_safe(f'<div class="chart-pair">{"".join(charts)}</div>') if charts else ""
