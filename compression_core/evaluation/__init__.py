@@ -3,7 +3,8 @@
 - :mod:`.loops`: the engine's one minibatch training loop (:func:`train_loop`)
   and one batched inference loop (:func:`predict_logits`, :func:`accuracy`).
 - :class:`TorchEvaluator` (NNI 3.0's idea): wrap your own training function,
-  optimizer (or factory), training step and evaluating function.
+  optimizer (or factory), training step and evaluating function;
+  :class:`LossRecorder` keeps its training loss per epoch (a job's training curve).
 - :class:`TensorDataEvaluator` / :func:`tensor_evaluator`: a ready-made one for
   tensors in memory, with knowledge distillation from a teacher and a
   fidelity objective for unlabelled data.
@@ -19,7 +20,7 @@ Example::
     True
 """
 
-from .evaluator import TorchEvaluator
+from .evaluator import LossRecorder, TorchEvaluator
 from .loops import accuracy, output_logits, predict_logits, steps_per_epoch, train_loop
 from .options import TRAINING_SCHEMA, TrainingOptions
 from .tensor_data import (
@@ -31,6 +32,7 @@ from .tensor_data import (
 from .training import evaluate_accuracy, train_classifier, train_digits_cnn
 
 __all__ = [
+    "LossRecorder",
     "OPTIMIZERS",
     "TRAINING_SCHEMA",
     "TrainingOptions",

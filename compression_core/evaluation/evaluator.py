@@ -268,3 +268,34 @@ class TorchEvaluator:
         # A bound method, as LR schedulers expect to find on an optimizer.
         return types.MethodType(step, optimizer)
 
+
+
+class LossRecorder:
+    """The training loss of each step an evaluator takes, averaged per epoch: a job's training curve.
+
+    It wraps ``evaluator.training_step`` (the loss before loss terms are added); the losses stay on their
+    device until :meth:`epoch_mean`, one host sync per epoch rather than per step. With the evaluator of
+    this module's example::
+
+        >>> recorder = LossRecorder(evaluator)
+        >>> evaluator.train(nn.Linear(4, 2), max_epochs=1)
+        4
+        >>> recorder.epoch_mean() > 0
+        True
+    """
+
+    def __init__(self, evaluator: TorchEvaluator):
+        self._losses: list[torch.Tensor] = []
+        step = evaluator.training_step
+
+        def recorded_step(batch: Any, model: nn.Module) -> torch.Tensor:
+            loss = step(batch, model)
+            self._losses.append(loss.detach().float())
+            return loss
+
+        evaluator.training_step = recorded_step
+
+    def epoch_mean(self) -> float | None:
+        """The mean loss of the steps since the last call (None when there were none); starts a new epoch."""
+        losses, self._losses = self._losses, []
+        return float(torch.stack(losses).mean()) if losses else None

@@ -17,6 +17,7 @@ import torch.nn as nn
 from ..algorithms import AlgorithmSpec, get_algorithm
 from ..config import select_modules
 from ..data import holdout
+from ..evaluation import LossRecorder
 from ..io import save_model
 from ..pruning import sensitivity_csv
 from ..pruning.base import PRUNABLE_TYPES
@@ -65,6 +66,10 @@ def prune_and_measure(ctx: JobContext, model: nn.Module) -> PrunedModel:
         pruner = _build_pruner(ctx, model, config_list, teacher)
         _, masks = pruner.compress()
     search = dict(pruner.report) if ctx.spec.searches_target else {}
+    if search:
+        # What the search's sensitivity curves measure (the page titles its chart's axis with it).
+        labelled = ctx.train_data is not None and ctx.train_data[1] is not None
+        search["metric"] = "accuracy" if labelled else "agreement with the original"
     finetune = None
     if ctx.training.finetune_epochs and not ctx.recipe.speedup:
         # The masking hooks stay on while fine-tuning, so pruned weights stay zero.
@@ -172,17 +177,25 @@ def speed_up(ctx: JobContext, model: nn.Module, masks: dict) -> tuple[nn.Module,
 
 
 def finetune_model(ctx: JobContext, model: nn.Module, teacher: nn.Module | None) -> dict[str, Any]:
-    """Fine-tune the pruned model epoch by epoch (reporting each, so a job can be cancelled between them)."""
+    """Fine-tune the pruned model epoch by epoch (reporting each, so a job can be cancelled between them).
+
+    Besides the metric after each epoch (``per_epoch``), ``history`` keeps the training curve the job page
+    draws: ``[{"epoch": 1, "loss": 0.41, "metric": 0.93}, ...]``, the loss being the mean of the epoch's
+    training steps (the training step's loss: cross-entropy or distillation).
+    """
     epochs = ctx.training.finetune_epochs
     with ctx.timed("finetune_s"):
         evaluator = ctx.training.evaluator(ctx.train_data, ctx.test_data, teacher, for_finetuning=True)
         metric = "accuracy" if ctx.train_data[1] is not None else "agreement with the original"
         result: dict[str, Any] = {"epochs": epochs, "metric": metric, "distillation": evaluator.teacher is not None,
-                                  "pruned": evaluator.evaluate(model), "per_epoch": []}
+                                  "pruned": evaluator.evaluate(model), "per_epoch": [], "history": []}
+        losses = LossRecorder(evaluator)
         for epoch in range(1, epochs + 1):
             ctx.report("finetune", f"fine-tuning: epoch {epoch} of {epochs}", done=epoch, total=epochs)
             evaluator.train(model, max_epochs=1)
-            result["per_epoch"].append(evaluator.evaluate(model))
+            value = evaluator.evaluate(model)
+            result["per_epoch"].append(value)
+            result["history"].append({"epoch": epoch, "loss": losses.epoch_mean(), "metric": value})
         model.eval()
         result["finetuned"] = result["per_epoch"][-1]
     return result

@@ -33,7 +33,7 @@ import torch.nn as nn
 from ..algorithms import AlgorithmSpec, QuantizedForm, get_algorithm
 from ..analysis import output_fidelity
 from ..data import holdout
-from ..evaluation import TrainingOptions, steps_per_epoch
+from ..evaluation import LossRecorder, TrainingOptions, steps_per_epoch
 from ..io import export_dynamic_int8_onnx, export_int8_onnx, onnx_session, save_model
 from ..quantization import export_calibration, save_packed
 from .context import JobContext
@@ -84,8 +84,9 @@ def quantize(ctx: JobContext, model: nn.Module, algorithm: str, params: dict[str
         # PyTorch's int8 kernels (x86, fbgemm, qnnpack) exist only on the CPU and converting packs the weights
         # for them, so an int8 quantizer observes, trains (QAT) and converts a CPU copy of a GPU job's model.
         model = on_cpu(model)
+    history: list[dict[str, Any]] = []  # a trained quantizer's loss per epoch (the page's training curve)
     with ctx.timed("quantize_s"):
-        quantizer = _build_quantizer(ctx, spec, params, model, teacher)
+        quantizer = _build_quantizer(ctx, spec, params, model, teacher, history)
         if spec.trains:
             quantized, calibration_config = quantizer.compress(max_epochs=params["epochs"])
         else:
@@ -119,6 +120,7 @@ def quantize(ctx: JobContext, model: nn.Module, algorithm: str, params: dict[str
         "layers": layer_bits(calibration_config, report),
         "kept_float": dict(report.kept_float),
         "calibration_batches": report.calibration_batches,
+        **({"training": {"epochs": params["epochs"], "history": history}} if spec.trains else {}),
     }
     return Quantized(metrics, after, deliverable.get("fidelity"), artifacts)
 
@@ -199,22 +201,25 @@ def _simulated_forms(ctx: JobContext, algorithm: str, quantized: nn.Module, cali
 
 
 def _build_quantizer(ctx: JobContext, spec: AlgorithmSpec, params: dict[str, Any], model: nn.Module,
-                     teacher: nn.Module | None) -> Any:
+                     teacher: nn.Module | None, history: list[dict[str, Any]]) -> Any:
     kwargs = spec.constructor_kwargs(params)
     if spec.trains:
         # The quantizer's own training options (in a chain, not the pruner's).
         training = TrainingOptions.from_params(params.get("training"))
         fit, validation = holdout(ctx.train_data)
         evaluator = training.evaluator(fit, validation, teacher, for_finetuning=True)
-        evaluator.step_hooks.append(_epoch_reporter(ctx, params["epochs"], len(fit[0]), training.batch_size))
+        evaluator.step_hooks.append(_epoch_reporter(ctx, params["epochs"], len(fit[0]), training.batch_size,
+                                                    LossRecorder(evaluator), history))
         kwargs["evaluator"] = evaluator
     elif spec.needs_data_for(params):
         kwargs["calibration_data"] = ctx.train_data[0][:CALIBRATION_SAMPLES]
     return spec.factory(model, params.get("config_list"), **kwargs)
 
 
-def _epoch_reporter(ctx: JobContext, epochs: int, samples: int, batch_size: int) -> Callable[[nn.Module], None]:
-    """A step hook reporting each finished epoch of quantization-aware training (where a job can be cancelled)."""
+def _epoch_reporter(ctx: JobContext, epochs: int, samples: int, batch_size: int, losses: LossRecorder,
+                    history: list[dict[str, Any]]) -> Callable[[nn.Module], None]:
+    """A step hook reporting each finished epoch of quantization-aware training (where a job can be cancelled),
+    and adding its mean training loss to ``history`` (``{"epoch": 1, "loss": 0.41}``)."""
     per_epoch = steps_per_epoch(samples, batch_size)
     steps = {"done": 0}
 
@@ -222,6 +227,7 @@ def _epoch_reporter(ctx: JobContext, epochs: int, samples: int, batch_size: int)
         steps["done"] += 1
         if steps["done"] % per_epoch == 0:
             epoch = steps["done"] // per_epoch
+            history.append({"epoch": epoch, "loss": losses.epoch_mean()})
             ctx.report("quantize", f"quantization-aware training: epoch {epoch} of {epochs}", done=epoch,
                        total=epochs)
 

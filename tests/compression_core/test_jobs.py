@@ -164,6 +164,10 @@ def test_fine_tuning_recovers_accuracy_and_is_reported(tmp_path):
     finetune = result.metrics["finetune"]
     assert finetune["epochs"] == 3 and finetune["distillation"] is True and finetune["metric"] == "accuracy"
     assert len(finetune["per_epoch"]) == 3
+    # The training curve: each epoch's mean training loss beside its metric.
+    assert [entry["epoch"] for entry in finetune["history"]] == [1, 2, 3]
+    assert [entry["metric"] for entry in finetune["history"]] == finetune["per_epoch"]
+    assert all(isinstance(entry["loss"], float) and entry["loss"] > 0 for entry in finetune["history"])
     assert finetune["finetuned"] > finetune["pruned"] + 0.1
     assert result.metrics["after"]["accuracy"] == pytest.approx(finetune["finetuned"])
     assert result.metrics["after"]["accuracy"] > 0.9

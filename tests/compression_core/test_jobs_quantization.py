@@ -77,6 +77,9 @@ def test_qat_job_trains_then_converts(tmp_path):
     assert result.metrics["quantization"]["mode"] == "qat"
     assert "quantizing with QATQuantizer" in progress
     assert "quantization-aware training: epoch 1 of 1" in progress
+    # The training curve: the epoch's mean training loss.
+    history = result.metrics["quantization"]["training"]["history"]
+    assert [entry["epoch"] for entry in history] == [1] and history[0]["loss"] > 0
     assert result.timings["quantize_s"] > 0
 
 

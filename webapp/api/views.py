@@ -65,7 +65,11 @@ class ModelDetailView(APIView):
     def get(self, request, model_id: int):
         return Response(s.ModelOutputSerializer(model_selectors.model_get(user=request.user, model_id=model_id)).data)
 
-    @extend_schema(responses={204: None, 409: CONFLICT})
+    @extend_schema(responses={204: None, 409: CONFLICT}, description=(
+        "Delete the model and its file. Refused (409) while jobs refer to it, since a job keeps the model its "
+        "results describe: cancel its queued or running jobs, delete its jobs, then the model; the detail names "
+        "them, e.g. \"the model is used by job #12 (running) and #14 (queued); cancel them first, then delete "
+        "them\"."))
     def delete(self, request, model_id: int):
         model_services.model_delete(model=model_selectors.model_get(user=request.user, model_id=model_id))
         return Response(status=status.HTTP_204_NO_CONTENT)
@@ -97,7 +101,9 @@ class JobDetailView(APIView):
     def get(self, request, job_id: int):
         return Response(s.JobOutputSerializer(job_selectors.job_get(user=request.user, job_id=job_id)).data)
 
-    @extend_schema(responses={204: None, 409: CONFLICT})
+    @extend_schema(responses={204: None, 409: CONFLICT}, description=(
+        "Delete a finished job (succeeded, failed or cancelled) with its results and downloads. Refused (409) "
+        "while it is queued or running: cancel it first."))
     def delete(self, request, job_id: int):
         job_services.job_delete(job=job_selectors.job_get(user=request.user, job_id=job_id))
         return Response(status=status.HTTP_204_NO_CONTENT)

@@ -18,5 +18,6 @@ urlpatterns = [
     path("jobs/new/", views.job_create, name="job-create"),
     path("jobs/<int:job_id>/", views.job_detail, name="job-detail"),
     path("jobs/<int:job_id>/cancel/", views.job_cancel, name="job-cancel"),
+    path("jobs/<int:job_id>/delete/", views.job_delete, name="job-delete"),
     path("jobs/<int:job_id>/download/<str:name>", views.job_download, name="job-download"),
 ]

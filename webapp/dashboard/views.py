@@ -200,6 +200,19 @@ def job_cancel(request, job_id: int):
 
 
 @login_required
+@require_POST
+def job_delete(request, job_id: int):
+    job = job_selectors.job_get(user=request.user, job_id=job_id)
+    try:
+        job_services.job_delete(job=job)
+    except ServiceConflict as exc:
+        messages.error(request, f"Job #{job.pk} was not deleted: {exc}.")
+        return redirect("dashboard:job-detail", job_id=job.pk)
+    messages.success(request, f"Job #{job_id} deleted, with its results and downloads.")
+    return redirect("dashboard:job-list")
+
+
+@login_required
 def job_download(request, job_id: int, name: str):
     job = job_selectors.job_get(user=request.user, job_id=job_id)
     try:

@@ -262,10 +262,53 @@ def model_inspection_sweep() -> tuple[list[int], list[int]]:
     return inspection_sweep(ModelArtifact, INSPECT_MODEL_TASK, _model_reject)
 
 
+#: How many jobs a refusal to delete names before it says "and N more".
+NAMED_JOBS = 8
+
+
 def model_delete(*, model: ModelArtifact) -> None:
-    if model.jobs.exists():
-        raise ServiceConflict("this model has jobs; delete its jobs first")
-    folder = posixpath.dirname(model.file.name) if model.file else None
-    model.delete()
-    if folder:
-        transaction.on_commit(lambda: storage_delete_prefix(folder))
+    """Delete a model and its file, unless jobs still refer to it.
+
+    A job keeps its model (``Job.model`` is PROTECT: its results describe that model), so the model goes
+    only once its jobs are gone: a queued or running job must be cancelled first, then every job deleted
+    (each job page has Delete). The refusal names them, e.g. "the model is used by job #12 (running) and
+    #14 (queued); cancel them first, then delete them". Raises :class:`ServiceConflict` (HTTP 409).
+    """
+    with transaction.atomic():
+        # Locks the row while the jobs are counted; a job created meanwhile still meets Job.model's PROTECT.
+        locked = ModelArtifact.objects.select_for_update().filter(pk=model.pk).first()
+        if locked is None:
+            return
+        # Through the reverse relation: jobs sit above models and modelhub does not import them. A job is
+        # queued or running exactly while it has no finished_at (every terminal transition sets it).
+        jobs = list(locked.jobs.order_by("pk").values_list("pk", "status", "finished_at"))
+        if jobs:
+            raise ServiceConflict(_jobs_in_the_way(jobs))
+        folder = posixpath.dirname(locked.file.name) if locked.file else None
+        locked.delete()
+        if folder:
+            transaction.on_commit(lambda: storage_delete_prefix(folder))
+
+
+def _named_jobs(jobs: list[tuple[int, str]]) -> str:
+    """[(12, "running"), (14, "queued")] -> "job #12 (running) and #14 (queued)"."""
+    names = [f"#{pk} ({status})" for pk, status in jobs[:NAMED_JOBS]]
+    if len(jobs) > NAMED_JOBS:
+        names.append(f"{len(jobs) - NAMED_JOBS} more")
+    listed = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+    return f"{'job' if len(jobs) == 1 else 'jobs'} {listed}"
+
+
+def _jobs_in_the_way(jobs: list[tuple[int, str, object]]) -> str:
+    """Why a model cannot be deleted yet: which jobs use it and what to do with each."""
+    active = [(pk, status) for pk, status, finished_at in jobs if finished_at is None]
+    finished = [(pk, status) for pk, status, finished_at in jobs if finished_at is not None]
+    if active:
+        them = "it" if len(active) == 1 else "them"
+        text = f"the model is used by {_named_jobs(active)}; cancel {them} first, then delete {them}"
+        if finished:
+            text += f" and finished {_named_jobs(finished)}"
+        return text + " (a job keeps the model its results describe)"
+    those = "that job" if len(finished) == 1 else "those jobs"
+    return (f"the model has finished {_named_jobs(finished)}, whose results describe it; delete {those} "
+            "first (each job's page has Delete)")

@@ -215,13 +215,19 @@ def metric_rows(metrics) -> list[dict]:
     A latency row takes its ratio, interval and colour from the job's paired
     timing (``metrics.latency``); without one (jobs measured before it existed)
     its ratio is left uncoloured, since two medians timed apart prove nothing.
+
+    A job that compressed the model (``before`` and ``after``) gets the rows
+    measured on both sides; one that only measured it (a sensitivity analysis:
+    ``before`` alone) gets that side's rows, and the page shows them without
+    the after columns. A row is never all dashes.
     """
     metrics = metrics or {}
     headlines = _headline_rows(metrics.get("latency"))
     before = metrics.get("before") or {}
     after = metrics.get("after") or {}
     keys = [k for k in {**before, **after} if not k.startswith("_")]
-    keys = [k for k in keys if _number(before.get(k)) is not None or _number(after.get(k)) is not None]
+    measured = [side for side in (before, after) if side]
+    keys = [k for k in keys if all(_number(side.get(k)) is not None for side in measured)]
     rows = []
     for key in sorted(keys, key=_sort_key):
         label, fmt = _describe(key)
