@@ -92,9 +92,15 @@ def test_upload_compress_watch_and_download(page, live_server, user, celery_work
     page.click("#job-submit")
     page.wait_for_url(re.compile(r".*/jobs/\d+/$"))
     assert page.get_attribute("#job-status", "data-status") in ("queued", "running", "succeeded")
+    # Until it ends, the page shows the time so far and the estimate (read at once: a finished job reloads).
+    status, elapsed, eta = page.evaluate("() => [document.getElementById('job-status').dataset.status, "
+                                         "!!document.getElementById('job-elapsed'), "
+                                         "!!document.getElementById('job-eta')]")
+    assert elapsed and (eta or status == "succeeded")
 
     _wait_until_finished(page, celery_worker_process)
     assert page.text_content("#job-status").strip() == "succeeded"
+    assert re.fullmatch(r"\d+\s\w+", page.inner_text("#job-elapsed").strip())  # "0 minutes": the run's length
     assert page.get_attribute("#job-progress", "value") in ("1", "1.0", "1.000000")
     assert page.locator("#cancel-button").count() == 0
     log_text = page.inner_text("#job-log")
