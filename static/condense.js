@@ -99,7 +99,7 @@
     var stage = job.progress_detail || {};
     if (detail && stage.stage && stage.stage_started_at) {
       var since = (Date.now() - Date.parse(stage.stage_started_at)) / 1000;
-      detail.textContent = "(" + stage.stage.replace(/_/g, " ") + " for " + duration(since) + ")";
+      detail.textContent = "(this stage: " + duration(since) + ")";
     }
   }
 

@@ -51,6 +51,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ..algorithms import AlgorithmKind, AlgorithmSpec, QuantizedForm, get_algorithm
 from ..evaluation import TrainingOptions, steps_per_epoch
 
 #: Every stage a job can pass, in the order jobs pass them. Analysis jobs go from ``measure_original`` to
@@ -105,10 +106,10 @@ class ProgressPlan:
         self.stages: dict[str, PlannedStage] = {name: given.get(name, PlannedStage(name)) for name in STAGES}
 
     @classmethod
-    def for_job(cls, spec: Any, params: Mapping[str, Any], *, training: TrainingOptions, train_samples: int,
-                speedup: bool, latency_rows: int, latency_budget_s: float) -> "ProgressPlan":
-        """The plan of a job from its algorithm's spec (:class:`~..algorithms.AlgorithmSpec`), validated params
-        and data size; ``latency_rows`` is the batch sizes timed per form (times :data:`LATENCY_FORMS`).
+    def for_job(cls, spec: AlgorithmSpec, params: Mapping[str, Any], *, training: TrainingOptions,
+                train_samples: int, speedup: bool, latency_rows: int, latency_budget_s: float) -> "ProgressPlan":
+        """The plan of a job from its algorithm's spec, validated params and data size; ``latency_rows`` is the
+        batch sizes timed per form (times :data:`LATENCY_FORMS`).
 
         Example::
 
@@ -119,14 +120,13 @@ class ProgressPlan:
             >>> plan.stages["finetune"].steps, round(plan.fractions()["finetune"][0], 3)
             (18760, 0.009)
         """
-        kind = spec.kind.value
         stages = [PlannedStage("load", STAGE_SECONDS["load"]),
                   PlannedStage("measure_original", STAGE_SECONDS["measure_original"])]
-        if kind == "analysis":
+        if spec.kind == AlgorithmKind.ANALYSIS:
             trials = len(params.get("sparsities") or [0.5]) * ANALYSED_GROUPS_GUESS
             return cls([*stages, PlannedStage("analyse", trials * EVALUATION_S)])
         then = params.get("quantization")
-        if kind == "pruning":
+        if spec.kind == AlgorithmKind.PRUNING:
             per_epoch = steps_per_epoch(max(train_samples, 1), training.batch_size)
             if params.get("dependency_aware"):
                 stages.append(PlannedStage("dependency_groups", STAGE_SECONDS["dependency_groups"]))
@@ -138,13 +138,13 @@ class ProgressPlan:
                                            steps=training.finetune_epochs * per_epoch))
             stages += [PlannedStage("measure_compressed", STAGE_SECONDS["measure_compressed"]),
                        PlannedStage("export", STAGE_SECONDS["export"])]
-        if kind == "quantization" or then:
-            quantizer = get_quantizer_spec(spec, then)
+        if spec.kind == AlgorithmKind.QUANTIZATION or then:
+            quantizer = get_algorithm(then["algorithm"]) if then else spec
             quantizer_params = then["params"] if then else params
             stages += [PlannedStage("quantize", STAGE_SECONDS["quantize"],
                                     steps=quantizer_training_steps(quantizer, quantizer_params, train_samples)),
                        PlannedStage("measure_quantized", STAGE_SECONDS["measure_quantized"])]
-            if quantizer.quantized_form.value == "int8":
+            if quantizer.quantized_form == QuantizedForm.INT8:
                 stages.append(PlannedStage("export_int8_onnx", STAGE_SECONDS["export_int8_onnx"]))
         # Each row runs its fewest rounds, then goes on until its interval is tight or its budget is spent.
         stages.append(PlannedStage("measure_latency", LATENCY_FORMS * latency_rows * latency_budget_s))
@@ -173,17 +173,7 @@ class ProgressPlan:
         return spans
 
 
-def get_quantizer_spec(spec: Any, then: Mapping[str, Any] | None) -> Any:
-    """The quantizer's spec: the job's own, or the one a pruning job runs after pruning."""
-    if not then:
-        return spec
-    # The registry imports every algorithm; the plan needs it only for chains, once per job.
-    from ..algorithms import get_algorithm
-
-    return get_algorithm(then["algorithm"])
-
-
-def pruner_training_steps(spec: Any, params: Mapping[str, Any]) -> int:
+def pruner_training_steps(spec: AlgorithmSpec, params: Mapping[str, Any]) -> int:
     """Optimizer steps a pruner that trains is expected to take: ``training_steps`` per round, times its rounds
     (a searching pruner's candidates are not counted: its measured rate corrects the estimate)."""
     if not spec.needs_data or "training_steps" not in params:
@@ -192,7 +182,7 @@ def pruner_training_steps(spec: Any, params: Mapping[str, Any]) -> int:
     return int(params["training_steps"]) * int(rounds) * int(params.get("admm_iterations") or 1)
 
 
-def quantizer_training_steps(spec: Any, params: Mapping[str, Any], train_samples: int) -> int:
+def quantizer_training_steps(spec: AlgorithmSpec, params: Mapping[str, Any], train_samples: int) -> int:
     """Optimizer steps of a quantizer that trains: its epochs over the fit part of the train split."""
     if not spec.trains:
         return 0
