@@ -17,7 +17,8 @@ measures, in one place:
   windows, the rest of a fine-tuning is known);
 - training ahead: the seconds per step measured in the last training stage;
 - fixed stages ahead: their defaults scaled by the pace of the fixed stages done
-  (actual over planned seconds).
+  (actual over planned seconds, with :data:`PACE_PRIOR_S` of default-paced work
+  counted in).
 
 The estimate of the time left (``eta_s``) is ``None`` until those rates have a
 basis: a fixed stage done, and training timed between two reports of a stage when
@@ -69,6 +70,8 @@ STAGE_SECONDS: dict[str, float] = {
 }
 #: Default seconds of one optimizer step, until the job has timed its own.
 STEP_S = 0.05
+#: Seconds of work at the default pace counted into the measured pace (so the first stages done only nudge it).
+PACE_PRIOR_S = 3.0
 #: Default seconds of one evaluation of the metric (per fine-tuning epoch, per sensitivity trial).
 EVALUATION_S = 0.5
 #: Layer groups a sensitivity analysis is guessed to try before it says how many (it reports its total).
@@ -208,8 +211,7 @@ class ProgressEstimate:
         self.stage_started_at = time.time()
         self.anchor: tuple[float, float] | None = None  # (time, share) of the stage's first measured point
         self.step_s: float | None = None  # measured seconds per training step
-        self.fixed_actual_s = 0.0  # seconds the finished fixed stages took ...
-        self.fixed_planned_s = 0.0  # ... and their plan's estimate
+        self.finished: dict[str, float] = {}  # seconds each finished stage took
 
     def replan(self, plan: ProgressPlan) -> None:
         """Use ``plan`` for the work left (once the job's data and params are known); the bar stays where it is."""
@@ -217,10 +219,15 @@ class ProgressEstimate:
 
     @property
     def pace(self) -> float | None:
-        """Actual over planned seconds of the fixed stages done, ``None`` before one is done."""
-        if self.fixed_planned_s <= 0:
+        """Actual over planned seconds of the fixed stages done (by the plan in use: the job's own, once the
+        runner has it), ``None`` before one is done."""
+        fixed = [(actual, self.plan.stages[stage]) for stage, actual in self.finished.items()]
+        fixed = [(actual, stage.seconds) for actual, stage in fixed if not stage.steps and stage.seconds]
+        if not fixed:
             return None
-        return self.fixed_actual_s / self.fixed_planned_s
+        # PACE_PRIOR_S of default-paced work counted in: one quick stage does not make the rest look free.
+        actual_s, planned_s = sum(actual for actual, _ in fixed), sum(planned for _, planned in fixed)
+        return (actual_s + PACE_PRIOR_S) / (planned_s + PACE_PRIOR_S)
 
     def update(self, stage: str, share: float) -> Estimate:
         """Move to ``share`` (0 to 1) of ``stage``; the bar never goes back, to an earlier stage or within one."""
@@ -286,12 +293,8 @@ class ProgressEstimate:
 
     def _leave(self, now: float) -> None:
         """Book the stage in progress as finished (a fixed stage's time sets the pace)."""
-        if self.stage is None:
-            return
-        planned = self.plan.stages[self.stage]
-        if not planned.steps and planned.seconds > 0:
-            self.fixed_actual_s += now - self.stage_started
-            self.fixed_planned_s += planned.seconds
+        if self.stage is not None:
+            self.finished[self.stage] = now - self.stage_started
 
     def _has_basis(self) -> bool:
         """A fixed stage done, and training timed (over two points of a stage) if there is training left."""

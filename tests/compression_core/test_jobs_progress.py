@@ -9,7 +9,7 @@ import pytest
 from compression_core.algorithms import get_algorithm
 from compression_core.evaluation import TrainingOptions
 from compression_core.jobs import ModelSource, Recipe, run_job, stages
-from compression_core.jobs.progress import STAGES, PlannedStage, ProgressEstimate, ProgressPlan
+from compression_core.jobs.progress import PACE_PRIOR_S, STAGES, PlannedStage, ProgressEstimate, ProgressPlan
 from compression_core.jobs.stages import Reporter
 
 L1_HALF = {"config_list": [{"op_types": ["Conv2d"], "sparse_ratio": 0.5}]}
@@ -75,7 +75,7 @@ def test_the_estimate_waits_for_a_basis_then_follows_the_measured_rate():
     clock = FakeClock()
     estimate = ProgressEstimate(plan, clock=clock)
     seen = [estimate.update("load", 0.0)]
-    clock.now = 4.0  # loading took twice its plan: the fixed stages ahead are expected at that pace
+    clock.now = 4.0  # loading took twice its plan, and so will measuring: the fixed stages ahead go at that pace
     seen.append(estimate.update("measure_original", 0.0))
     assert [e.eta_s for e in seen] == [None, None]  # fine-tuning ahead, no training step timed
     clock.now = 8.0
@@ -84,12 +84,14 @@ def test_the_estimate_waits_for_a_basis_then_follows_the_measured_rate():
     clock.now = 18.0  # the first point: the warm-up before it is not the training's rate
     seen.append(estimate.update("finetune", 0.1))
     assert seen[-1].eta_s is None
-    clock.now = 28.0  # a tenth of the steps in 10 s: 80 s of fine-tuning left, then the export at twice its plan
+    pace = (8.0 + PACE_PRIOR_S) / (4.0 + PACE_PRIOR_S)  # loading and measuring: 8 s for 4 planned
+    assert 1.5 < pace < 2.0 and estimate.pace == pytest.approx(pace)
+    clock.now = 28.0  # a tenth of the steps in 10 s: 80 s of fine-tuning left, then the export at that pace
     seen.append(estimate.update("finetune", 0.2))
-    assert seen[-1].eta_s == pytest.approx(80.0 + 4.0)
+    assert seen[-1].eta_s == pytest.approx(80.0 + 2.0 * pace)
     clock.now = 58.0
     seen.append(estimate.update("finetune", 0.5))
-    assert seen[-1].eta_s == pytest.approx(50.0 + 4.0)
+    assert seen[-1].eta_s == pytest.approx(50.0 + 2.0 * pace)
     clock.now = 60.0
     seen.append(estimate.update("load", 0.0))  # a late report of an earlier stage does not move the bar back
     clock.now = 108.0
