@@ -19,6 +19,13 @@ from .jobs import Recipe, explain_failure, run_job
 from .jobs.sandbox import intake_child
 
 
+def _print_progress(fraction: float, message: str, detail: dict | None = None) -> None:
+    """One line per report on stderr, with the estimate of the time left once the job has one."""
+    eta = (detail or {}).get("eta_s")
+    left = f" (about {eta:.0f} s left)" if eta else ""
+    print(f"[{fraction:4.0%}] {message}{left}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m compression_core")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -50,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         data["output_dir"] = args.out
     try:
         recipe = Recipe.from_dict(data)
-        result = run_job(recipe, progress=lambda f, msg: print(f"[{f:4.0%}] {msg}", file=sys.stderr))
+        result = run_job(recipe, progress=_print_progress)
     except Exception as exc:  # noqa: BLE001 - a failed job is one sentence; --traceback shows the rest
         if args.traceback:
             traceback.print_exc(file=sys.stderr)

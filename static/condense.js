@@ -75,6 +75,35 @@
     });
   }
 
+  // "45 s", "3 min 12 s", "1 h 20 min": a duration in seconds, to the precision that matters.
+  function duration(seconds) {
+    var s = Math.max(0, Math.round(Number(seconds) || 0));
+    if (s < 60) return s + " s";
+    if (s < 3600) return Math.floor(s / 60) + " min " + (s % 60) + " s";
+    return Math.floor(s / 3600) + " h " + Math.floor((s % 3600) / 60) + " min";
+  }
+
+  // "about 3 min left" from the API's eta_s (the worker's estimate); "estimating…" until it has one.
+  function etaText(eta) {
+    if (eta === null || eta === undefined) return "estimating…";
+    if (eta < 60) return "less than a minute left";
+    if (eta < 3600) return "about " + Math.round(eta / 60) + " min left";
+    return "about " + Math.floor(eta / 3600) + " h " + Math.round((eta % 3600) / 60) + " min left";
+  }
+
+  function setTimes(job) {
+    var elapsed = document.getElementById("job-elapsed");
+    if (elapsed && job.elapsed_s !== null && job.elapsed_s !== undefined) elapsed.textContent = duration(job.elapsed_s);
+    var eta = document.getElementById("job-eta");
+    if (eta) eta.textContent = etaText(job.eta_s);
+    var detail = document.getElementById("job-stage-detail");
+    var stage = job.progress_detail || {};
+    if (detail && stage.stage && stage.stage_started_at) {
+      var since = (Date.now() - Date.parse(stage.stage_started_at)) / 1000;
+      detail.textContent = "(this stage: " + duration(since) + ")";
+    }
+  }
+
   function watchJob(root) {
     if (ACTIVE.indexOf(root.dataset.status) === -1) return;
     var stopped = false;
@@ -85,6 +114,7 @@
         .then(function (job) {
           setStatus(root, job.status);
           setProgress(job.progress);
+          setTimes(job);
           var stage = document.getElementById("job-stage");
           if (stage && job.stage) stage.textContent = job.stage;
           var logsUrl = root.dataset.logsUrl + "?after=" + encodeURIComponent(root.dataset.lastLogId || 0);

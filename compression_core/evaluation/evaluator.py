@@ -136,6 +136,8 @@ class TorchEvaluator:
         #: Run after every optimizer step of every ``train()`` call, whoever calls it (a job's progress
         #: reports, which can also stop the training by raising).
         self.step_hooks: list[StepHook] = []
+        #: The loss of the last training step (detached; read it only when reporting: ``float`` waits for it).
+        self.last_loss: torch.Tensor | None = None
 
     # -- public API --------------------------------------------------------
     def bind_model(self, model: nn.Module) -> None:
@@ -181,6 +183,7 @@ class TorchEvaluator:
             loss = self.training_step(batch, trained)
             for term in loss_terms:
                 loss = loss + term(trained)
+            self.last_loss = loss.detach()
             return loss
 
         was_training = model.training

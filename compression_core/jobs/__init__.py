@@ -5,7 +5,8 @@
 - :mod:`.runner`: :func:`run_job` and the handler table;
 - :mod:`.pruning`, :mod:`.quantization`, :mod:`.analysis`, :mod:`.chain`: the handlers;
 - :mod:`.errors`: :func:`explain_failure`, the one sentence a failed job shows, and :class:`JobFailed`;
-- :mod:`.measure`: what every model is measured on; :mod:`.stages`: progress; :mod:`.result`: :class:`JobResult`;
+- :mod:`.measure`: what every model is measured on; :mod:`.stages` and :mod:`.progress`: progress and its
+  estimate; :mod:`.result`: :class:`JobResult`;
 - :mod:`.device`: the job's device (:func:`~.device.job_device`), its CPU-only steps, its peak GPU memory;
 - :mod:`.inspect`: :func:`inspect_model`, the summary of an uploaded model, and its :func:`batch_report`.
 

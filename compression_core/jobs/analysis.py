@@ -32,7 +32,7 @@ def run_sensitivity(ctx: JobContext, model: nn.Module, before: dict[str, Any],
 
         def step(done: int, total: int, layer: str, sparsity: float) -> None:
             ctx.report("analyse", f"sensitivity: {layer} at {sparsity:.0%} ({done} of {total})", done=done,
-                       total=total)
+                       total=total, unit="trial")
 
         curves = analysis.analysis(specified_layers=units, progress=step)
         csv_path = ctx.out_dir / "sensitivity.csv"

@@ -17,7 +17,7 @@ import torch.nn as nn
 from ..algorithms import AlgorithmSpec, get_algorithm
 from ..config import select_modules
 from ..data import holdout
-from ..evaluation import LossRecorder
+from ..evaluation import LossRecorder, steps_per_epoch
 from ..io import save_model
 from ..pruning import sensitivity_csv
 from ..pruning.base import PRUNABLE_TYPES
@@ -25,7 +25,9 @@ from ..speedup import ModelSpeedup, auto_set_dependency_group_ids
 from .context import JobContext
 from .device import on_cpu
 from .latency import DeployedForm
+from .progress import pruner_training_steps
 from .result import Artifact, JobResult, artifact
+from .stages import TrainingReports
 
 #: Plan keys that hold kept indices, not sizes: left out of the layer table's "channels after".
 _PLAN_INDEX_KEYS = ("before", "kept_in", "kept_out", "kept_key", "kept_value", "kept_heads", "kept", "type")
@@ -154,7 +156,11 @@ def _build_pruner(ctx: JobContext, model: nn.Module, config_list: list[dict], te
     if ctx.spec.needs_data:
         # Pruners that compare candidates by the metric must not see the test split the job reports on.
         fit, validation = holdout(ctx.train_data)
-        kwargs["evaluator"] = ctx.training.evaluator(fit, validation, teacher)
+        evaluator = ctx.training.evaluator(fit, validation, teacher)
+        evaluator.step_hooks.append(TrainingReports(ctx.report, "prune", f"pruning with {ctx.spec.name}",
+                                                    steps=pruner_training_steps(ctx.spec, ctx.params),
+                                                    loss_of=lambda: evaluator.last_loss))
+        kwargs["evaluator"] = evaluator
     try:
         return ctx.spec.factory(model, config_list, **kwargs)
     except TypeError as exc:
@@ -189,9 +195,13 @@ def finetune_model(ctx: JobContext, model: nn.Module, teacher: nn.Module | None)
         metric = "accuracy" if ctx.train_data[1] is not None else "agreement with the original"
         result: dict[str, Any] = {"epochs": epochs, "metric": metric, "distillation": evaluator.teacher is not None,
                                   "pruned": evaluator.evaluate(model), "per_epoch": [], "history": []}
+        per_epoch = steps_per_epoch(len(ctx.train_data[0]), evaluator.batch_size)
+        evaluator.step_hooks.append(TrainingReports(ctx.report, "finetune", "fine-tuning", per_epoch=per_epoch,
+                                                    epochs=epochs, loss_of=lambda: evaluator.last_loss))
         losses = LossRecorder(evaluator)
         for epoch in range(1, epochs + 1):
-            ctx.report("finetune", f"fine-tuning: epoch {epoch} of {epochs}", done=epoch, total=epochs)
+            ctx.report("finetune", f"fine-tuning: epoch {epoch} of {epochs}", done=epoch - 1, total=epochs,
+                       unit="epoch")
             evaluator.train(model, max_epochs=1)
             value = evaluator.evaluate(model)
             result["per_epoch"].append(value)

@@ -41,6 +41,7 @@ from .device import on_cpu
 from .latency import HALF_GAIN, INT8_GAIN, DeployedForm
 from .measure import onnx_forward
 from .result import Artifact, JobResult, artifact
+from .stages import TrainingReports
 
 #: Training rows that calibrate post-training int8 (PyTorch's observers, then onnxruntime's).
 CALIBRATION_SAMPLES = 512
@@ -208,28 +209,26 @@ def _build_quantizer(ctx: JobContext, spec: AlgorithmSpec, params: dict[str, Any
         training = TrainingOptions.from_params(params.get("training"))
         fit, validation = holdout(ctx.train_data)
         evaluator = training.evaluator(fit, validation, teacher, for_finetuning=True)
-        evaluator.step_hooks.append(_epoch_reporter(ctx, params["epochs"], len(fit[0]), training.batch_size,
-                                                    LossRecorder(evaluator), history))
+        per_epoch = steps_per_epoch(len(fit[0]), training.batch_size)
+        evaluator.step_hooks.append(TrainingReports(ctx.report, "quantize", "quantization-aware training",
+                                                    per_epoch=per_epoch, epochs=params["epochs"], log_epochs=True,
+                                                    loss_of=lambda: evaluator.last_loss))
+        evaluator.step_hooks.append(_loss_history_hook(per_epoch, LossRecorder(evaluator), history))
         kwargs["evaluator"] = evaluator
     elif spec.needs_data_for(params):
         kwargs["calibration_data"] = ctx.train_data[0][:CALIBRATION_SAMPLES]
     return spec.factory(model, params.get("config_list"), **kwargs)
 
 
-def _epoch_reporter(ctx: JobContext, epochs: int, samples: int, batch_size: int, losses: LossRecorder,
-                    history: list[dict[str, Any]]) -> Callable[[nn.Module], None]:
-    """A step hook reporting each finished epoch of quantization-aware training (where a job can be cancelled),
-    and adding its mean training loss to ``history`` (``{"epoch": 1, "loss": 0.41}``)."""
-    per_epoch = steps_per_epoch(samples, batch_size)
+def _loss_history_hook(per_epoch: int, losses: LossRecorder,
+                       history: list[dict[str, Any]]) -> Callable[[nn.Module], None]:
+    """A step hook adding each finished epoch's mean training loss to ``history`` (``{"epoch": 1, "loss": 0.41}``)."""
     steps = {"done": 0}
 
     def hook(model: nn.Module) -> None:
         steps["done"] += 1
         if steps["done"] % per_epoch == 0:
-            epoch = steps["done"] // per_epoch
-            history.append({"epoch": epoch, "loss": losses.epoch_mean()})
-            ctx.report("quantize", f"quantization-aware training: epoch {epoch} of {epochs}", done=epoch,
-                       total=epochs)
+            history.append({"epoch": steps["done"] // per_epoch, "loss": losses.epoch_mean()})
 
     return hook
 

@@ -39,6 +39,7 @@ from .device import GpuMemory, job_device, release_memory
 from .errors import JobFailed
 from .latency import measure_deployed_forms
 from .measure import Measurement
+from .progress import ProgressPlan
 from .pruning import run_pruning
 from .quantization import run_quantization
 from .recipe import Recipe
@@ -129,6 +130,7 @@ def _run_job(recipe: Recipe, report: Reporter, loaded: list[nn.Module]) -> JobRe
         # The measurement's first pass over the data runs the model: a failure there is the original's.
         report("measure_original", "measuring the original model")
         ctx = _context(recipe, spec, params, model, out_dir, Path(tmp), report, warnings)
+        report.estimate.replan(_plan(ctx))
         ctx.timings["load_s"] = time.perf_counter() - started
         with ctx.timed("measure_before_s"):
             before, layers_before = ctx.measurement.measure(model, ctx.workdir, "original")
@@ -157,7 +159,17 @@ def _measure_latency(ctx: JobContext, original: nn.Module, result: JobResult) ->
             ctx.latency, original, ctx.workdir / "original.onnx", measurement.example, measurement.batch_sizes,
             before=result.metrics["before"], min_rounds=measurement.runs, budget_s=measurement.budget_s,
             progress=lambda done, total: ctx.report("measure_latency", "timing the compressed model against the "
-                                                    f"original ({done} of {total})", done=done, total=total))
+                                                    f"original ({done} of {total})", done=done, total=total,
+                                                    unit="row"))
+
+
+def _plan(ctx: JobContext) -> ProgressPlan:
+    """The job's progress plan, from its params and data (a GPU job times each form on the GPU too)."""
+    recipe = ctx.recipe
+    rows = len(recipe.latency_batch_sizes) * (2 if ctx.device.type == "cuda" else 1)
+    return ProgressPlan.for_job(ctx.spec, ctx.params, training=ctx.training,
+                                train_samples=len(ctx.train_data[0]) if ctx.train_data is not None else 0,
+                                speedup=recipe.speedup, latency_rows=rows, latency_budget_s=recipe.latency_budget_s)
 
 
 def _context(recipe: Recipe, spec: AlgorithmSpec, params: dict[str, Any], model: nn.Module, out_dir: Path,

@@ -92,9 +92,15 @@ def test_upload_compress_watch_and_download(page, live_server, user, celery_work
     page.click("#job-submit")
     page.wait_for_url(re.compile(r".*/jobs/\d+/$"))
     assert page.get_attribute("#job-status", "data-status") in ("queued", "running", "succeeded")
+    # Until it ends, the page shows the time so far and the estimate (read at once: a finished job reloads).
+    status, elapsed, eta = page.evaluate("() => [document.getElementById('job-status').dataset.status, "
+                                         "!!document.getElementById('job-elapsed'), "
+                                         "!!document.getElementById('job-eta')]")
+    assert elapsed and (eta or status == "succeeded")
 
     _wait_until_finished(page, celery_worker_process)
     assert page.text_content("#job-status").strip() == "succeeded"
+    assert re.fullmatch(r"\d+\s\w+", page.inner_text("#job-elapsed").strip())  # "0 minutes": the run's length
     assert page.get_attribute("#job-progress", "value") in ("1", "1.0", "1.000000")
     assert page.locator("#cancel-button").count() == 0
     log_text = page.inner_text("#job-log")
@@ -161,4 +167,35 @@ def test_quantize_in_the_browser_and_download_the_int8_model(page, live_server, 
     session = ort.InferenceSession(str(downloaded), providers=["CPUExecutionProvider"])
     (output,) = session.run(None, {session.get_inputs()[0].name: np.random.rand(2, 1, 8, 8).astype(np.float32)})
     assert output.shape == (2, 10)
+    assert page.problems == [], page.problems
+
+
+def test_a_running_jobs_page_shows_elapsed_time_and_the_estimate(page, live_server, user, monkeypatch):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from webapp.jobs.models import Job
+    from webapp.jobs.services import job_create
+    from webapp.modelhub.services import model_create
+
+    monkeypatch.setattr("webapp.jobs.services.job_publish", lambda job_id: True)  # no worker: the test runs it
+    # A run as a worker leaves it between two reports: 90 s in, its estimate 150 s left as of 10 s ago.
+    model = model_create(owner=user, name="digits", source="builtin", architecture="digits_cnn")
+    job = job_create(owner=user, model=model, algorithm="L1NormPruner", dataset="digits",
+                     params={"config_list": [{"op_types": ["Conv2d"], "sparse_ratio": 0.5}]})
+    now = timezone.now()
+    Job.objects.filter(pk=job.pk).update(
+        status="running", started_at=now - timedelta(seconds=90), progress=0.3,
+        stage="fine-tuning: epoch 3 of 20, batch 40 of 90, loss 0.41",
+        progress_detail={"stage": "finetune", "done": 2, "total": 20, "unit": "epoch", "batch": 40, "batches": 90,
+                         "stage_started_at": (now - timedelta(seconds=70)).isoformat(), "eta_s": 150.0,
+                         "updated_at": (now - timedelta(seconds=10)).isoformat()})
+    _sign_in(page, live_server)
+    page.goto(f"/jobs/{job.pk}/")
+    page.wait_for_function("document.getElementById('job-eta').textContent.endsWith('left')")
+    assert page.inner_text("#job-eta") == "about 2 min left"
+    assert re.fullmatch(r"1 min \d+ s", page.inner_text("#job-elapsed"))
+    assert page.inner_text("#job-stage") == "fine-tuning: epoch 3 of 20, batch 40 of 90, loss 0.41"
+    assert re.fullmatch(r"\(this stage: 1 min \d+ s\)", page.inner_text("#job-stage-detail"))
     assert page.problems == [], page.problems

@@ -271,23 +271,6 @@ def test_the_web_check_runs_no_model_and_the_worker_check_does(tmp_path):
         validate_recipe(recipe, _BrokenForward(), full=True)
 
 
-def test_progress_stages_are_one_ordered_table():
-    from compression_core.jobs import STAGES
-    from compression_core.jobs.stages import Reporter
-
-    pruning_path = ["load", "measure_original", "dependency_groups", "prune", "speedup", "finetune",
-                    "measure_compressed", "quantize", "measure_quantized", "export_int8_onnx", "export", "done"]
-    starts = [STAGES[stage][0] for stage in pruning_path]
-    assert starts == sorted(starts) and STAGES["done"] == (1.0, 1.0)
-    assert all(start <= end for start, end in STAGES.values())
-    seen = []
-    report = Reporter(lambda fraction, message: seen.append(fraction))
-    for epoch in (1, 2, 3):
-        report("finetune", f"epoch {epoch}", done=epoch, total=3)
-    assert seen[0] > STAGES["finetune"][0] and seen[-1] == pytest.approx(STAGES["finetune"][1])
-    assert report.log == ["epoch 1", "epoch 2", "epoch 3"]
-
-
 def test_the_result_is_typed_and_serialises_as_before(tmp_path):
     result = run_job(_recipe(tmp_path, dataset=None, latency_runs=1, latency_batch_sizes=(1,)))
     as_dict = result.to_dict()

@@ -8,6 +8,7 @@ from webapp.common.bounded_json import BoundedJSONField, loads_bounded
 from webapp.common.intake import IntakeStatus
 from webapp.datahub.models import Dataset
 from webapp.jobs.models import Job, JobLog
+from webapp.jobs.selectors import job_elapsed_s, job_eta_s
 from webapp.modelhub.models import ModelArtifact
 from webapp.modelhub.services import MAX_CLASSES
 
@@ -201,11 +202,40 @@ METRICS_HELP = (
 )
 
 
+PROGRESS_DETAIL_SCHEMA = {
+    "type": "object",
+    "description": "Where the run stands, as its worker last reported: stage (load | measure_original | analyse | "
+                   "dependency_groups | prune | speedup | finetune | measure_compressed | quantize | "
+                   "measure_quantized | export_int8_onnx | export | measure_latency | done), done of total units of "
+                   "it (unit: epoch, step, trial, row or null), batch of batches inside an epoch, stage_started_at "
+                   "and updated_at (ISO 8601), eta_s (the worker's estimate of the seconds left then, null until it "
+                   "has measured enough); empty before the first report. See docs/architecture.md.",
+    "properties": {
+        "stage": {"type": "string"}, "done": {"type": "integer"}, "total": {"type": "integer"},
+        "unit": {"type": "string", "nullable": True}, "batch": {"type": "integer"}, "batches": {"type": "integer"},
+        "stage_started_at": {"type": "string", "format": "date-time"},
+        "updated_at": {"type": "string", "format": "date-time"}, "eta_s": {"type": "number", "nullable": True},
+    },
+}
+
+
+@extend_schema_field(PROGRESS_DETAIL_SCHEMA)
+class ProgressDetailField(serializers.JSONField):
+    pass
+
+
 class JobOutputSerializer(serializers.ModelSerializer):
     model_name = serializers.CharField(source="model.name", read_only=True)
     metrics = serializers.JSONField(read_only=True, help_text=METRICS_HELP)
     dataset_id = serializers.IntegerField(source="dataset_upload_id", read_only=True, allow_null=True)
     dataset_name = serializers.SerializerMethodField()
+    progress_detail = ProgressDetailField(read_only=True)
+    elapsed_s = serializers.SerializerMethodField(
+        help_text="Seconds the run has taken: from started_at to finished_at, or to now while it runs; null before "
+                  "it starts")
+    eta_s = serializers.SerializerMethodField(
+        help_text="Estimated seconds left while the job runs (progress_detail.eta_s less the time since that "
+                  "report); null when not running or not yet estimated")
 
     class Meta:
         model = Job
@@ -214,10 +244,17 @@ class JobOutputSerializer(serializers.ModelSerializer):
             "dataset_name", "device", "queue", "time_limit_s",
             "status", "progress", "stage", "error", "cancel_requested", "attempts", "attempt_history", "worker",
             "metrics", "layers", "warnings", "artifacts", "created_at", "started_at", "finished_at",
+            "progress_detail", "elapsed_s", "eta_s",
         ]
 
     def get_dataset_name(self, job) -> str:
         return job.dataset_upload.name if job.dataset_upload_id else job.dataset
+
+    def get_elapsed_s(self, job) -> float | None:
+        return job_elapsed_s(job=job)
+
+    def get_eta_s(self, job) -> float | None:
+        return job_eta_s(job=job)
 
 
 class JobListSerializer(serializers.ModelSerializer):

@@ -155,8 +155,8 @@ def job_claim(job_id: int, task_id: str, worker: str) -> tuple[Job, Lease] | Non
             logger.info("job %s is %s; task %s has nothing to do", job_id, job.status, task_id)
             return None
         lease = Lease(job_id, _owner_token(worker), job.attempts + 1, worker)
-        fields = dict(task_id=task_id, worker=worker, attempts=lease.attempt, progress=0.0, stage=stage,
-                      lease_owner=lease.owner, lease_expires_at=_lease_until(now), heartbeat_at=now)
+        fields = dict(task_id=task_id, worker=worker, attempts=lease.attempt, progress=0.0, progress_detail={},
+                      stage=stage, lease_owner=lease.owner, lease_expires_at=_lease_until(now), heartbeat_at=now)
         if job.status == Status.QUEUED:
             job = job_transition(job_id, to=Status.RUNNING, **fields)
         else:
@@ -169,7 +169,8 @@ def job_claim(job_id: int, task_id: str, worker: str) -> tuple[Job, Lease] | Non
 
 
 def lease_renew(lease: Lease, **fields) -> bool:
-    """Extend the lease (and write ``fields``, e.g. progress); False when it is no longer ours."""
+    """Extend the lease (and write ``fields``: ``progress``, ``stage``, ``progress_detail``); False when it is no
+    longer ours."""
     now = timezone.now()
     return bool(Job.objects.filter(pk=lease.job_id, status=Status.RUNNING, lease_owner=lease.owner).update(
         lease_expires_at=_lease_until(now), heartbeat_at=now, **fields))
@@ -231,8 +232,8 @@ def job_lease_lapsed(job_id: int, *, reason: str, holder: str | None = None) -> 
         ended = _end_lost_run(job, reason)
         if ended != "retry":
             return ended
-        job_transition(job_id, to=Status.QUEUED, expected=(Status.RUNNING,), progress=0.0, published_at=None,
-                       stage=f"waiting to run again: {_holder_name(job)} stopped ({reason})")
+        job_transition(job_id, to=Status.QUEUED, expected=(Status.RUNNING,), progress=0.0, progress_detail={},
+                       published_at=None, stage=f"waiting to run again: {_holder_name(job)} stopped ({reason})")
         transaction.on_commit(lambda: job_publish(job_id))  # if this fails, the sweep sends it later
         return "queued"
 

@@ -1,6 +1,7 @@
 from django.db.models import Count
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 
 from webapp.fleet import selectors as fleet_selectors
 from workers.celery_app import queue_length
@@ -18,6 +19,26 @@ def job_get(*, user, job_id) -> Job:
 
 def job_logs(*, job: Job, after_id: int = 0):
     return job.logs.filter(id__gt=after_id)
+
+
+def job_elapsed_s(*, job: Job, now=None) -> float | None:
+    """Seconds the job's run has taken: from ``started_at`` to ``finished_at``, or to now while it runs."""
+    if job.started_at is None:
+        return None
+    end = job.finished_at or now or timezone.now()
+    return round(max((end - job.started_at).total_seconds(), 0.0), 1)
+
+
+def job_eta_s(*, job: Job, now=None) -> float | None:
+    """Seconds left by the worker's estimate (``progress_detail["eta_s"]``, made by compression_core from the
+    job's plan and measured rates), less the time since that report; None while there is no estimate or the job
+    is not running."""
+    detail = job.progress_detail or {}
+    eta, updated_at = detail.get("eta_s"), parse_datetime(detail.get("updated_at") or "")
+    if job.status != Job.Status.RUNNING or eta is None or updated_at is None:
+        return None
+    since = ((now or timezone.now()) - updated_at).total_seconds()
+    return round(max(float(eta) - max(since, 0.0), 0.0), 1)
 
 
 # -- the worker pool ---------------------------------------------------------------

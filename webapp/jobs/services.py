@@ -223,13 +223,19 @@ def job_delete(*, job: Job) -> None:
 
 
 def _progress_reporter(lease: Lease, soft_limit_s: int):
+    """The run's progress callback: writes the bar, the message and where the run stands (``progress_detail``:
+    stage, done of total, the estimate of the time left; see ``compression_core.jobs.stages``); logs the steps."""
     started = time.monotonic()
 
-    def report(fraction: float, message: str) -> None:
+    def report(fraction: float, message: str, detail: dict | None = None) -> None:
+        detail = dict(detail or {})
+        in_log = detail.pop("in_log", True)  # a training's batch windows move the bar, the log keeps the steps
         # Each report renews the lease too: a run whose lease was taken over stops here.
-        if not lease_renew(lease, progress=round(min(max(fraction, 0.0), 1.0), 4), stage=message[:200]):
+        if not lease_renew(lease, progress=round(min(max(fraction, 0.0), 1.0), 4), stage=message[:200],
+                           progress_detail=detail):
             raise LeaseLost(message)
-        job_log(lease.job_id, message)
+        if in_log:
+            job_log(lease.job_id, message)
         if Job.objects.filter(pk=lease.job_id).values_list("cancel_requested", flat=True).first():
             raise JobCancelled(message)
         if time.monotonic() - started > soft_limit_s:
