@@ -95,6 +95,8 @@ class AlgorithmSpec:
     - ``trains``: it trains for its own ``epochs`` through an evaluator
       (QAT, DoReFa, BNN).
     - ``quantized_form``: a quantizer's result, :class:`QuantizedForm`.
+    - ``bit_widths``: the ``quant_bits`` a quantizer's config entries may take, widest first (the job
+      form's bits control offers these).
     - ``searches_target``: after ``compress()`` its ``report`` holds the
       target it searched for and the sensitivity curves of the search.
     - ``when_to_use``: the situations it suits, and when another algorithm
@@ -117,6 +119,7 @@ class AlgorithmSpec:
     canonical_config: Callable[[Any], Any] | None = None
     trains: bool = False
     quantized_form: QuantizedForm | None = None
+    bit_widths: tuple[int, ...] = ()
     searches_target: bool = False
     when_to_use: str = ""
 

@@ -135,9 +135,11 @@ def test_sections_follow_the_registry():
         assert ("training" in sections) == ("training" in spec.params_schema["properties"])
         assert ("bits" in sections) == (spec.kind == "quantization")
     assert quant_bits_choices(get_algorithm("PostTrainingQuantizer")) == [8]
-    assert quant_bits_choices(get_algorithm("NaiveQuantizer")) == [8, 4, 2]
-    assert quant_bits_choices(get_algorithm("DoReFaQuantizer")) == [8, 4, 2, 1]
+    assert quant_bits_choices(get_algorithm("NaiveQuantizer")) == [8, 7, 6, 5, 4, 3, 2]
+    assert quant_bits_choices(get_algorithm("DoReFaQuantizer")) == [8, 7, 6, 5, 4, 3, 2, 1]
     assert quant_bits_choices(get_algorithm("BNNQuantizer")) == [1]
+    assert quant_bits_choices(get_algorithm("PowerOfTwoQuantizer")) == [4, 3, 2]  # the example plugin's
+    assert quant_bits_choices(get_algorithm("L1NormPruner")) == []
     assert quant_bits_choices(get_algorithm("L1NormPruner")) == []
 
 

@@ -125,11 +125,6 @@ def _dataset_label(dataset) -> str:
 _FIXED_FIELDS = {"name", "model", "algorithm", "config_list", "speedup", "dataset", "device", "quantize_after",
                  "quantize_params", "tags"}
 
-#: Bit widths the bits control can offer, widest first.
-QUANT_BITS = (8, 4, 2, 1)
-# The registry says whether a quantizer's result is real int8 (8 bits only) but not which narrower widths a
-# simulated one takes; these are the ranges the classes check (quantization/naive.py, quantization/lowbit.py).
-_SIMULATED_BITS = {"NaiveQuantizer": (8, 4, 2), "BNNQuantizer": (1,)}
 
 
 def _param_field(schema: dict) -> forms.Field | None:
@@ -212,20 +207,16 @@ def algorithm_sections(spec) -> list[str]:
 
 
 def quant_bits_choices(spec) -> list[int]:
-    """The widths of :data:`QUANT_BITS` a quantizer takes (none for other algorithms).
+    """The widths a quantizer takes, widest first, from its registry entry (none for other algorithms).
 
     Example::
 
         >>> quant_bits_choices(get_algorithm("PostTrainingQuantizer"))
         [8]
-        >>> quant_bits_choices(get_algorithm("NaiveQuantizer"))
-        [8, 4, 2]
+        >>> quant_bits_choices(get_algorithm("BNNQuantizer"))
+        [1]
     """
-    if spec.kind != AlgorithmKind.QUANTIZATION:
-        return []
-    if spec.quantized_form == QuantizedForm.INT8:
-        return [8]
-    return list(_SIMULATED_BITS.get(spec.name, QUANT_BITS))
+    return list(spec.bit_widths) if spec.kind == AlgorithmKind.QUANTIZATION else []
 
 
 def model_layer_picks(summary: dict) -> list[dict]:
@@ -278,8 +269,6 @@ NO_GPU_HINT = "no GPU worker is running"
 
 
 class JobForm(forms.Form):
-    quant_bits = QUANT_BITS  # the bits control's options; the page offers those the chosen quantizer takes
-
     model = forms.ModelChoiceField(queryset=ModelArtifact.objects.none(), empty_label=None)
     algorithm = forms.ChoiceField()
     config_list = forms.CharField(
@@ -325,6 +314,8 @@ class JobForm(forms.Form):
         self.fields["model"].queryset = model_selectors.model_ready_list(user=user)
         self.fields["model"].label_from_instance = lambda m: f"{m.name} (#{m.pk})"
         self.algorithms = all_algorithms()
+        # The bits control's options, widest first; the page enables those the chosen quantizer takes.
+        self.quant_bits = sorted({bits for spec in self.algorithms for bits in spec.bit_widths}, reverse=True)
         groups: dict[str, list] = {}
         for spec in self.algorithms:
             groups.setdefault(spec.kind.capitalize(), []).append((spec.name, spec.name))

@@ -11,6 +11,8 @@ from typing import Any
 
 from ...config import parse_quant_config_list
 from ...quantization import BNNQuantizer, DoReFaQuantizer, NaiveQuantizer, PostTrainingQuantizer, QATQuantizer
+from ...quantization.lowbit import DOREFA_MAX_BITS
+from ...quantization.naive import MAX_BITS as NAIVE_MAX_BITS
 from ...quantization.qconfig import OBSERVERS
 from ..registry import AlgorithmKind, AlgorithmSpec, QuantizedForm
 from .guidance import WHEN_TO_USE
@@ -45,7 +47,7 @@ def register_quantizers(register: Callable[[AlgorithmSpec], AlgorithmSpec]) -> N
                                         "description": "Calibration batches to use (default: all)"},
         }),
         needs_data=True, data_free_when={"mode": "dynamic"}, granularity="per_channel",
-        quantized_form=QuantizedForm.INT8,
+        quantized_form=QuantizedForm.INT8, bit_widths=(8,),
     ))
     register(AlgorithmSpec(
         name="QATQuantizer", kind=AlgorithmKind.QUANTIZATION, canonical_config=_checked_config,
@@ -63,6 +65,7 @@ def register_quantizers(register: Callable[[AlgorithmSpec], AlgorithmSpec]) -> N
             **TRAINING_OPTIONS,
         }),
         needs_data=True, granularity="per_channel", trains=True, quantized_form=QuantizedForm.INT8,
+        bit_widths=(8,),
     ))
     register(AlgorithmSpec(
         name="NaiveQuantizer", kind=AlgorithmKind.QUANTIZATION, canonical_config=_checked_config,
@@ -72,7 +75,7 @@ def register_quantizers(register: Callable[[AlgorithmSpec], AlgorithmSpec]) -> N
         paper="NNI NaiveQuantizer (Microsoft NNI 2.x)",
         paper_url="https://nni.readthedocs.io/en/v2.10/compression/quantizer.html", factory=NaiveQuantizer,
         params_schema=quantization_schema(), needs_data=False, granularity="per_channel",
-        quantized_form=QuantizedForm.SIMULATED,
+        quantized_form=QuantizedForm.SIMULATED, bit_widths=tuple(range(NAIVE_MAX_BITS, 1, -1)),
     ))
     register(AlgorithmSpec(
         name="DoReFaQuantizer", kind=AlgorithmKind.QUANTIZATION, canonical_config=_checked_config,
@@ -83,7 +86,7 @@ def register_quantizers(register: Callable[[AlgorithmSpec], AlgorithmSpec]) -> N
               "Gradients (2016)",
         paper_url="https://arxiv.org/abs/1606.06160", factory=DoReFaQuantizer,
         params_schema=quantization_schema(TRAINING_OPTIONS), needs_data=True, granularity="per_layer",
-        trains=True, quantized_form=QuantizedForm.SIMULATED,
+        trains=True, quantized_form=QuantizedForm.SIMULATED, bit_widths=tuple(range(DOREFA_MAX_BITS, 0, -1)),
     ))
     register(AlgorithmSpec(
         name="BNNQuantizer", kind=AlgorithmKind.QUANTIZATION, canonical_config=_checked_config,
@@ -93,5 +96,5 @@ def register_quantizers(register: Callable[[AlgorithmSpec], AlgorithmSpec]) -> N
         paper="Hubara, Courbariaux et al., Binarized Neural Networks (NeurIPS 2016)",
         paper_url="https://arxiv.org/abs/1602.02830", factory=BNNQuantizer,
         params_schema=quantization_schema(TRAINING_OPTIONS), needs_data=True, granularity="per_layer",
-        trains=True, quantized_form=QuantizedForm.SIMULATED,
+        trains=True, quantized_form=QuantizedForm.SIMULATED, bit_widths=(1,),
     ))

@@ -20,7 +20,7 @@ from compression_core.algorithms import AlgorithmKind, AlgorithmSpec, QuantizedF
 from compression_core.algorithms.catalog.schemas import pruning_schema, quantization_schema
 from compression_core.config import canonicalize_config_list, parse_quant_config_list
 
-from .power_of_two import MAX_BITS, PowerOfTwoQuantizer
+from .power_of_two import MAX_BITS, MIN_BITS, PowerOfTwoQuantizer
 from .random_channel import RandomChannelPruner
 
 __all__ = ["PowerOfTwoQuantizer", "RandomChannelPruner", "register_algorithms"]
@@ -61,4 +61,5 @@ def register_algorithms(register: Callable[[AlgorithmSpec], AlgorithmSpec]) -> N
         paper_url="https://arxiv.org/abs/1603.01025",
         params_schema=quantization_schema(), needs_data=False, granularity="per_channel",
         canonical_config=_checked_quant_config, quantized_form=QuantizedForm.SIMULATED,
+        bit_widths=tuple(range(MAX_BITS, MIN_BITS - 1, -1)),
     ))
