@@ -430,7 +430,8 @@ class JobForm(forms.Form):
                 for model in self.fields["model"].queryset}
 
     def algorithm_infos(self):
-        return [{**spec.as_dict(), "default_config_list": DEFAULT_CONFIG_LISTS.get(spec.kind, DEFAULT_CONFIG_LIST)}
+        return [{**spec.as_dict(), "when_to_use": spec.when_to_use,
+                 "default_config_list": DEFAULT_CONFIG_LISTS.get(spec.kind, DEFAULT_CONFIG_LIST)}
                 for spec in self.algorithms]
 
     def algorithm_controls(self) -> dict:
