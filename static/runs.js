@@ -265,6 +265,10 @@
         });
         filters.submit();
       });
+      // Back to this page from the browser's cache: the selects left out of the last submit are usable again.
+      window.addEventListener("pageshow", function () {
+        Array.prototype.forEach.call(filters.querySelectorAll("select"), function (select) { select.disabled = false; });
+      });
     }
     updateCompareButton();
   }

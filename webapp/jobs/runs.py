@@ -228,7 +228,7 @@ def job_run_row(job: Job) -> dict[str, Any]:
     accuracy_before, accuracy_after = _number(before.get("accuracy")), _number(after.get("accuracy"))
     params_before, params_after = _number(before.get("params")), _number(after.get("params"))
     size_before, size_after = _size(before), _size(after)
-    row = {
+    return {
         "id": job.pk, "name": job.name, "model": job.model_id, "model_name": job.model.name,
         "algorithm": job.algorithm, "status": job.status, "progress": job.progress, "stage": job.stage,
         "error": job.error, "tags": [str(tag) for tag in job.tags] if isinstance(job.tags, list) else [],
@@ -245,11 +245,10 @@ def job_run_row(job: Job) -> dict[str, Any]:
         "size_before_bytes": size_before, "size_after_bytes": size_after, "size_ratio": _ratio(size_before, size_after),
         **_latency_fields(metrics.get("latency")),
     }
-    return row
 
 
 def export_value(value: Any) -> Any:
-    """A run row's value for CSV/JSON: times in ISO 8601, lists joined by spaces in CSV (``join``)."""
+    """A run row's value for a CSV cell: a time in ISO 8601, anything else as it is."""
     return value.isoformat() if isinstance(value, datetime) else value
 
 
