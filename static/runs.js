@@ -133,7 +133,8 @@
     tr.appendChild(select);
     table.querySelectorAll("thead th[data-sort]").forEach(function (th) {
       var numeric = th.classList.contains("num");
-      var td = el("td", {"data-col": th.dataset.sort, "class": numeric ? "num" : ""});
+      var td = el("td", {"data-col": th.dataset.sort,
+                         "class": (numeric ? "num" : "") + (th.dataset.sort === "id" ? " mono" : "")});
       if (th.dataset.sort === "created") {
         var when = new Date(item.created_at);
         td.dataset.value = item.created_at;

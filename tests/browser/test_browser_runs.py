@@ -112,6 +112,7 @@ def test_runs_table_sorts_filters_updates_and_compares(page, live_server, jobs, 
     accuracy = page.get_attribute(f'tr[data-job-id="{queued.pk}"] td[data-col=accuracy]', "data-value")
     assert float(accuracy) == pytest.approx(result.metrics["after"]["accuracy"])
     assert page.evaluate("window.notReloaded") is True
+    page.screenshot(path=str(tmp_path / "runs.png"), full_page=True)
 
     # Select two, compare.
     assert page.is_disabled("#compare-button")

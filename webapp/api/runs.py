@@ -39,6 +39,8 @@ def _field(name: str) -> serializers.Field:
     help_text = RUN_FIELDS[name]
     if name == "status":
         return serializers.ChoiceField(choices=Job.Status.choices, required=False, help_text=help_text)
+    if name == "progress_detail":
+        return serializers.DictField(required=False, help_text=help_text)
     if name in ("tags", "latency_flags"):
         return serializers.ListField(child=serializers.CharField(), required=False, help_text=help_text)
     kind = _TYPES.get(name, _FLOAT)

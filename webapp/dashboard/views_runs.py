@@ -143,7 +143,6 @@ def job_compare_export(request, fmt: str):
     writer = csv.writer(buffer)
     writer.writerow([*RUN_FIELDS, *(f"reference_{key}" for key in REFERENCE_COLUMNS)])
     for row in rows:
-        values = [" ".join(value) if isinstance(value, list) else export_value(value)
-                  for value in (row[key] for key in RUN_FIELDS)]
-        writer.writerow([*values, *(row["reference"][key] for key in REFERENCE_COLUMNS)])
+        writer.writerow([*(export_value(row[key]) for key in RUN_FIELDS),
+                         *(row["reference"][key] for key in REFERENCE_COLUMNS)])
     return _attachment(buffer.getvalue(), "text/csv", f"{name}.csv")

@@ -12,6 +12,7 @@ each layer kept (:func:`layer_channels`).
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Iterable, Sequence
@@ -31,6 +32,7 @@ RUN_FIELDS: dict[str, str] = {
     "status": "queued | running | succeeded | failed | cancelled",
     "progress": "0 to 1",
     "stage": "what the run is doing now",
+    "progress_detail": "where the run is within its stage, as the worker last reported it",
     "error": "why it failed (empty otherwise)",
     "tags": "the job's free labels",
     "created_at": "when it was created",
@@ -231,6 +233,7 @@ def job_run_row(job: Job) -> dict[str, Any]:
     return {
         "id": job.pk, "name": job.name, "model": job.model_id, "model_name": job.model.name,
         "algorithm": job.algorithm, "status": job.status, "progress": job.progress, "stage": job.stage,
+        "progress_detail": job.progress_detail if isinstance(job.progress_detail, dict) else {},
         "error": job.error, "tags": [str(tag) for tag in job.tags] if isinstance(job.tags, list) else [],
         "created_at": job.created_at, "started_at": job.started_at, "finished_at": job.finished_at,
         "duration_s": _duration(job),
@@ -248,8 +251,13 @@ def job_run_row(job: Job) -> dict[str, Any]:
 
 
 def export_value(value: Any) -> Any:
-    """A run row's value for a CSV cell: a time in ISO 8601, anything else as it is."""
-    return value.isoformat() if isinstance(value, datetime) else value
+    """A run row's value for a CSV cell: a time in ISO 8601, a list as its items separated by spaces (tags), a
+    dict as JSON, anything else as it is."""
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, list):
+        return " ".join(map(str, value))
+    return json.dumps(value) if isinstance(value, dict) else value
 
 
 # -- compare -----------------------------------------------------------------------------
