@@ -257,15 +257,6 @@ class JobOutputSerializer(serializers.ModelSerializer):
         return job_eta_s(job=job)
 
 
-class JobListSerializer(serializers.ModelSerializer):
-    model_name = serializers.CharField(source="model.name", read_only=True)
-
-    class Meta:
-        model = Job
-        fields = ["id", "name", "model", "model_name", "algorithm", "status", "progress", "stage",
-                  "error", "created_at", "finished_at"]
-
-
 @extend_schema_field({"type": "object", "additionalProperties": True,
                       "description": "the algorithm's parameters, as its params_schema in GET /algorithms/ says, e.g. "
                                      '{"config_list": [{"op_types": ["Conv2d"], "sparse_ratio": 0.5}]}; a multipart '

@@ -1,7 +1,7 @@
 from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from . import auth, docs, views, workers
+from . import auth, docs, runs, views, workers
 
 urlpatterns = [
     path("auth/token/", auth.TokenObtainView.as_view(), name="api-token"),
@@ -15,6 +15,7 @@ urlpatterns = [
     path("models/", views.ModelListCreateView.as_view(), name="api-models"),
     path("models/<int:model_id>/", views.ModelDetailView.as_view(), name="api-model"),
     path("jobs/", views.JobListCreateView.as_view(), name="api-jobs"),
+    path("jobs/compare/", runs.JobCompareView.as_view(), name="api-job-compare"),
     path("jobs/<int:job_id>/", views.JobDetailView.as_view(), name="api-job"),
     path("jobs/<int:job_id>/cancel/", views.JobCancelView.as_view(), name="api-job-cancel"),
     path("jobs/<int:job_id>/logs/", views.JobLogView.as_view(), name="api-job-logs"),

@@ -22,6 +22,7 @@ from webapp.jobs import services as job_services
 from webapp.modelhub import selectors as model_selectors
 from webapp.modelhub import services as model_services
 
+from . import runs
 from . import serializers as s
 from .schema import BAD_REQUEST, CONFLICT, NOT_FOUND
 
@@ -76,9 +77,9 @@ class ModelDetailView(APIView):
 
 
 class JobListCreateView(_ListView):
-    @extend_schema(responses=s.JobListSerializer(many=True))
+    @runs.job_list_schema
     def get(self, request):
-        return _paginate(self, request, job_selectors.job_list(user=request.user), s.JobListSerializer)
+        return runs.job_list_response(self, request)
 
     @extend_schema(request=s.JobCreateSerializer, responses={201: s.JobOutputSerializer, 404: NOT_FOUND},
                    examples=[_example("Prune half the conv channels", {

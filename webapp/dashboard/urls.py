@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import views, views_catalog
+from . import views, views_catalog, views_runs
 
 app_name = "dashboard"
 
@@ -14,7 +14,10 @@ urlpatterns = [
     path("models/<int:model_id>/delete/", views.model_delete, name="model-delete"),
     path("workers/", views.worker_list, name="worker-list"),
     path("algorithms/", views_catalog.algorithm_list, name="algorithm-list"),
-    path("jobs/", views.job_list, name="job-list"),
+    path("jobs/", views_runs.job_list, name="job-list"),
+    path("jobs/compare/", views_runs.job_compare, name="job-compare"),
+    path("jobs/compare/export.csv", views_runs.job_compare_export, {"fmt": "csv"}, name="job-compare-csv"),
+    path("jobs/compare/export.json", views_runs.job_compare_export, {"fmt": "json"}, name="job-compare-json"),
     path("jobs/new/", views.job_create, name="job-create"),
     path("jobs/<int:job_id>/", views.job_detail, name="job-detail"),
     path("jobs/<int:job_id>/cancel/", views.job_cancel, name="job-cancel"),

@@ -26,6 +26,7 @@ from webapp.modelhub import services as model_services
 
 from .forms import DatasetUploadForm, JobForm, ModelUploadForm, job_form_initial
 from .job_reproduce import job_reproduce
+from .views_runs import runs_filters
 
 RECENT = 10
 TRACEBACK_HEADER = "Traceback (most recent call last)"
@@ -88,8 +89,10 @@ def model_delete(request, model_id: int):
 @login_required
 def model_detail(request, model_id: int):
     model = model_selectors.model_get(user=request.user, model_id=model_id)
-    jobs = job_selectors.job_list(user=request.user).filter(model=model)
-    return render(request, "dashboard/model_detail.html", {"model": model, "summary": model.summary, "jobs": jobs})
+    filters = runs_filters(request, model=model)
+    jobs = job_selectors.job_list_filtered(user=request.user, **filters["values"])
+    return render(request, "dashboard/model_detail.html", {"model": model, "summary": model.summary, "jobs": jobs,
+                                                           "filters": filters})
 
 
 @login_required
@@ -131,12 +134,6 @@ def worker_list(request):
     pool = job_selectors.worker_pool(user=request.user)
     return render(request, "dashboard/worker_list.html",
                   {"pool": pool, "any_live": any(worker["live"] for worker in pool["workers"])})
-
-
-@login_required
-def job_list(request):
-    page = Paginator(job_selectors.job_list(user=request.user), PAGE_SIZE).get_page(request.GET.get("page"))
-    return render(request, "dashboard/job_list.html", {"page": page, "jobs": page.object_list})
 
 
 @login_required

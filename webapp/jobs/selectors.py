@@ -1,4 +1,6 @@
+from django.db import connection
 from django.db.models import Count
+from django.http import Http404
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
@@ -90,3 +92,51 @@ def worker_pool(*, user) -> dict:
     queues = [{"name": name, "broker_length": queue_length(name), "queued_jobs": queued.get(name, 0)}
               for name in names]
     return {"workers": workers, "queues": queues}
+
+
+# -- runs: filters and comparisons -----------------------------------------------------
+
+#: The filters of the runs table and of GET /api/v1/jobs/ (the same query parameters).
+JOB_FILTERS = ("model", "algorithm", "status", "tag")
+
+
+def job_list_filtered(*, user, model: int | None = None, algorithm: str = "", status: str = "", tag: str = "",
+                      ids: list[int] | None = None):
+    """``user``'s jobs, newest first, narrowed by whichever filters are given (a tag matches exactly)."""
+    jobs = job_list(user=user)
+    if model is not None:
+        jobs = jobs.filter(model_id=model)
+    if algorithm:
+        jobs = jobs.filter(algorithm=algorithm)
+    if status:
+        jobs = jobs.filter(status=status)
+    if ids is not None:
+        jobs = jobs.filter(pk__in=ids)
+    if tag:
+        if connection.vendor == "postgresql":
+            jobs = jobs.filter(tags__contains=[tag])
+        else:
+            # SQLite has no JSON containment lookup: the matching ids are found here.
+            tagged = [pk for pk, tags in jobs.values_list("pk", "tags") if isinstance(tags, list) and tag in tags]
+            jobs = jobs.filter(pk__in=tagged)
+    return jobs
+
+
+def job_tags(*, user) -> list[str]:
+    """Every tag on ``user``'s jobs, sorted."""
+    return sorted({str(tag) for tags in Job.objects.filter(owner=user).values_list("tags", flat=True)
+                   if isinstance(tags, list) for tag in tags})
+
+
+def job_algorithms(*, user) -> list[str]:
+    """The algorithms ``user``'s jobs ran, sorted."""
+    return sorted(set(Job.objects.filter(owner=user).values_list("algorithm", flat=True)))
+
+
+def jobs_by_ids(*, user, ids: list[int]) -> list[Job]:
+    """``user``'s jobs with these ids, in the order given; an id that is not one of theirs is a 404 naming it."""
+    found = {job.pk: job for job in job_list(user=user).filter(pk__in=ids)}
+    missing = [job_id for job_id in ids if job_id not in found]
+    if missing:
+        raise Http404(f"no job {missing[0]} among yours")
+    return [found[job_id] for job_id in ids]

@@ -19,6 +19,8 @@ from django import template
 from django.utils.html import escape, format_html, format_html_join
 from django.utils.safestring import mark_safe
 
+from webapp.jobs.runs import pareto_front
+
 from .condense_format import count
 
 register = template.Library()
@@ -276,3 +278,69 @@ def training_chart(training, x_title: str = "Epoch of fine-tuning") -> str:
                                   losses, x_title=x_title, y_title="Training loss (mean per step)",
                                   colour=PALETTE[1]))
     return mark_safe(f'<div class="chart-pair">{"".join(charts)}</div>') if charts else ""
+
+
+# -- the compare page's scatter charts ---------------------------------------------------------------------------
+
+#: The scatter charts are taller than the others: two of them sit one above the other.
+SCATTER_HEIGHT = 320
+
+
+def _padded_ticks(values: list[float]) -> list[float]:
+    """Round ticks spanning ``values`` with a little room around them, so no point sits on an axis."""
+    low, high = min(values), max(values)
+    pad = (high - low) * 0.08 or abs(high) * 0.1 or 1.0
+    return nice_ticks(low - pad, high + pad)
+
+
+@register.simple_tag
+def scatter_chart(chart_id: str, points, references, x_title: str, y_title: str) -> str:
+    """Jobs as points of y (higher is better) against x (lower is better), each job's original model as a
+    ``.reference`` diamond, and the Pareto front (no other point is both lower and higher) as
+    ``polyline.pareto-front`` through the ``.pareto`` points.
+
+    ``points``: ``[{"id", "x", "y", "label"}]``; ``references``: ``[{"model", "x", "y", "label"}]``; points
+    without an x or a y are left out.
+    """
+    points = [p for p in points if p.get("x") is not None and p.get("y") is not None]
+    references = [r for r in references if r.get("x") is not None and r.get("y") is not None]
+    if not points and not references:
+        return format_html('<p class="hint" id="{}">No job here was measured on both axes yet.</p>', chart_id)
+    keyed = [(p["id"], p["x"], p["y"]) for p in points] + [(f"reference-{r['model']}", r["x"], r["y"])
+                                                           for r in references]
+    front = pareto_front(keyed)
+    on_front = set(front)
+    where = {key: (x, y) for key, x, y in keyed}
+    x_ticks = _padded_ticks([x for _, x, _ in keyed])
+    y_ticks = _padded_ticks([y for _, _, y in keyed])
+    frame = Frame(x_low=x_ticks[0], x_high=x_ticks[-1], y_low=y_ticks[0], y_high=y_ticks[-1],
+                  width=640, height=SCATTER_HEIGHT)
+    parts = [axes(frame, x_title=x_title, y_title=y_title, x_ticks=[(t, tick_text(t)) for t in x_ticks],
+                  y_ticks=[(t, tick_text(t)) for t in y_ticks])]
+    if front:
+        # A staircase: down to the x axis from the cheapest point, then a step to each next one, then across to
+        # the right edge; everything below and to the right of it is beaten by a point of the front.
+        first_x, first_y = where[front[0]]
+        bottom, right = frame.height - frame.bottom, frame.width - frame.right
+        steps = [(frame.x(first_x), bottom), (frame.x(first_x), frame.y(first_y))]
+        for key in front[1:]:
+            steps += [(frame.x(where[key][0]), steps[-1][1]), (frame.x(where[key][0]), frame.y(where[key][1]))]
+        steps.append((right, steps[-1][1]))
+        coords = " ".join(f"{sx:.1f},{sy:.1f}" for sx, sy in steps)
+        parts.append(f'<polyline class="pareto-front" fill="none" stroke="#16a34a" stroke-width="1.5" '
+                     f'stroke-dasharray="5 3" points="{coords}"><title>Pareto front</title></polyline>')
+    for ref in references:
+        cx, cy = frame.x(ref["x"]), frame.y(ref["y"])
+        css = "reference pareto" if f"reference-{ref['model']}" in on_front else "reference"
+        parts.append(format_html(
+            '<path class="{}" data-model-id="{}" d="M {} {} l 7 7 l -7 7 l -7 -7 z" fill="#475569">'
+            '<title>{}</title></path>', css, ref["model"], f"{cx:.1f}", f"{cy - 7:.1f}", ref["label"]))
+    for index, point in enumerate(points):
+        css = "point pareto" if point["id"] in on_front else "point"
+        parts.append(format_html(
+            '<circle class="{}" data-job-id="{}" cx="{}" cy="{}" r="6" fill="{}" stroke="#1f2328" '
+            'stroke-width="{}"><title>{}</title></circle>', css, point["id"], f"{frame.x(point['x']):.1f}",
+            f"{frame.y(point['y']):.1f}", PALETTE[index % len(PALETTE)], 2 if point["id"] in on_front else 0.5,
+            point["label"]))
+    svg = chart_svg(chart_id, frame, f"{y_title} against {x_title}", parts)
+    return mark_safe(svg.replace('class="chart"', 'class="chart scatter"', 1))
