@@ -171,8 +171,9 @@ def test_compare_endpoint(api, finished):
     assert body["reference"]["size_bytes"] == half.metrics["before"]["weights_bytes"]
     # The front is computed from the same rows (jobs and the original) as the pure function does.
     rows = body["jobs"]
-    points = [(r["id"], r["latency_after_ms"], r["accuracy_after"]) for r in rows]
-    points.append(("ref", body["reference"]["latency_ms"], body["reference"]["accuracy"]))
+    # Latency relative to each job's original, timed interleaved (the original is 1.0).
+    points = [(r["id"], 1 / r["latency_ratio"], r["accuracy_after"]) for r in rows if r["latency_ratio"]]
+    points.append(("ref", 1.0, body["reference"]["accuracy"]))
     assert body["pareto"]["accuracy_latency"] == [key for key in pareto_front(points) if key != "ref"]
     sizes = [(r["id"], r["size_after_bytes"], r["accuracy_after"]) for r in rows]
     sizes.append(("ref", body["reference"]["size_bytes"], body["reference"]["accuracy"]))
@@ -223,7 +224,10 @@ def test_compare_page_draws_points_reference_and_front(client_in, finished):
         assert f'id="{chart}"' in html
     assert html.count(f'data-job-id="{half.pk}"') >= 3  # a point on each chart, and its column
     assert html.count('class="reference') == 2 and html.count('class="pareto-front"') == 2
-    assert "Latency (ms, pytorch-cpu, batch 1)" in html and "Size of the deployable file (MB)" in html
+    assert "Latency (% of the original&#x27;s: pytorch-cpu, batch 1)" in html
+    assert "Size of the deployable file (MB)" in html
+    assert html.count('class="interval"') == 2  # each job's latency interval
+    assert '<text class="tick" data-axis="y"' in html and ">125<" not in html  # a percentage axis ends at 100
     assert '<tr data-param="config_list.0.sparse_ratio" class="differs">' in html
     assert 'id="export-csv" href="/jobs/compare/export.csv?ids=' in html
     assert client_in.get("/jobs/compare/?ids=nope").status_code == 302

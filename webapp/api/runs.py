@@ -80,8 +80,10 @@ class ReferenceSerializer(serializers.Serializer):
 
 
 class ParetoSerializer(serializers.Serializer):
-    accuracy_latency = serializers.ListField(child=serializers.IntegerField(),
-                                             help_text="ids of the jobs no other point beats on accuracy and latency")
+    accuracy_latency = serializers.ListField(
+        child=serializers.IntegerField(),
+        help_text="ids of the jobs no other point beats on accuracy and latency relative to the original "
+                  "(1 / latency_ratio; the original is 1.0)")
     accuracy_size = serializers.ListField(child=serializers.IntegerField(),
                                           help_text="ids of the jobs no other point beats on accuracy and size")
 

@@ -172,6 +172,7 @@ def job_detail(request, job_id: int):
     tracebacks = [entry for entry in logs if entry.level == "error" and TRACEBACK_HEADER in entry.message]
     return render(request, "dashboard/job_detail.html", {
         "job": job,
+        "elapsed_s": job_selectors.job_elapsed_s(job=job),
         "logs": logs,
         "last_log_id": logs[-1].pk if logs else 0,
         "traceback_entry": tracebacks[-1] if tracebacks else None,

@@ -76,30 +76,40 @@ def _y_title(rows: list[dict]) -> str:
     return "Accuracy (%)"
 
 
+def _percent_of_original(ratio: float | None) -> float | None:
+    return 100.0 / ratio if ratio else None
+
+
 def compare_charts(comparison: dict) -> dict:
-    """The points of the two scatter charts: y in %, x the headline latency in ms or the deployable file in MB."""
+    """The points of the two scatter charts: y in %; x the latency in % of the original's (each job's ratio,
+    timed interleaved with its original, with its 95% interval as an error bar) or the deployable file in MB."""
     rows, references = comparison["jobs"], comparison["references"]
-    charts = {}
-    for name, job_x, ref_x, scale, unit in (("latency", "latency_after_ms", "latency_ms", 1.0, "ms"),
-                                            ("size", "size_after_bytes", "size_bytes", 1e-6, "MB")):
-        points = []
-        for row in rows:
-            value, kind = quality(row)
-            x = row[job_x] * scale if row[job_x] is not None else None
-            y = value * 100 if value is not None else None
-            label = f"#{row['id']} {row['name'] or row['algorithm']}: " + (
-                f"{kind} {y:.1f} %, {x:.3g} {unit}" if x is not None and y is not None else "not measured")
-            points.append({"id": row["id"], "x": x, "y": y, "label": label})
-        refs = [{"model": ref["model"], "x": ref[ref_x] * scale if ref[ref_x] is not None else None,
-                 "y": ref["quality"] * 100 if ref["quality"] is not None else None,
+    latency, size = [], []
+    for row in rows:
+        value, kind = quality(row)
+        y = value * 100 if value is not None else None
+        name = f"#{row['id']} {row['name'] or row['algorithm']}: {kind} "
+        x = _percent_of_original(row["latency_ratio"])
+        latency.append({"id": row["id"], "x": x, "y": y,
+                        "x_low": _percent_of_original(row["latency_high"]),
+                        "x_high": _percent_of_original(row["latency_low"]),
+                        "label": name + (f"{y:.1f} %, latency {x:.0f} % of the original's ({row['latency_after_ms']:.3g} "
+                                         f"ms)" if None not in (x, y, row["latency_after_ms"]) else "not measured")})
+        mb = row["size_after_bytes"] * 1e-6 if row["size_after_bytes"] is not None else None
+        size.append({"id": row["id"], "x": mb, "y": y,
+                     "label": name + (f"{y:.1f} %, {mb:.3g} MB" if None not in (mb, y) else "not measured")})
+    def refs(x_of):
+        return [{"model": ref["model"], "x": x_of(ref), "y": ref["quality"] * 100 if ref["quality"] is not None else None,
                  "label": f"original model {ref['model_name']}"} for ref in references]
-        charts[name] = {"points": points, "references": refs}
     runtimes = sorted({f"{row['latency_runtime']}, batch {row['latency_batch']}" for row in rows
                        if row["latency_runtime"]})
-    charts["latency"]["x_title"] = f"Latency (ms{', ' + '; '.join(runtimes) if runtimes else ''})"
-    charts["size"]["x_title"] = "Size of the deployable file (MB)"
-    charts["y_title"] = _y_title(rows)
-    return charts
+    return {
+        "latency": {"points": latency, "references": refs(lambda ref: 100.0),
+                    "x_title": f"Latency (% of the original's{': ' + '; '.join(runtimes) if runtimes else ''})"},
+        "size": {"points": size, "x_title": "Size of the deployable file (MB)",
+                 "references": refs(lambda ref: ref["size_bytes"] * 1e-6 if ref["size_bytes"] is not None else None)},
+        "y_title": _y_title(rows),
+    }
 
 
 @login_required

@@ -286,21 +286,26 @@ def training_chart(training, x_title: str = "Epoch of fine-tuning") -> str:
 SCATTER_HEIGHT = 320
 
 
-def _padded_ticks(values: list[float]) -> list[float]:
-    """Round ticks spanning ``values`` with a little room around them, so no point sits on an axis."""
+def _padded_ticks(values: list[float], cap: float | None = None) -> list[float]:
+    """Round ticks spanning ``values`` with a little room around them, so no point sits on an axis; not past
+    ``cap`` (100 for a percentage) when no value is."""
     low, high = min(values), max(values)
     pad = (high - low) * 0.08 or abs(high) * 0.1 or 1.0
-    return nice_ticks(low - pad, high + pad)
+    ticks = nice_ticks(low - pad, high + pad)
+    if cap is not None and high <= cap:
+        ticks = [tick for tick in ticks if tick < cap] + [cap]
+    return ticks
 
 
 @register.simple_tag
-def scatter_chart(chart_id: str, points, references, x_title: str, y_title: str) -> str:
+def scatter_chart(chart_id: str, points, references, x_title: str, y_title: str, y_cap: float | None = None) -> str:
     """Jobs as points of y (higher is better) against x (lower is better), each job's original model as a
     ``.reference`` diamond, and the Pareto front (no other point is both lower and higher) as
     ``polyline.pareto-front`` through the ``.pareto`` points.
 
-    ``points``: ``[{"id", "x", "y", "label"}]``; ``references``: ``[{"model", "x", "y", "label"}]``; points
-    without an x or a y are left out.
+    ``points``: ``[{"id", "x", "y", "label"}]``, with ``x_low`` / ``x_high`` where x has an interval (drawn as
+    an error bar); ``references``: ``[{"model", "x", "y", "label"}]``; points without an x or a y are left out.
+    ``y_cap``: the y axis ends there when no point is above it (100 for a percentage).
     """
     points = [p for p in points if p.get("x") is not None and p.get("y") is not None]
     references = [r for r in references if r.get("x") is not None and r.get("y") is not None]
@@ -311,8 +316,10 @@ def scatter_chart(chart_id: str, points, references, x_title: str, y_title: str)
     front = pareto_front(keyed)
     on_front = set(front)
     where = {key: (x, y) for key, x, y in keyed}
-    x_ticks = _padded_ticks([x for _, x, _ in keyed])
-    y_ticks = _padded_ticks([y for _, _, y in keyed])
+    bars = [(p["id"], p["x_low"], p["x_high"], p["y"]) for p in points
+            if p.get("x_low") is not None and p.get("x_high") is not None]
+    x_ticks = _padded_ticks([x for _, x, _ in keyed] + [end for _, low, high, _ in bars for end in (low, high)])
+    y_ticks = _padded_ticks([y for _, _, y in keyed], cap=y_cap)
     frame = Frame(x_low=x_ticks[0], x_high=x_ticks[-1], y_low=y_ticks[0], y_high=y_ticks[-1],
                   width=640, height=SCATTER_HEIGHT)
     parts = [axes(frame, x_title=x_title, y_title=y_title, x_ticks=[(t, tick_text(t)) for t in x_ticks],
@@ -329,6 +336,10 @@ def scatter_chart(chart_id: str, points, references, x_title: str, y_title: str)
         coords = " ".join(f"{sx:.1f},{sy:.1f}" for sx, sy in steps)
         parts.append(f'<polyline class="pareto-front" fill="none" stroke="#16a34a" stroke-width="1.5" '
                      f'stroke-dasharray="5 3" points="{coords}"><title>Pareto front</title></polyline>')
+    for job_id, low, high, y in bars:
+        parts.append(f'<line class="interval" data-job-id="{escape(job_id)}" x1="{frame.x(low):.1f}" '
+                     f'y1="{frame.y(y):.1f}" x2="{frame.x(high):.1f}" y2="{frame.y(y):.1f}" stroke="{MUTED_COLOUR}" '
+                     'stroke-width="1.5"/>')
     for ref in references:
         cx, cy = frame.x(ref["x"]), frame.y(ref["y"])
         css = "reference pareto" if f"reference-{ref['model']}" in on_front else "reference"

@@ -94,6 +94,21 @@ def seconds(value) -> str:
 
 
 @register.filter
+def duration(value) -> str:
+    """Seconds as the job page's clock shows them (static/condense.js writes the same): "4 s", "1 min 12 s",
+    "2 h 3 min"."""
+    number = _number(value)
+    if number is None:
+        return DASH
+    whole = max(0, round(number))
+    if whole < 60:
+        return f"{whole} s"
+    if whole < 3600:
+        return f"{whole // 60} min {whole % 60} s"
+    return f"{whole // 3600} h {whole % 3600 // 60} min"
+
+
+@register.filter
 def ago(moment, now=None) -> str:
     """How long ago ``moment`` (a datetime) was: "12 s ago", "3 min ago", "5 h ago", "2 days ago"."""
     if moment is None or moment == "":
