@@ -56,3 +56,20 @@ def page(chromium, live_server):
             and page.problems.append(f"request failed: {req.url} {req.failure}"))
     yield page
     context.close()
+
+
+@pytest.fixture
+def sign_in(page, live_server):
+    """``sign_in(path="/")``: open ``path``, which sends the browser to the login page, sign in as alice (the
+    ``user`` fixture) and land back on ``path``."""
+
+    def sign_in(path: str = "/") -> None:
+        page.goto(path)
+        assert "/accounts/login/" in page.url
+        page.fill("#id_username", "alice")
+        page.fill("#id_password", "wonderland-42")
+        page.click("#login-button")
+        page.wait_for_url(f"{live_server.url}{path}")
+        assert page.inner_text(".user-name") == "alice"
+
+    return sign_in

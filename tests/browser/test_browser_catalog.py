@@ -11,12 +11,6 @@ from webapp.accounts.services import api_token_create
 pytestmark = [pytest.mark.browser]
 
 
-def _sign_in(page, live_server, path: str) -> None:
-    page.goto(path)
-    page.fill("#id_username", "alice")
-    page.fill("#id_password", "wonderland-42")
-    page.click("#login-button")
-    page.wait_for_url(f"{live_server.url}{path}")
 
 
 def _record_requests(page) -> list[str]:
@@ -29,10 +23,10 @@ def _foreign(urls: list[str], live_server) -> list[str]:
     return [url for url in urls if not url.startswith((live_server.url + "/", "data:", "blob:"))]
 
 
-def test_swagger_ui_renders_the_operations_and_tries_one_with_the_session(page, live_server, user):
+def test_swagger_ui_renders_the_operations_and_tries_one_with_the_session(page, live_server, user, sign_in):
     token, _key = api_token_create(owner=user, name="to revoke from the reference", expires_in_days=7)
     urls = _record_requests(page)
-    _sign_in(page, live_server, "/")
+    sign_in("/")
     page.click("#nav-api")
     page.wait_for_url(f"{live_server.url}/api/v1/docs/")
     page.wait_for_selector(".opblock-summary-path")
@@ -55,12 +49,12 @@ def test_swagger_ui_renders_the_operations_and_tries_one_with_the_session(page, 
     assert not page.problems, page.problems
 
 
-def test_redoc_renders_from_this_server_alone(page, live_server, user):
+def test_redoc_renders_from_this_server_alone(page, live_server, user, sign_in):
     """ReDoc's sidebar asks for a logo on cdn.redoc.ly: the page's Content-Security-Policy stops it in the browser."""
     urls = _record_requests(page)
     blocked: list[str] = []
     page.on("requestfailed", lambda request: request.failure == "csp" and blocked.append(request.url))
-    _sign_in(page, live_server, "/")
+    sign_in("/")
     response = page.goto("/api/v1/redoc/")
     assert "img-src 'self' data:" in response.headers["content-security-policy"]
     page.wait_for_selector("text=/api/v1/jobs/")
@@ -69,9 +63,9 @@ def test_redoc_renders_from_this_server_alone(page, live_server, user):
     assert _foreign(urls, live_server) == blocked, (_foreign(urls, live_server), blocked)
 
 
-def test_the_algorithms_page(page, live_server, user):
+def test_the_algorithms_page(page, live_server, user, sign_in):
     urls = _record_requests(page)
-    _sign_in(page, live_server, "/")
+    sign_in("/")
     page.click("#nav-algorithms")
     page.wait_for_url(f"{live_server.url}/algorithms/")
     page.click("#algorithm-toc a[href='#algo-RandomChannelPruner']")

@@ -43,15 +43,6 @@ def _add_model(page, source: str, tmp_path) -> None:
     assert re.search(r"/models/\d+/$", page.url)
 
 
-def _sign_in(page, live_server) -> None:
-    # Through the login page; it sends us back where we wanted to go.
-    page.goto("/")
-    assert "/accounts/login/" in page.url
-    page.fill("#id_username", "alice")
-    page.fill("#id_password", "wonderland-42")
-    page.click("#login-button")
-    page.wait_for_url(f"{live_server.url}/")
-    assert page.inner_text(".user-name") == "alice"
 
 
 def _wait_until_finished(page, worker) -> None:
@@ -66,10 +57,10 @@ def _wait_until_finished(page, worker) -> None:
 
 
 @pytest.mark.parametrize("source", ["onnx", "builtin"])
-def test_upload_compress_watch_and_download(page, live_server, user, celery_worker_process, tmp_path, source):
+def test_upload_compress_watch_and_download(page, live_server, user, celery_worker_process, tmp_path, source, sign_in):
     import onnxruntime as ort
 
-    _sign_in(page, live_server)
+    sign_in()
     _add_model(page, source, tmp_path)
 
     # The model page says what was found.
@@ -129,10 +120,10 @@ def test_upload_compress_watch_and_download(page, live_server, user, celery_work
 
 
 def test_quantize_in_the_browser_and_download_the_int8_model(page, live_server, user, celery_worker_process,
-                                                             tmp_path):
+                                                             tmp_path, sign_in):
     import onnxruntime as ort
 
-    _sign_in(page, live_server)
+    sign_in()
     _add_model(page, "builtin", tmp_path)
     page.click("#compress-link")
     page.wait_for_url(re.compile(r".*/jobs/new/\?model=\d+$"))
@@ -170,7 +161,7 @@ def test_quantize_in_the_browser_and_download_the_int8_model(page, live_server, 
     assert page.problems == [], page.problems
 
 
-def test_a_running_jobs_page_shows_elapsed_time_and_the_estimate(page, live_server, user, monkeypatch):
+def test_a_running_jobs_page_shows_elapsed_time_and_the_estimate(page, live_server, user, monkeypatch, sign_in):
     from datetime import timedelta
 
     from django.utils import timezone
@@ -193,7 +184,7 @@ def test_a_running_jobs_page_shows_elapsed_time_and_the_estimate(page, live_serv
         progress_detail={"stage": "finetune", "done": 2, "total": 20, "unit": "epoch", "batch": 40, "batches": 90,
                          "stage_started_at": (now - timedelta(seconds=70)).isoformat(), "eta_s": 150.0,
                          "updated_at": (now - timedelta(seconds=10)).isoformat()})
-    _sign_in(page, live_server)
+    sign_in()
     page.goto(f"/jobs/{job.pk}/")
     page.wait_for_function("document.getElementById('job-eta').textContent.endsWith('left')")
     assert page.inner_text("#job-eta") == "about 2 min left"

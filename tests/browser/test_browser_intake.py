@@ -11,12 +11,6 @@ import torch
 pytestmark = [pytest.mark.browser, pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 
 
-def _sign_in(page, live_server) -> None:
-    page.goto("/accounts/login/")
-    page.fill("#id_username", "alice")
-    page.fill("#id_password", "wonderland-42")
-    page.click("#login-button")
-    page.wait_for_url(f"{live_server.url}/")
 
 
 def _upload_builtin(page, input_shape: str = "") -> None:
@@ -29,9 +23,9 @@ def _upload_builtin(page, input_shape: str = "") -> None:
     page.wait_for_url(re.compile(r".*/models/\d+/$"))
 
 
-def test_the_model_page_updates_itself_when_the_inspection_ends(page, live_server, user, inspect_in_worker):
+def test_the_model_page_updates_itself_when_the_inspection_ends(page, live_server, user, inspect_in_worker, sign_in):
     torch.manual_seed(0)
-    _sign_in(page, live_server)
+    sign_in()
     _upload_builtin(page)
     # Answered before the worker's child process has even started: the page says so and offers no job yet.
     assert page.locator("#inspection-pending").count() == 1

@@ -26,12 +26,6 @@ def digits(user):
     return model_create(owner=user, name="digits", source="builtin", architecture="digits_cnn")
 
 
-def _sign_in(page, live_server, path: str) -> None:
-    page.goto(path)
-    page.fill("#id_username", "alice")
-    page.fill("#id_password", "wonderland-42")
-    page.click("#login-button")
-    page.wait_for_url(f"{live_server.url}{path}")
 
 
 def _config(page) -> list:
@@ -48,8 +42,8 @@ def _picked(page) -> list[str]:
     return page.eval_on_selector_all("input.layer-pick:checked", "boxes => boxes.map(b => b.value)")
 
 
-def test_controls_write_the_config_list_and_follow_it(page, live_server, digits):
-    _sign_in(page, live_server, f"/jobs/new/?model={digits.pk}")
+def test_controls_write_the_config_list_and_follow_it(page, live_server, digits, sign_in):
+    sign_in(f"/jobs/new/?model={digits.pk}")
     assert _config(page) == [{"op_types": ["Conv2d"], "sparse_ratio": 0.5}]
     assert page.inner_text("#sparsity-value") == "50 %" and page.input_value("#id_dataset") == "digits"
     assert _picked(page) == ["conv1", "conv2"]
@@ -109,11 +103,11 @@ def test_controls_write_the_config_list_and_follow_it(page, live_server, digits)
     assert page.problems == [], page.problems
 
 
-def test_the_model_choice_changes_the_layers_and_the_datasets(page, live_server, user, digits):
+def test_the_model_choice_changes_the_layers_and_the_datasets(page, live_server, user, digits, sign_in):
     from webapp.modelhub.services import model_create
 
     cifar = model_create(owner=user, name="cifar", source="builtin", architecture="cifar_cnn")
-    _sign_in(page, live_server, f"/jobs/new/?model={digits.pk}")
+    sign_in(f"/jobs/new/?model={digits.pk}")
     page.check("input.layer-pick[value=fc1]")
     assert _config(page) == [{"op_names": ["conv1", "conv2", "fc1"], "sparse_ratio": 0.5}]
     assert page.is_enabled("#id_dataset option[value=digits]")
@@ -132,7 +126,7 @@ def test_the_model_choice_changes_the_layers_and_the_datasets(page, live_server,
     assert page.problems == [], page.problems
 
 
-def test_clone_a_job_change_its_sparsity_and_submit(page, live_server, user, digits, queued_only):
+def test_clone_a_job_change_its_sparsity_and_submit(page, live_server, user, digits, queued_only, sign_in):
     from webapp.jobs.models import Job
     from webapp.jobs.services import job_create
 
@@ -140,7 +134,7 @@ def test_clone_a_job_change_its_sparsity_and_submit(page, live_server, user, dig
                      params={"config_list": [{"op_types": ["Conv2d"], "sparse_ratio": 0.5}]},
                      name="half", tags=["sweep"])
     page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=live_server.url)
-    _sign_in(page, live_server, f"/jobs/{job.pk}/")
+    sign_in(f"/jobs/{job.pk}/")
     page.click("#job-params summary")
     assert json.loads(page.inner_text("#job-params-json")) == job.params
     assert "Authorization: Token $CONDENSE_TOKEN" in page.inner_text("#job-curl")

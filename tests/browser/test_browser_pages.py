@@ -38,17 +38,11 @@ def site(user, monkeypatch, settings):
     return {"model": model, "job": job}
 
 
-def _sign_in(page, live_server) -> None:
-    page.goto("/accounts/login/")
-    page.fill("#id_username", "alice")
-    page.fill("#id_password", "wonderland-42")
-    page.click("#login-button")
-    page.wait_for_url(f"{live_server.url}/")
 
 
-def test_no_page_scrolls_sideways_at_a_phone_width(page, live_server, site):
+def test_no_page_scrolls_sideways_at_a_phone_width(page, live_server, site, sign_in):
     page.set_viewport_size(PHONE)
-    _sign_in(page, live_server)
+    sign_in()
     model, job = site["model"], site["job"]
     for path in ("/", "/models/", f"/models/{model.pk}/", "/models/new/", "/datasets/", "/jobs/", "/jobs/new/",
                  f"/jobs/{job.pk}/", "/workers/"):
@@ -63,9 +57,9 @@ def test_no_page_scrolls_sideways_at_a_phone_width(page, live_server, site):
     assert page.problems == []
 
 
-def test_delete_a_finished_job_from_its_page(page, live_server, site):
+def test_delete_a_finished_job_from_its_page(page, live_server, site, sign_in):
     job = site["job"]
-    _sign_in(page, live_server)
+    sign_in()
     page.goto(f"/jobs/{job.pk}/")
     asked = []
     page.on("dialog", lambda dialog: (asked.append(dialog.message), dialog.accept()))
@@ -77,13 +71,13 @@ def test_delete_a_finished_job_from_its_page(page, live_server, site):
     assert page.problems == []
 
 
-def test_deleting_a_model_in_use_says_which_job(page, live_server, site):
+def test_deleting_a_model_in_use_says_which_job(page, live_server, site, sign_in):
     from webapp.jobs.services import job_create
 
     model = site["model"]
     queued = job_create(owner=model.owner, model=model, algorithm="L1NormPruner", dataset="digits",
                         params={"config_list": L1_HALF})
-    _sign_in(page, live_server)
+    sign_in()
     page.goto(f"/models/{model.pk}/")
     page.on("dialog", lambda dialog: dialog.accept())
     page.click("#model-delete-button")

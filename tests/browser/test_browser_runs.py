@@ -58,12 +58,6 @@ def jobs(user, monkeypatch, results):
                                               dataset="digits", name=name)}
 
 
-def _sign_in(page, live_server) -> None:
-    page.goto("/accounts/login/?next=/jobs/")
-    page.fill("#id_username", "alice")
-    page.fill("#id_password", "wonderland-42")
-    page.click("#login-button")
-    page.wait_for_url(f"{live_server.url}/jobs/")
 
 
 def _row_ids(page) -> list[int]:
@@ -71,11 +65,11 @@ def _row_ids(page) -> list[int]:
                                                       "rows => rows.map(r => r.dataset.jobId)")]
 
 
-def test_runs_table_sorts_filters_updates_and_compares(page, live_server, jobs, tmp_path):
+def test_runs_table_sorts_filters_updates_and_compares(page, live_server, jobs, tmp_path, sign_in):
     from webapp.jobs.transitions import job_transition
 
     half, quarter, queued = jobs["half"], jobs["quarter"], jobs["queued"]
-    _sign_in(page, live_server)
+    sign_in("/jobs/")
     assert _row_ids(page) == [queued.pk, quarter.pk, half.pk]
     assert page.inner_text(f'tr[data-job-id="{half.pk}"] td[data-col=target]') == "50%"
     verdict = half.metrics["latency"]["rows"][0]["verdict"]

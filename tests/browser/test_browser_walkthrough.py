@@ -70,12 +70,6 @@ def _trained_digits_onnx(path: Path) -> Path:
     return path
 
 
-def _sign_in(page) -> None:
-    page.goto("/")
-    page.fill("#id_username", "alice")
-    page.fill("#id_password", "wonderland-42")
-    page.click("#login-button")
-    page.wait_for_selector(".user-name")
 
 
 def _wait_for_job_page(page, worker) -> str:
@@ -97,9 +91,9 @@ def _set_sparsity(page, percent: int) -> None:
     assert {entry.get("sparse_ratio") for entry in config_list if "sparse_ratio" in entry} == {percent / 100}
 
 
-def test_five_minute_walkthrough(page, live_server, user, celery_worker_process, tmp_path, capsys):
+def test_five_minute_walkthrough(page, live_server, user, celery_worker_process, tmp_path, capsys, sign_in):
     steps = Steps()
-    _sign_in(page)
+    sign_in()
     steps.done("sign in")
 
     # 1. Upload a trained model.

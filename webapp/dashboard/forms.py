@@ -12,7 +12,7 @@ from django import forms
 
 from django.conf import settings
 
-from compression_core.algorithms import AlgorithmKind, QuantizedForm, all_algorithms
+from compression_core.algorithms import AlgorithmKind, all_algorithms
 from compression_core.evaluation import TRAINING_SCHEMA
 from compression_core.models import architecture_choices
 from compression_core.data import BUILTIN_DATASETS
