@@ -160,6 +160,10 @@ def celery_broker(tmp_path_factory):
     return env
 
 
+#: The test workers now running: :func:`workers_paused` stops them for a test that fakes its jobs' runs.
+RUNNING_WORKERS: set["WorkerProcess"] = set()
+
+
 class WorkerProcess:
     """A ``celery worker`` subprocess; ``start()`` waits until it is ready."""
 
@@ -188,9 +192,11 @@ class WorkerProcess:
                 self.process.kill()
                 raise RuntimeError(f"the Celery worker did not start:\n{self.log_tail()}")
             time.sleep(0.2)
+        RUNNING_WORKERS.add(self)
         return self
 
     def stop(self) -> None:
+        RUNNING_WORKERS.discard(self)
         if self.process and self.process.poll() is None:
             self.process.terminate()
             try:
@@ -200,6 +206,7 @@ class WorkerProcess:
                 self.process.wait()
 
     def kill(self) -> None:
+        RUNNING_WORKERS.discard(self)
         self.process.kill()
         self.process.wait()
 
@@ -235,6 +242,19 @@ def celery_worker_process(worker_env, tmp_path_factory):
     worker = WorkerProcess(worker_env, tmp_path_factory.mktemp("worker") / "worker.log").start()
     yield worker
     worker.stop()
+
+
+@pytest.fixture
+def workers_paused():
+    """No test worker runs during the test (those an earlier test left running are stopped, and started again
+    after it): a test that plays the worker's part itself, keeping jobs queued or running as it likes, would
+    otherwise see a worker's sweep publish them and a worker run them."""
+    paused = [worker for worker in list(RUNNING_WORKERS) if worker.process and worker.process.poll() is None]
+    for worker in paused:
+        worker.stop()
+    yield
+    for worker in paused:
+        worker.start()
 
 
 def wait_for_job(job_id: int, timeout: float = 120.0, until=("succeeded", "failed", "cancelled"), worker=None):

@@ -161,7 +161,8 @@ def test_quantize_in_the_browser_and_download_the_int8_model(page, live_server, 
     assert page.problems == [], page.problems
 
 
-def test_a_running_jobs_page_shows_elapsed_time_and_the_estimate(page, live_server, user, monkeypatch, sign_in):
+def test_a_running_jobs_page_shows_elapsed_time_and_the_estimate(page, live_server, user, monkeypatch, sign_in,
+                                                                 workers_paused):
     from datetime import timedelta
 
     from django.utils import timezone
@@ -177,9 +178,7 @@ def test_a_running_jobs_page_shows_elapsed_time_and_the_estimate(page, live_serv
                      params={"config_list": [{"op_types": ["Conv2d"], "sparse_ratio": 0.5}]})
     now = timezone.now()
     Job.objects.filter(pk=job.pk).update(
-        # A lease held well beyond the test: no sweep of a worker left running by another test may take it over.
-        status="running", started_at=now - timedelta(seconds=90), progress=0.3, lease_owner="test-run",
-        lease_expires_at=now + timedelta(hours=1), heartbeat_at=now, published_at=now,
+        status="running", started_at=now - timedelta(seconds=90), progress=0.3,
         stage="fine-tuning: epoch 3 of 20, batch 40 of 90, loss 0.41",
         progress_detail={"stage": "finetune", "done": 2, "total": 20, "unit": "epoch", "batch": 40, "batches": 90,
                          "stage_started_at": (now - timedelta(seconds=70)).isoformat(), "eta_s": 150.0,

@@ -14,7 +14,7 @@ CONFIG = "textarea[name=config_list]"
 
 
 @pytest.fixture
-def queued_only(monkeypatch):
+def queued_only(monkeypatch, workers_paused):
     """Jobs stay queued: no broker, no worker; these tests look at the form and the job rows."""
     monkeypatch.setattr("webapp.jobs.services.job_publish", lambda job_id: None)
 

@@ -20,7 +20,7 @@ WIDEST = """() => [...document.querySelectorAll('body *')]
 
 
 @pytest.fixture
-def site(user, monkeypatch, settings):
+def site(user, monkeypatch, settings, workers_paused):
     """A model with a finished pruning job (run in this process, real results: layers, fine-tuning, latency)."""
     from webapp.jobs.services import job_create, job_execute
     from webapp.modelhub.services import model_create

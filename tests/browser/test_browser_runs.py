@@ -31,7 +31,7 @@ def results(tmp_path_factory):
 
 
 @pytest.fixture
-def jobs(user, monkeypatch, results):
+def jobs(user, monkeypatch, results, workers_paused):
     """A model with two finished L1 jobs (50%, tagged sweep; 25%, tagged sweep and baseline) and a queued one."""
     from webapp.jobs.models import Job
     from webapp.jobs.services import job_create
