@@ -153,6 +153,8 @@ def test_job_list_fields_choose_the_keys(api, finished):
     row = job_run_row(Job.objects.get(pk=job.pk))
     assert item == {"id": job.pk, "status": "succeeded", "accuracy_after": row["accuracy_after"],
                     "latency_ratio": row["latency_ratio"], "size_after_bytes": row["size_after_bytes"]}
+    timing = api.get("/api/v1/jobs/?fields=elapsed_s,eta_s").json()["results"][0]
+    assert timing["elapsed_s"] >= 0 and timing["eta_s"] is None  # finished: no estimate
     response = api.get("/api/v1/jobs/?fields=id,speed")
     assert response.status_code == 400
     message = response.json()["fields"][0]

@@ -21,6 +21,7 @@ from statistics import median
 from typing import Any
 
 from .models import Job
+from .selectors import job_elapsed_s, job_eta_s
 
 #: Every key of a run row, with what it holds (the API documents them from here).
 RUN_FIELDS: dict[str, str] = {
@@ -38,6 +39,8 @@ RUN_FIELDS: dict[str, str] = {
     "created_at": "when it was created",
     "started_at": "when its last run started",
     "finished_at": "when it ended",
+    "elapsed_s": "seconds its run has taken, to now while it runs (null before it starts)",
+    "eta_s": "seconds left by the worker's estimate, while it runs (null: no estimate yet, or not running)",
     "duration_s": "seconds from start to end (null until it ends)",
     "sparsity": "the sparse ratio every config_list entry asks for (null: none, or entries differ)",
     "bits": "the quantization bit width every config_list entry asks for (null: none, or entries differ)",
@@ -236,7 +239,7 @@ def job_run_row(job: Job) -> dict[str, Any]:
         "progress_detail": job.progress_detail if isinstance(job.progress_detail, dict) else {},
         "error": job.error, "tags": [str(tag) for tag in job.tags] if isinstance(job.tags, list) else [],
         "created_at": job.created_at, "started_at": job.started_at, "finished_at": job.finished_at,
-        "duration_s": _duration(job),
+        "duration_s": _duration(job), "elapsed_s": job_elapsed_s(job=job), "eta_s": job_eta_s(job=job),
         **compression_target(job.params),
         "accuracy_before": accuracy_before, "accuracy_after": accuracy_after,
         "accuracy_delta": accuracy_after - accuracy_before if None not in (accuracy_before, accuracy_after) else None,
