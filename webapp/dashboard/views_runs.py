@@ -89,18 +89,21 @@ def compare_charts(comparison: dict) -> dict:
         value, kind = quality(row)
         y = value * 100 if value is not None else None
         name = f"#{row['id']} {row['name'] or row['algorithm']}: {kind} "
-        x = _percent_of_original(row["latency_ratio"])
+        x, after_ms = _percent_of_original(row["latency_ratio"]), row["latency_after_ms"]
+        measured = None not in (x, y, after_ms)
         latency.append({"id": row["id"], "x": x, "y": y,
                         "x_low": _percent_of_original(row["latency_high"]),
                         "x_high": _percent_of_original(row["latency_low"]),
-                        "label": name + (f"{y:.1f} %, latency {x:.0f} % of the original's ({row['latency_after_ms']:.3g} "
-                                         f"ms)" if None not in (x, y, row["latency_after_ms"]) else "not measured")})
+                        "label": name + (f"{y:.1f} %, latency {x:.0f} % of the original's ({after_ms:.3g} ms)"
+                                         if measured else "not measured")})
         mb = row["size_after_bytes"] * 1e-6 if row["size_after_bytes"] is not None else None
         size.append({"id": row["id"], "x": mb, "y": y,
                      "label": name + (f"{y:.1f} %, {mb:.3g} MB" if None not in (mb, y) else "not measured")})
+
     def refs(x_of):
-        return [{"model": ref["model"], "x": x_of(ref), "y": ref["quality"] * 100 if ref["quality"] is not None else None,
-                 "label": f"original model {ref['model_name']}"} for ref in references]
+        return [{"model": ref["model"], "x": x_of(ref), "label": f"original model {ref['model_name']}",
+                 "y": ref["quality"] * 100 if ref["quality"] is not None else None} for ref in references]
+
     runtimes = sorted({f"{row['latency_runtime']}, batch {row['latency_batch']}" for row in rows
                        if row["latency_runtime"]})
     return {
