@@ -124,7 +124,6 @@ def job_compare(request):
     return render(request, "dashboard/job_compare.html", {
         "jobs": jobs, "comparison": comparison, "charts": compare_charts(comparison),
         "ids": ",".join(str(job.pk) for job in jobs),
-        "references": {ref["model"]: ref for ref in comparison["references"]},
     })
 
 

@@ -387,7 +387,6 @@ def compare_runs(jobs: Sequence[Job]) -> dict[str, Any]:
     the channels each layer kept."""
     rows = [job_run_row(job) | {"params": job.params} for job in jobs]
     references = reference_rows(rows)
-    by_model = {ref["model"]: ref for ref in references}
     pareto = {}
     # Latency is compared relative to each job's own original (its interleaved ratio; the original is 1.0):
     # absolute times measured minutes apart on a shared machine would rank the jobs by the machine's load.
@@ -395,7 +394,7 @@ def compare_runs(jobs: Sequence[Job]) -> dict[str, Any]:
                                ("accuracy_size", lambda row: row["size_after_bytes"], lambda ref: ref["size_bytes"])):
         points = [(row["id"], job_x(row), quality(row)[0]) for row in rows
                   if job_x(row) is not None and quality(row)[0] is not None]
-        points += [(f"reference-{ref['model']}", ref_x(ref), ref["quality"]) for ref in by_model.values()
+        points += [(f"reference-{ref['model']}", ref_x(ref), ref["quality"]) for ref in references
                    if ref_x(ref) is not None and ref["quality"] is not None]
         pareto[name] = [key for key in pareto_front(points) if isinstance(key, int)]
     return {"jobs": rows, "references": references, "pareto": pareto, "params_diff": params_diff(jobs),
